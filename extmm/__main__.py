@@ -1,0 +1,3 @@
+from extmm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands. Each module exposes `register(subparsers)` and sets `handler` on its parser."""

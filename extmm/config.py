@@ -1,0 +1,317 @@
+"""Configuration: the seed's `config.json` format, loaded into frozen attrs classes.
+
+One cattrs converter with `forbid_extra_keys=True` structures the file; every leaf type
+has a strict hook so a wrong value is reported with its key path, the bad value and what
+was expected, e.g. `markets[1].base_spread: expected a number ≥ 0, got "abc"`.
+Secrets never live here: see `extmm.secrets`.
+
+Units: `base_spread` is a fraction of mid (0.001 = 10 bps); `*_usd` are USD notionals;
+`*_ms` / `*_sec` / `*_s` are durations; `replace_threshold_bps` is basis points of price.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, NewType
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+# -- constrained leaf types -------------------------------------------------------------
+NonNegFloat = NewType("NonNegFloat", float)
+PosFloat = NewType("PosFloat", float)
+NonNegInt = NewType("NonNegInt", int)
+PosInt = NewType("PosInt", int)
+Rate = NewType("Rate", Decimal)  # a fee rate, as a decimal string or number, -0.01..0.01
+MarketName = NewType("MarketName", str)
+
+StpLevel = Literal["DISABLED", "ACCOUNT", "CLIENT"]
+ModelName = Literal["seed", "avellaneda_stoikov", "glft"]
+NetworkName = Literal["paper", "testnet", "mainnet"]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# -- schema -----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FeesOverride:
+    """Fee rates to use instead of the account's (`/user/fees`); null keeps the account's."""
+
+    makerFeeRate: Rate | None = None  # noqa: N815 - the seed's key names
+    takerFeeRate: Rate | None = None  # noqa: N815
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """Quote model selection and parameters (new in extmm; the seed model is the default).
+
+    avellaneda_stoikov: gamma (risk aversion, 1/(USD·size)), k (intensity decay per price
+    unit), horizon_s (τ, seconds). glft: gamma, A (fills per second at the touch), k, xi
+    (null → gamma), delta (order size unit). funding_horizon_s: holding horizon over which
+    the funding carry shifts the reservation price (Extended funding is hourly).
+    """
+
+    type: ModelName = "seed"
+    gamma: PosFloat = 0.1
+    k: PosFloat | None = None  # None → derived from the market's tick (see extmm.domain.quoting)
+    A: PosFloat = 1.0  # noqa: N815
+    xi: PosFloat | None = None
+    delta: PosFloat = 1.0
+    horizon_s: PosFloat = 60.0
+    funding_horizon_s: NonNegFloat = 3600.0
+    recalibrate: bool = False
+    recalibrate_window_s: PosFloat = 900.0
+
+
+@attrs.frozen(kw_only=True)
+class MarketConfig:
+    name: MarketName
+    enabled: bool = True
+    leverage: PosInt = 5
+    k: NonNegFloat = 0.0005  # seed model: relative fair-price skew per quote size of inventory
+    alpha: NonNegFloat = 0.5  # seed model: half-spread weight on σ
+    beta: NonNegFloat = 0.25  # seed model: half-spread weight on the funding term
+    base_spread: NonNegFloat = 0.001  # seed model: base half-spread, fraction of mid
+    quote_notional_cap_usd: PosFloat = 50.0
+    replace_threshold_bps: NonNegFloat = 2.0
+    min_order_size: NonNegFloat = 0.0
+    post_only: bool = True
+    fees_override: FeesOverride | None = None
+    model: ModelConfig = ModelConfig()
+
+
+@attrs.frozen(kw_only=True)
+class RiskConfig:
+    max_net_position_usd: NonNegFloat = 200.0
+    max_open_orders: PosInt = 30
+    min_balance_usd: NonNegFloat = 50.0
+    stale_book_ms: PosInt = 3000  # no quotes rest on a book older than this
+    max_drawdown_usd: PosFloat | None = None  # kill switch; None disables
+
+
+@attrs.frozen(kw_only=True)
+class BreakerConfig:
+    max_429_per_min: PosInt = 5
+    max_error_rate: NonNegFloat = 0.2  # share of failed REST calls over the window
+    max_latency_ms: PosFloat = 2000.0  # p99 REST latency over the window
+    window_s: PosFloat = 60.0
+    cooldown_s: PosFloat = 30.0
+    dms_backstop_sec: PosInt = 10
+
+
+@attrs.frozen(kw_only=True)
+class BotConfig:
+    stp: StpLevel = "ACCOUNT"
+    quote_loop_ms: PosInt = 250
+    replace_coalesce_ms: NonNegInt = 400
+    dead_mans_switch_sec: PosInt = 120
+    risk: RiskConfig = RiskConfig()
+    markets: list[MarketConfig] = attrs.Factory(list)
+    fees_override: FeesOverride | None = None
+    order_expiry_s: PosInt = 3600
+    external_id_prefix: str = "extmm"
+    breaker: BreakerConfig = BreakerConfig()
+
+    @property
+    def enabled_markets(self) -> list[MarketConfig]:
+        return [m for m in self.markets if m.enabled]
+
+    def fees_for(self, market: MarketConfig) -> FeesOverride | None:
+        """Per-market override wins over the top-level one."""
+        return market.fees_override or self.fees_override
+
+
+# -- converter --------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(lo: float | None, strict_lo: bool, integer: bool):
+    what = "an integer" if integer else "a number"
+    if lo is not None:
+        what += f" {'>' if strict_lo else '≥'} {lo:g}"
+
+    def hook(value: Any, _type: Any) -> Any:
+        ok = _is_number(value) and (not integer or float(value).is_integer())
+        if ok and lo is not None:
+            ok = value > lo if strict_lo else value >= lo
+        if not ok or value != value:  # NaN
+            raise ValueError(f"expected {what}, got {_show(value)}")
+        return int(value) if integer else float(value)
+
+    return hook
+
+
+def _rate(value: Any, _type: Any) -> Decimal:
+    try:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidOperation
+        rate = Decimal(str(value))
+        if not rate.is_finite() or abs(rate) > Decimal("0.01"):
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ValueError(f"expected a fee rate between -0.01 and 0.01, got {_show(value)}") from None
+    return rate
+
+
+def _str(value: Any, _type: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _market_name(value: Any, _type: Any) -> str:
+    if not isinstance(value, str) or not value or value.strip() != value:
+        raise ValueError(f"expected a market name such as \"BTC-USD\", got {_show(value)}")
+    return value
+
+
+def _bool(value: Any, _type: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _literal(value: Any, type_: Any) -> Any:
+    allowed = type_.__args__
+    if value not in allowed:
+        raise ValueError(f"expected one of {', '.join(_show(a) for a in allowed)}, got {_show(value)}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(NonNegFloat, _number(0, False, False))
+    conv.register_structure_hook(PosFloat, _number(0, True, False))
+    conv.register_structure_hook(NonNegInt, _number(0, False, True))
+    conv.register_structure_hook(PosInt, _number(0, True, True))
+    conv.register_structure_hook(float, _number(None, False, False))
+    conv.register_structure_hook(int, _number(None, False, True))
+    conv.register_structure_hook(Rate, _rate)
+    conv.register_structure_hook(MarketName, _market_name)
+    conv.register_structure_hook(str, _str)
+    conv.register_structure_hook(bool, _bool)
+    conv.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, _literal)
+    # `model` may be just the model's name.
+    base_model_hook = conv.get_structure_hook(ModelConfig)
+    conv.register_structure_hook(
+        ModelConfig,
+        lambda v, t: base_model_hook({"type": v} if isinstance(v, str) else v, t),
+    )
+    # The seed's quote model key was sometimes spelled `K`; accept it as `k`.
+    base_market_hook = conv.get_structure_hook(MarketConfig)
+
+    def market_hook(value: Any, type_: Any) -> MarketConfig:
+        if isinstance(value, dict) and "K" in value and "k" not in value:
+            value = {("k" if key == "K" else key): v for key, v in value.items()}
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {_show(value)}")
+        return base_market_hook(value, type_)
+
+    conv.register_structure_hook(MarketConfig, market_hook)
+    return conv
+
+
+converter = _make_converter()
+
+
+def _format_path(path: str) -> str:
+    return path.removeprefix("$").removeprefix(".") or "(top level)"
+
+
+def _problems(exc: BaseException, path: str = "$") -> list[str]:
+    """Flatten cattrs' exception groups into `key.path: message` lines."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        out: list[str] = []
+        with_notes, without = exc.group_exceptions()
+        for inner, note in with_notes:
+            if isinstance(exc, IterableValidationError):
+                sub = f"{path}[{note.index!r}]"
+            else:
+                sub = f"{path}.{note.name}"
+                if isinstance(inner, KeyError):
+                    out.append(f"{_format_path(sub)}: required key is missing")
+                    continue
+            out.extend(_problems(inner, sub))
+        for inner in without:
+            out.extend(_problems(inner, path))
+        return out
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return [f"{_format_path(f'{path}.{key}')}: unknown key" for key in sorted(exc.extra_fields)]
+    if isinstance(exc, ValueError | TypeError):
+        msg = str(exc)
+        if isinstance(exc, TypeError) or "expected" not in msg:
+            msg = f"invalid value ({msg})"
+        return [f"{_format_path(path)}: {msg}"]
+    if isinstance(exc, AttributeError | KeyError):
+        return [f"{_format_path(path)}: expected an object"]
+    return [f"{_format_path(path)}: {exc}"]
+
+
+def _semantic_problems(cfg: BotConfig) -> list[str]:
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, market in enumerate(cfg.markets):
+        if market.name in seen:
+            out.append(f"markets[{i}].name: duplicate market {market.name!r} (also markets[{seen[market.name]}])")
+        seen[market.name] = i
+    if not cfg.enabled_markets:
+        out.append("markets: expected at least one enabled market")
+    if cfg.dead_mans_switch_sec < 3:
+        out.append(f"dead_mans_switch_sec: expected an integer ≥ 3, got {cfg.dead_mans_switch_sec}")
+    if not cfg.external_id_prefix or not cfg.external_id_prefix.replace("-", "").isalnum():
+        out.append(f"external_id_prefix: expected letters, digits and '-', got {_show(cfg.external_id_prefix)}")
+    return out
+
+
+def parse_config(data: Any) -> BotConfig:
+    """Structure already-decoded JSON; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected an object, got {_show(data)}"])
+    try:
+        cfg = converter.structure(data, BotConfig)
+    except (ClassValidationError, IterableValidationError, ValueError, TypeError) as exc:
+        raise ConfigError(_problems(exc) or [str(exc)]) from None
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> BotConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"]) from None
+    return parse_config(data)
+
+
+def dump_config(cfg: BotConfig) -> dict[str, Any]:
+    conv = cattrs.Converter()
+    conv.register_unstructure_hook(Decimal, str)
+    return conv.unstructure(cfg)

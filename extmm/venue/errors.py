@@ -1,0 +1,68 @@
+"""Typed failures of the venue edge.
+
+    VenueError
+    ├── RateLimited            HTTP 429; back off and tell the breaker
+    ├── AuthError              HTTP 401/403; the API key is wrong or lacks rights
+    ├── OrderRejected          the venue refused the request with an application code
+    ├── TransientServerError   HTTP 5xx; safe to retry reads
+    ├── NetworkError           connect/read failure or timeout; outcome of a write unknown
+    ├── MalformedResponse      the body is not the JSON envelope we expect
+    └── StreamError
+        ├── StreamClosed       the server closed the WebSocket (or it stalled)
+        └── SequenceGap        a `seq` was skipped, repeated or went backwards
+
+Messages never include secrets: request headers are not part of any error text.
+"""
+
+from __future__ import annotations
+
+
+class VenueError(Exception):
+    """Base of every venue failure."""
+
+
+class RateLimited(VenueError):
+    def __init__(self, message: str = "rate limited (HTTP 429)", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(VenueError):
+    pass
+
+
+class OrderRejected(VenueError):
+    def __init__(self, code: int | str | None, message: str, http_status: int | None = None) -> None:
+        super().__init__(f"rejected by venue: code={code} {message}".strip())
+        self.code = code
+        self.venue_message = message
+        self.http_status = http_status
+
+
+class TransientServerError(VenueError):
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class NetworkError(VenueError):
+    pass
+
+
+class MalformedResponse(VenueError):
+    pass
+
+
+class StreamError(VenueError):
+    pass
+
+
+class StreamClosed(StreamError):
+    pass
+
+
+class SequenceGap(StreamError):
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"sequence gap: expected seq {expected}, got {got}")
+        self.expected = expected
+        self.got = got
