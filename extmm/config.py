@@ -279,8 +279,8 @@ def _semantic_problems(cfg: BotConfig) -> list[str]:
         out.append("markets: expected at least one enabled market")
     if cfg.dead_mans_switch_sec < 3:
         out.append(f"dead_mans_switch_sec: expected an integer ≥ 3, got {cfg.dead_mans_switch_sec}")
-    if not cfg.external_id_prefix or not cfg.external_id_prefix.replace("-", "").isalnum():
-        out.append(f"external_id_prefix: expected letters, digits and '-', got {_show(cfg.external_id_prefix)}")
+    if not cfg.external_id_prefix.isascii() or not cfg.external_id_prefix.isalnum():
+        out.append(f"external_id_prefix: expected ASCII letters and digits only, got {_show(cfg.external_id_prefix)}")
     return out
 
 

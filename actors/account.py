@@ -1,0 +1,271 @@
+"""Account: the private account stream of one market; source of truth for inventory.
+
+Opens the account stream (snapshots of orders, balance and positions first, then
+ORDER/TRADE/POSITION/BALANCE updates), forwards order updates and fills to the
+Executor, keeps the PnL ledger (spread, inventory, fees, funding) marked at the book's
+mid, publishes `Inventory` to the Quoter and Risk on change and periodically, and
+reconciles the position over REST, counting every drift it corrects.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal
+
+import trio
+from loguru import logger
+
+from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderEvent, QuoterIn, RiskIn, TopOfBook
+from extmm.domain.pnl import MarketLedger
+from extmm.domain.units import MarketSpec, Rounding
+from extmm.telemetry import AccountStats, Telemetry
+from extmm.venue.errors import StreamError, VenueError
+from extmm.venue.port import ExchangePort
+from extmm.venue.types import (
+    BalanceInfo,
+    BalanceUpdate,
+    OrderInfo,
+    OrdersUpdate,
+    PositionInfo,
+    PositionsUpdate,
+    TradeInfo,
+    TradesUpdate,
+)
+
+OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
+RECOVERABLE = (StreamError, VenueError, OSError, trio.TooSlowError)
+
+
+class _AccountState:
+    """The actor's own mutable state (never shared outside the actor)."""
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.position_lots = 0
+        self.balance: BalanceInfo | None = None
+        self.open_orders: dict[str, OrderInfo] = {}
+        self.ledger: MarketLedger | None = None
+        self.mid: Decimal | None = None
+        self.peak_pnl = Decimal(0)
+        self.fills = 0
+        self.drift_corrections = 0
+        self.seen_trades: set[int] = set()
+        self.seen_trade_order: deque[int] = deque()
+        self.seen_funding: set[tuple[int, str]] = set()
+        self.changed = trio.Event()
+
+    def position_from(self, positions: tuple[PositionInfo, ...] | list[PositionInfo]) -> int:
+        lots = 0
+        for p in positions:
+            if p.market == self.spec.name:
+                lots += self.spec.qty_to_lots(p.signed_size, Rounding.DOWN if p.signed_size > 0 else Rounding.UP)
+        return lots
+
+    def remember_trade(self, trade_id: int) -> bool:
+        """False if the trade was already seen (the stream may repeat after a reconnect)."""
+        if trade_id in self.seen_trades:
+            return False
+        self.seen_trades.add(trade_id)
+        self.seen_trade_order.append(trade_id)
+        if len(self.seen_trade_order) > 10_000:
+            self.seen_trades.discard(self.seen_trade_order.popleft())
+        return True
+
+    def inventory(self) -> Inventory:
+        bids = sum(1 for o in self.open_orders.values() if o.side.value == "BUY")
+        pnl = self.ledger.total if self.ledger is not None else Decimal(0)
+        self.peak_pnl = max(self.peak_pnl, pnl)
+        return Inventory(
+            position_lots=self.position_lots,
+            balance_usd=float(self.balance.balance) if self.balance is not None else None,
+            equity_usd=float(self.balance.equity) if self.balance is not None else None,
+            open_bids=bids,
+            open_asks=len(self.open_orders) - bids,
+            drawdown_usd=float(self.peak_pnl - pnl),
+            at=trio.current_time(),
+        )
+
+
+async def account_actor(
+    *,
+    port: ExchangePort,
+    spec: MarketSpec,
+    inbox: trio.MemoryReceiveChannel[AccountIn],
+    to_quoter: trio.MemorySendChannel[QuoterIn],
+    to_risk: trio.MemorySendChannel[RiskIn],
+    to_executor: trio.MemorySendChannel[ExecIn],
+    telemetry: Telemetry,
+    reconnect_delay: Callable[[int], float],
+    reconcile_every_s: float = 5.0,
+    publish_every_s: float = 1.0,
+    funding_every_s: float = 60.0,
+    snapshot_timeout_s: float = 30.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    market = spec.name
+    state = _AccountState(spec)
+    ready = trio.Event()
+
+    async def publish() -> None:
+        inv = state.inventory()
+        await to_quoter.send(inv)
+        await to_risk.send(inv)
+        snap = state.ledger.snapshot() if state.ledger is not None else None
+        position = spec.lots_to_qty(state.position_lots)
+        telemetry.publish(
+            AccountStats(
+                market=market,
+                position=position,
+                position_usd=float(position * state.mid) if state.mid is not None else 0.0,
+                pnl={
+                    "spread": snap.spread if snap else Decimal(0),
+                    "inventory": snap.inventory if snap else Decimal(0),
+                    "fees": snap.fees if snap else Decimal(0),
+                    "funding": snap.funding if snap else Decimal(0),
+                    "net": snap.total if snap else Decimal(0),
+                },
+                fills=state.fills,
+                balance=state.balance.balance if state.balance else None,
+                equity=state.balance.equity if state.balance else None,
+                drift_corrections=state.drift_corrections,
+                at=trio.current_time(),
+            )
+        )
+
+    def on_orders(orders: tuple[OrderInfo, ...], is_snapshot: bool) -> list[OrderInfo]:
+        mine = [o for o in orders if o.market == market]
+        if is_snapshot:
+            state.open_orders = {o.external_id: o for o in mine if o.status in OPEN_STATUSES}
+        else:
+            for o in mine:
+                if o.status in OPEN_STATUSES:
+                    state.open_orders[o.external_id] = o
+                else:
+                    state.open_orders.pop(o.external_id, None)
+        return mine
+
+    def on_trade(t: TradeInfo) -> bool:
+        if t.market != market or not state.remember_trade(t.id):
+            return False
+        state.fills += 1
+        state.position_lots += t.side.sign * spec.qty_to_lots(t.qty, Rounding.DOWN)
+        if state.ledger is None:
+            state.ledger = MarketLedger(market=market)
+        state.ledger = state.ledger.with_fill(t.side, t.price, t.qty, fee=t.fee, mid=state.mid or t.price)
+        return True
+
+    async def stream_loop() -> None:
+        failures = 0
+        while True:
+            try:
+                async with port.account_stream() as stream:
+                    got: set[str] = set()
+                    while True:
+                        update = await stream.receive()
+                        match update:
+                            case OrdersUpdate(orders=orders, is_snapshot=snap):
+                                for o in on_orders(orders, snap):
+                                    await to_executor.send(OrderEvent(order=o))
+                                got.add("orders")
+                            case TradesUpdate(trades=trades, is_snapshot=snap):
+                                for t in trades:
+                                    # Snapshot trades are history: remember, don't count them.
+                                    if snap:
+                                        state.remember_trade(t.id)
+                                    elif on_trade(t):
+                                        await to_executor.send(FillEvent(trade=t))
+                            case PositionsUpdate(positions=positions, is_snapshot=snap):
+                                mine = [p for p in positions if p.market == market]
+                                if snap or mine:
+                                    state.position_lots = state.position_from(mine)
+                                got.add("positions")
+                            case BalanceUpdate(balance=balance):
+                                state.balance = balance
+                                got.add("balance")
+                        if not ready.is_set() and {"orders", "positions"} <= got:
+                            failures = 0
+                            ready.set()
+                        state.changed.set()
+            except RECOVERABLE as exc:
+                failures += 1
+                delay = reconnect_delay(failures)
+                logger.warning("{}: account stream failed ({}); reconnect #{} in {:.2f}s", market, exc, failures, delay)
+                await trio.sleep(delay)
+
+    async def mid_loop() -> None:
+        async for top in inbox:
+            # Conflate: only the newest top matters.
+            while True:
+                try:
+                    top = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            if not isinstance(top, TopOfBook) or not top.valid or top.bid_ticks is None or top.ask_ticks is None:
+                continue
+            mid = (spec.ticks_to_price(top.bid_ticks) + spec.ticks_to_price(top.ask_ticks)) / 2
+            state.mid = mid
+            if state.ledger is None:
+                state.ledger = MarketLedger.opening(market, position=spec.lots_to_qty(state.position_lots), mark=mid) \
+                    if state.position_lots else MarketLedger(market=market)
+            state.ledger = state.ledger.with_mark(mid)
+
+    async def reconcile_loop() -> None:
+        while True:
+            await trio.sleep(reconcile_every_s)
+            try:
+                positions = await port.get_positions(market)
+                balance = await port.get_balance()
+            except VenueError as exc:
+                logger.warning("{}: position reconciliation failed: {}", market, exc)
+                continue
+            venue_lots = state.position_from(positions)
+            if venue_lots != state.position_lots:
+                state.drift_corrections += 1
+                logger.warning("{}: position drift corrected: ours {} lots, venue {} lots",
+                               market, state.position_lots, venue_lots)
+                state.position_lots = venue_lots
+                state.changed.set()
+            if balance is not None:
+                state.balance = balance
+
+    async def funding_loop() -> None:
+        while True:
+            try:
+                payments = await port.get_funding_history(market)
+            except VenueError as exc:
+                logger.debug("{}: funding history failed: {}", market, exc)
+                payments = []
+            for p in sorted(payments, key=lambda p: p.paid_ms):
+                key = (p.paid_ms, p.market)
+                if p.market != market or key in state.seen_funding:
+                    continue
+                state.seen_funding.add(key)
+                if state.ledger is None:
+                    state.ledger = MarketLedger(market=market)
+                state.ledger = state.ledger.with_funding(p.funding_fee)
+            await trio.sleep(funding_every_s)
+
+    async def publish_loop() -> None:
+        while True:
+            with trio.move_on_after(publish_every_s):
+                await state.changed.wait()
+            state.changed = trio.Event()
+            await publish()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream_loop)
+        nursery.start_soon(mid_loop)
+        with trio.fail_after(snapshot_timeout_s):
+            await ready.wait()
+        # Funding already paid before this start is history, not this session's PnL.
+        try:
+            for p in await port.get_funding_history(market):
+                state.seen_funding.add((p.paid_ms, p.market))
+        except VenueError as exc:
+            logger.debug("{}: funding history unavailable at start: {}", market, exc)
+        await publish()
+        nursery.start_soon(reconcile_loop)
+        nursery.start_soon(funding_loop)
+        nursery.start_soon(publish_loop)
+        task_status.started()

@@ -1,0 +1,136 @@
+"""Book: applies the Feed's frames to the local L2 book and publishes the top.
+
+Checks `seq` (through `extmm.domain.book`), asks the Feed for a resync when the book
+breaks, keeps the rolling volatility, and publishes a `TopOfBook` after every frame to
+the Quoter and the Account (both conflate: they keep only the newest).
+"""
+
+from __future__ import annotations
+
+import trio
+from loguru import logger
+
+from actors.messages import (
+    AccountIn,
+    BookFrame,
+    FeedControl,
+    FeedOut,
+    FeedReset,
+    FundingRate,
+    MarkPrice,
+    QuoterIn,
+    Resync,
+    TopOfBook,
+)
+from extmm.domain.book import Book, MalformedBookFrame
+from extmm.domain.units import MarketSpec
+from extmm.domain.volatility import EwmaVolatility
+from extmm.telemetry import BookStats, Telemetry
+
+DEFAULT_PRIOR_SIGMA = 1e-4  # relative σ per √s (≈ 56 % a year) until the estimator warms up
+
+
+async def book_actor(
+    *,
+    spec: MarketSpec,
+    inbox: trio.MemoryReceiveChannel[FeedOut],
+    to_quoter: trio.MemorySendChannel[QuoterIn],
+    to_account: trio.MemorySendChannel[AccountIn],
+    feed_control: trio.MemorySendChannel[FeedControl],
+    telemetry: Telemetry,
+    vol_interval_s: float = 1.0,
+    vol_half_life_s: float = 120.0,
+    prior_sigma: float = DEFAULT_PRIOR_SIGMA,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    book = Book(spec)
+    vol = EwmaVolatility(interval_s=vol_interval_s, half_life_s=vol_half_life_s, prior_sigma=prior_sigma)
+    frames = gaps = reconnects = malformed = 0
+    last_top: TopOfBook | None = None
+    task_status.started()
+    async for msg in inbox:
+        match msg:
+            case BookFrame():
+                frames += 1
+                try:
+                    gap = book.apply(msg.data, msg.seq, msg.type)
+                except MalformedBookFrame as exc:
+                    malformed += 1
+                    logger.warning("{}: malformed book frame skipped, resyncing: {}", spec.name, exc)
+                    gap = None
+                    _request_resync(feed_control, "malformed frame")
+                if gap is not None:
+                    gaps += 1
+                    if gap.needs_resync:
+                        logger.warning("{}: book gap {} (expected {}, got {}); resync", spec.name,
+                                       gap.reason.value, gap.expected_seq, gap.got_seq)
+                        _request_resync(feed_control, gap.reason.value)
+                top = _top(spec, book, vol, msg.received_at)
+            case FeedReset():
+                reconnects += 1
+                book.invalidate()
+                top = _top(spec, book, vol, trio.current_time())
+            case FundingRate():
+                await to_quoter.send(msg)
+                continue
+            case MarkPrice():
+                continue
+        if top.valid and top.mid is not None:
+            vol.update(top.updated_at, top.mid)
+        if last_top is None or _changed(last_top, top):
+            await to_quoter.send(top)
+            await to_account.send(top)
+            last_top = top
+            telemetry.publish(
+                BookStats(
+                    market=spec.name,
+                    bid=spec.ticks_to_price(top.bid_ticks) if top.bid_ticks is not None else None,
+                    ask=spec.ticks_to_price(top.ask_ticks) if top.ask_ticks is not None else None,
+                    bid_qty=spec.lots_to_qty(top.bid_lots) if top.bid_lots is not None else None,
+                    ask_qty=spec.lots_to_qty(top.ask_lots) if top.ask_lots is not None else None,
+                    mid=top.mid,
+                    sigma=top.sigma,
+                    valid=top.valid,
+                    updated_at=top.updated_at,
+                    frames=frames,
+                    gaps=gaps,
+                    reconnects=reconnects,
+                    malformed=malformed,
+                )
+            )
+
+
+def _top(spec: MarketSpec, book: Book, vol: EwmaVolatility, at: float) -> TopOfBook:
+    t = book.top()
+    return TopOfBook(
+        market=spec.name,
+        bid_ticks=t.best_bid_ticks,
+        bid_lots=t.best_bid_lots,
+        ask_ticks=t.best_ask_ticks,
+        ask_lots=t.best_ask_lots,
+        mid=t.mid,
+        sigma=vol.sigma,
+        valid=t.valid and t.best_bid_ticks is not None and t.best_ask_ticks is not None,
+        updated_at=at,
+        seq=t.seq,
+    )
+
+
+def _changed(a: TopOfBook, b: TopOfBook) -> bool:
+    """Publish when the top or validity changed, and at least every frame's timestamp
+    second so consumers can tell a quiet book from a stale one."""
+    return (
+        a.valid != b.valid
+        or a.bid_ticks != b.bid_ticks
+        or a.ask_ticks != b.ask_ticks
+        or a.bid_lots != b.bid_lots
+        or a.ask_lots != b.ask_lots
+        or b.updated_at - a.updated_at >= 0.5
+    )
+
+
+def _request_resync(feed_control: trio.MemorySendChannel[FeedControl], reason: str) -> None:
+    try:
+        feed_control.send_nowait(Resync(reason=reason))
+    except trio.WouldBlock:
+        pass  # a resync is already pending

@@ -1,0 +1,421 @@
+"""Executor: owns this market's live orders and makes them match Risk's approved targets.
+
+Before it quotes (first start and every restart) it reconciles with the venue: our
+prefixed orders left open in this market are cancelled and confirmed gone. Then one
+worker per side diffs target against live order (`extmm.domain.execution.decide`) and
+places, replaces (new order with `cancelId`) or cancels — one request in flight per side
+at most. Every order is tracked through `extmm.domain.orders` to its final state from
+REST answers and account-stream updates; a periodic reconciliation against the venue's
+open orders cancels any orphan and settles ambiguous outcomes by externalId.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from decimal import Decimal
+
+import attrs
+import trio
+from loguru import logger
+
+from actors.messages import Approved, ExecIn, FillEvent, OrderEvent
+from extmm.domain import orders as om
+from extmm.domain.execution import ActionKind, LiveOrder, SideTarget, decide
+from extmm.domain.units import MarketSpec, Rounding, Side
+from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
+from extmm.venue.errors import OrderRejected, RateLimited, VenueError
+from extmm.venue.port import ExchangePort
+from extmm.venue.signing import ExternalIdFactory, is_ours
+from extmm.venue.types import OrderInfo, OrderRequest
+
+OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
+# Application codes meaning "the order being replaced/cancelled is not there".
+PREV_NOT_FOUND_CODES = frozenset({1142, "1142", "EditOrderNotFound", "PREV_ORDER_NOT_FOUND"})
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorParams:
+    stp: str
+    post_only: bool
+    replace_threshold_bps: float
+    coalesce_s: float
+    order_expiry_s: float
+    maker_fee_rate: Decimal
+    taker_fee_rate: Decimal
+    prefix: str
+    refresh_margin_s: float = 60.0  # replace an order this long before it expires
+    stale_target_s: float = 5.0  # no approval for this long → cancel everything
+    reconcile_every_s: float = 2.0
+    in_flight_grace_s: float = 3.0  # an unacknowledged order younger than this is not looked up
+    reject_pause_s: float = 1.0  # first pause after a rejection; doubles up to 30 s
+
+
+class ReconcileFailed(Exception):
+    """Our orders could not be confirmed gone before quoting; the supervisor retries."""
+
+
+class _SideState:
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.target: SideTarget | None = None
+        self.live: str | None = None  # external id of this side's current order
+        self.wake = trio.Event()
+        self.reject_streak = 0
+
+
+class _Executor:
+    def __init__(
+        self,
+        *,
+        port: ExchangePort,
+        spec: MarketSpec,
+        params: ExecutorParams,
+        ids: ExternalIdFactory,
+        epoch_ms: Callable[[], int],
+        telemetry: Telemetry,
+    ) -> None:
+        self.port = port
+        self.spec = spec
+        self.market = spec.name
+        self.p = params
+        self.ids = ids
+        self.epoch_ms = epoch_ms
+        self.telemetry = telemetry
+        self.records: dict[str, om.OrderRecord] = {}
+        self.sides = {Side.BUY: _SideState(Side.BUY), Side.SELL: _SideState(Side.SELL)}
+        self.last_approved_at = trio.current_time()
+        self.sent = self.replaces = self.cancels = self.rejects = self.orphans = 0
+        self.reject_reasons: Counter[str] = Counter()
+        self.latencies: deque[float] = deque(maxlen=512)
+        self.orphan_cancels_in_flight: set[str] = set()
+
+    # -- reconciliation --------------------------------------------------------------------
+    async def reconcile_at_start(self, timeout_s: float = 10.0) -> None:
+        with trio.move_on_after(timeout_s) as scope:
+            while True:
+                open_orders = await self.port.get_open_orders(self.market)
+                ours = [o for o in open_orders if is_ours(o.external_id, self.p.prefix)]
+                others = len(open_orders) - len(ours)
+                if others:
+                    logger.warning("{}: {} open orders not made by extmm are left alone", self.market, others)
+                if not ours:
+                    logger.info("{}: reconciled, no open orders of ours", self.market)
+                    return
+                logger.info("{}: cancelling {} open orders of ours left from before", self.market, len(ours))
+                self.orphans += len(ours)
+                await self.port.mass_cancel(external_ids=[o.external_id for o in ours])
+                await trio.sleep(0.2)
+        if scope.cancelled_caught:
+            raise ReconcileFailed(f"{self.market}: our open orders did not go away within {timeout_s}s")
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            await trio.sleep(self.p.reconcile_every_s)
+            try:
+                await self.reconcile_once()
+            except VenueError as exc:
+                logger.warning("{}: reconciliation failed: {}", self.market, exc)
+
+    async def reconcile_once(self) -> None:
+        now = trio.current_time()
+        open_orders = await self.port.get_open_orders(self.market)
+        venue_open = {o.external_id: o for o in open_orders if is_ours(o.external_id, self.p.prefix)}
+        # Orphans: open at the venue, not tracked as possibly open by us.
+        for ext, info in venue_open.items():
+            rec = self.records.get(ext)
+            if rec is not None and rec.may_be_open:
+                self.on_venue_order(info)
+                continue
+            if ext in self.orphan_cancels_in_flight:
+                continue
+            self.orphans += 1
+            logger.warning("{}: orphan order {} found open; cancelling", self.market, ext)
+            self.orphan_cancels_in_flight.add(ext)
+            try:
+                await self.port.cancel_order_by_external_id(ext)
+            except VenueError as exc:
+                logger.warning("{}: orphan cancel of {} failed: {}", self.market, ext, exc)
+            finally:
+                self.orphan_cancels_in_flight.discard(ext)
+        # Tracked as possibly open but not open at the venue: settle by externalId.
+        for ext, rec in list(self.records.items()):
+            if not rec.may_be_open or ext in venue_open:
+                continue
+            if rec.state is om.OrderState.PENDING_NEW and now - rec.created_at < self.p.in_flight_grace_s:
+                continue
+            if now - rec.updated_at < self.p.in_flight_grace_s and not rec.needs_lookup:
+                continue
+            await self.lookup(ext)
+        # Forget settled orders after a while (bounded memory).
+        for ext, rec in list(self.records.items()):
+            if rec.is_terminal and now - rec.updated_at > 60.0:
+                del self.records[ext]
+        self.publish()
+
+    async def lookup(self, ext: str) -> None:
+        found = await self.port.get_orders_by_external_id(ext)
+        found = [o for o in found if o.external_id == ext]
+        now = trio.current_time()
+        if found:
+            for info in found:
+                self.on_venue_order(info)
+        else:
+            self.apply(ext, om.NotFound(at=now))
+
+    # -- events ----------------------------------------------------------------------------
+    def apply(self, ext: str, event: om.OrderEvent) -> None:
+        rec = self.records.get(ext)
+        if rec is None:
+            return
+        try:
+            rec = rec.apply(event)
+        except om.OrderError as exc:
+            logger.error("{}: order {}: {}; will look it up", self.market, ext, exc)
+            rec = attrs.evolve(rec, needs_lookup=True)
+        self.records[ext] = rec
+        for side in self.sides.values():
+            if side.live == ext and rec.is_terminal:
+                side.live = None
+                side.wake.set()
+
+    def on_venue_order(self, info: OrderInfo) -> None:
+        rec = self.records.get(info.external_id)
+        if rec is None:
+            return  # not ours, or from before a restart (reconciliation handles it)
+        filled = self.spec.qty_to_lots(info.filled_qty, Rounding.DOWN)
+        self.apply(
+            info.external_id,
+            om.VenueUpdate(
+                at=trio.current_time(),
+                status=info.status,
+                filled_lots=min(filled, rec.qty_lots),
+                venue_id=info.id,
+                status_reason=info.status_reason,
+            ),
+        )
+        if info.status == "REJECTED":
+            self.count_reject(info.status_reason or "REJECTED")
+
+    def on_approved(self, msg: Approved) -> None:
+        self.last_approved_at = msg.decided_at or trio.current_time()
+        for side, target in ((Side.BUY, msg.bid), (Side.SELL, msg.ask)):
+            state = self.sides[side]
+            if state.target != target:
+                state.target = target
+                state.wake.set()
+
+    def count_reject(self, reason: str) -> None:
+        self.rejects += 1
+        self.reject_reasons[reason] += 1
+
+    # -- side workers ----------------------------------------------------------------------
+    def live_view(self, state: _SideState) -> LiveOrder | None:
+        if state.live is None:
+            return None
+        rec = self.records.get(state.live)
+        if rec is None or rec.is_terminal or rec.state is om.OrderState.PENDING_CANCEL:
+            state.live = None
+            return None
+        return LiveOrder(
+            external_id=rec.external_id,
+            ticks=rec.price_ticks,
+            lots=rec.remaining_lots,
+            placed_at=rec.created_at,
+            expires_at=rec.created_at + max(self.p.order_expiry_s - self.p.refresh_margin_s, 1.0),
+        )
+
+    async def side_worker(self, state: _SideState) -> None:
+        while True:
+            now = trio.current_time()
+            target = state.target
+            if now - self.last_approved_at > self.p.stale_target_s:
+                target = None  # Risk/Quoter went quiet: take our quotes down
+            live = self.live_view(state)
+            if live is not None and live.lots <= 0:
+                live = None
+            action = decide(
+                target=target,
+                live=live,
+                now=now,
+                replace_threshold_bps=self.p.replace_threshold_bps,
+                coalesce_s=self.p.coalesce_s,
+            )
+            match action.kind:
+                case ActionKind.PLACE:
+                    await self.place(state, action.target)
+                case ActionKind.REPLACE:
+                    await self.replace(state, live.external_id, action.target)
+                case ActionKind.CANCEL:
+                    await self.cancel(state, live.external_id)
+                case ActionKind.NONE:
+                    wait = action.wait_s if action.wait_s > 0 else self.p.stale_target_s
+                    if live is not None:
+                        wait = min(wait, max(live.expires_at - now, 0.0) + 0.001)
+                    with trio.move_on_after(wait):
+                        await state.wake.wait()
+                    state.wake = trio.Event()
+
+    def request(self, side: Side, target: SideTarget, ext: str, cancel_id: str | None) -> OrderRequest:
+        return OrderRequest(
+            market=self.market,
+            side=side,
+            qty=self.spec.lots_to_qty(target.lots),
+            price=self.spec.ticks_to_price(target.ticks),
+            external_id=ext,
+            expiry_ms=self.epoch_ms() + int(self.p.order_expiry_s * 1000),
+            max_fee_rate=self.p.maker_fee_rate if self.p.post_only else self.p.taker_fee_rate,
+            post_only=self.p.post_only,
+            stp=self.p.stp,
+            cancel_id=cancel_id,
+        )
+
+    def new_record(self, side: Side, target: SideTarget, replaces: str | None = None) -> str:
+        ext = self.ids.next(self.market, side)
+        now = trio.current_time()
+        rec = om.OrderRecord.new(external_id=ext, market=self.market, side=side, price_ticks=target.ticks,
+                                 qty_lots=target.lots, at=now, replaces=replaces)
+        self.records[ext] = rec.apply(om.Sent(at=now))
+        return ext
+
+    async def send(self, state: _SideState, ext: str, req: OrderRequest) -> bool:
+        """Place (or replace); True when the venue acknowledged it."""
+        started = trio.current_time()
+        try:
+            placed = await self.port.place_order(req)
+        except OrderRejected as exc:
+            self.count_reject(str(exc.code))
+            self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{exc.code}: {exc.venue_message}"))
+            await self.pause_after_reject(state, exc)
+            return False
+        except RateLimited as exc:
+            self.count_reject("429")
+            self.apply(ext, om.SendFailed(at=trio.current_time(), reason="rate limited"))
+            await trio.sleep(exc.retry_after or 1.0)
+            return False
+        except VenueError as exc:
+            if getattr(exc, "not_placed", False):
+                self.apply(ext, om.SendFailed(at=trio.current_time(), reason=type(exc).__name__))
+                await self.pause_after_reject(state, exc)
+                return False
+            # Ambiguous: keep tracking; reconciliation settles it by externalId.
+            logger.warning("{}: place of {} has an unknown outcome: {}", self.market, ext, exc)
+            self.apply(ext, om.Unknown(at=trio.current_time(), detail=str(exc)))
+            return False
+        self.latencies.append(trio.current_time() - started)
+        self.sent += 1
+        state.reject_streak = 0
+        self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
+        return True
+
+    async def pause_after_reject(self, state: _SideState, exc: Exception) -> None:
+        state.reject_streak += 1
+        pause = min(self.p.reject_pause_s * 2 ** (state.reject_streak - 1), 30.0)
+        logger.warning("{} {}: order refused ({}); pausing {:.1f}s", self.market, state.side.value, exc, pause)
+        await trio.sleep(pause)
+
+    async def place(self, state: _SideState, target: SideTarget) -> None:
+        ext = self.new_record(state.side, target)
+        state.live = ext
+        await self.send(state, ext, self.request(state.side, target, ext, None))
+        self.publish()
+
+    async def replace(self, state: _SideState, old: str, target: SideTarget) -> None:
+        ext = self.new_record(state.side, target, replaces=old)
+        self.apply(old, om.ReplaceSent(at=trio.current_time(), new_external_id=ext))
+        state.live = ext
+        self.replaces += 1
+        ok = await self.send(state, ext, self.request(state.side, target, ext, old))
+        if not ok:
+            rec = self.records.get(ext)
+            if rec is not None and rec.state is om.OrderState.REJECTED:
+                # REST refused the replacement: the old order is untouched unless it is gone.
+                reason = rec.status_reason or ""
+                if any(str(code) in reason for code in PREV_NOT_FOUND_CODES):
+                    self.apply(old, om.NotFound(at=trio.current_time()))
+                else:
+                    self.apply(old, om.CancelFailed(at=trio.current_time(), reason=reason))
+                old_rec = self.records.get(old)
+                state.live = old if old_rec is not None and old_rec.may_be_open else None
+        self.publish()
+
+    async def cancel(self, state: _SideState, ext: str) -> None:
+        self.apply(ext, om.CancelSent(at=trio.current_time()))
+        if state.live == ext:
+            state.live = None
+        self.cancels += 1
+        try:
+            await self.port.cancel_order_by_external_id(ext)
+        except VenueError as exc:
+            # Not found, or unknown outcome: reconciliation settles it by externalId.
+            logger.warning("{}: cancel of {} failed: {}", self.market, ext, exc)
+            rec = self.records.get(ext)
+            if rec is not None:
+                self.records[ext] = attrs.evolve(rec, needs_lookup=True)
+            if isinstance(exc, RateLimited):
+                await trio.sleep(exc.retry_after or 1.0)
+        self.publish()
+
+    # -- telemetry -------------------------------------------------------------------------
+    def publish(self) -> None:
+        open_views = tuple(
+            LiveOrderView(
+                side=rec.side.value,
+                price=self.spec.ticks_to_price(rec.price_ticks),
+                qty=self.spec.lots_to_qty(rec.remaining_lots),
+                external_id=rec.external_id,
+            )
+            for rec in self.records.values()
+            if rec.state in (om.OrderState.NEW, om.OrderState.PARTIALLY_FILLED)
+        )
+        lat = sorted(self.latencies)
+        self.telemetry.publish(
+            ExecStats(
+                market=self.market,
+                open_orders=open_views,
+                orders_sent=self.sent,
+                replaces=self.replaces,
+                cancels=self.cancels,
+                rejects=self.rejects,
+                reject_reasons=tuple(sorted(self.reject_reasons.items())),
+                orphans_cancelled=self.orphans,
+                latency_p50_ms=lat[len(lat) // 2] * 1000 if lat else 0.0,
+                latency_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0,
+                at=trio.current_time(),
+            )
+        )
+
+
+async def executor(
+    *,
+    port: ExchangePort,
+    spec: MarketSpec,
+    params: ExecutorParams,
+    ids: ExternalIdFactory,
+    inbox: trio.MemoryReceiveChannel[ExecIn],
+    epoch_ms: Callable[[], int],
+    telemetry: Telemetry,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    ex = _Executor(port=port, spec=spec, params=params, ids=ids, epoch_ms=epoch_ms, telemetry=telemetry)
+    # Updates that queued while we were down describe orders we no longer track.
+    while True:
+        try:
+            inbox.receive_nowait()
+        except trio.WouldBlock:
+            break
+    await ex.reconcile_at_start()
+    ex.publish()
+    async with trio.open_nursery() as nursery:
+        for state in ex.sides.values():
+            nursery.start_soon(ex.side_worker, state)
+        nursery.start_soon(ex.reconcile_loop)
+        task_status.started()
+        async for msg in inbox:
+            match msg:
+                case Approved():
+                    ex.on_approved(msg)
+                case OrderEvent(order=order):
+                    ex.on_venue_order(order)
+                case FillEvent():
+                    pass  # the order's own update carries the filled quantity

@@ -1,0 +1,150 @@
+"""Messages between the actors of one market: one union per channel.
+
+    Feed ──FeedOut──▶ Book ──QuoterIn──▶ Quoter ──RiskIn──▶ Risk ──ExecIn──▶ Executor
+      ▲                 │ (mids: AccountIn)                   ▲                 ▲
+      └──FeedControl────┘                 Account ──────────── ┴── QuoterIn/RiskIn/ExecIn
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from extmm.domain.execution import SideTarget
+from extmm.domain.quoting import QuoteIntent
+from extmm.venue.types import OrderInfo, TradeInfo
+
+# -- Feed → Book ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class BookFrame:
+    type: str | None
+    data: Any
+    seq: int
+    exchange_ts_ms: int
+    received_at: float  # trio time
+
+
+@attrs.frozen(kw_only=True)
+class FeedReset:
+    """A new connection: the book is unknown until its first snapshot."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class FundingRate:
+    rate: float  # hourly rate; positive: longs pay shorts
+    exchange_ts_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class MarkPrice:
+    price: Decimal
+    exchange_ts_ms: int
+
+
+FeedOut = BookFrame | FeedReset | FundingRate | MarkPrice
+
+
+# -- Book → Feed ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Resync:
+    reason: str
+
+
+FeedControl = Resync
+
+
+# -- Book / Account → Quoter ------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TopOfBook:
+    market: str
+    bid_ticks: int | None
+    bid_lots: int | None
+    ask_ticks: int | None
+    ask_lots: int | None
+    mid: float | None
+    sigma: float | None  # relative, per √second
+    valid: bool
+    updated_at: float  # trio time of the frame that produced it
+    seq: int | None
+
+
+@attrs.frozen(kw_only=True)
+class Inventory:
+    """The Account's view of the position, sent on change and periodically."""
+
+    position_lots: int
+    balance_usd: float | None
+    equity_usd: float | None
+    open_bids: int
+    open_asks: int
+    drawdown_usd: float
+    at: float
+
+    @property
+    def open_orders(self) -> int:
+        return self.open_bids + self.open_asks
+
+
+QuoterIn = TopOfBook | Inventory | FundingRate
+
+
+# -- Quoter → Risk ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Proposal:
+    intent: QuoteIntent
+    mid: float | None
+    book_updated_at: float
+    proposed_at: float
+
+
+@attrs.frozen(kw_only=True)
+class TradingMode:
+    """Root/breaker decision for this market: quote or hold everything off."""
+
+    active: bool
+    reason: str = ""
+
+
+RiskIn = Proposal | Inventory | TradingMode
+
+
+# -- Risk → Executor; Account → Executor -------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Approved:
+    bid: SideTarget | None
+    ask: SideTarget | None
+    reasons: tuple[str, ...] = ()
+    decided_at: float = 0.0
+    kill: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class OrderEvent:
+    order: OrderInfo
+
+
+@attrs.frozen(kw_only=True)
+class FillEvent:
+    trade: TradeInfo
+
+
+ExecIn = Approved | OrderEvent | FillEvent
+
+
+# -- Book → Account ----------------------------------------------------------------------
+
+AccountIn = TopOfBook

@@ -1,0 +1,85 @@
+"""Risk: clamps the Quoter's intents to the account's limits before the Executor.
+
+USD net-position limit at the current mid, max open orders, minimum balance, stale-book
+guard and the drawdown kill switch (`extmm.domain.risk.clamp_intent`). The root's
+`TradingMode` (circuit breaker, halt) turns both sides off. A denied side reaches the
+Executor as no target, which makes it cancel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+from loguru import logger
+
+from actors.messages import Approved, ExecIn, Inventory, Proposal, RiskIn, TradingMode
+from extmm.config import RiskConfig
+from extmm.domain.execution import SideTarget
+from extmm.domain.quoting import min_quote_lots
+from extmm.domain.risk import RiskSnapshot, clamp_intent
+from extmm.domain.units import MarketSpec
+
+
+async def risk_actor(
+    *,
+    spec: MarketSpec,
+    limits: RiskConfig,
+    min_order_size: float,
+    inbox: trio.MemoryReceiveChannel[RiskIn],
+    out: trio.MemorySendChannel[ExecIn],
+    initially_active: bool = True,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    inventory: Inventory | None = None
+    mode = TradingMode(active=initially_active, reason="start")
+    min_lots = min_quote_lots(spec, min_order_size)
+    task_status.started()
+    async for msg in inbox:
+        match msg:
+            case Inventory():
+                inventory = msg
+                continue
+            case TradingMode():
+                if msg.active != mode.active:
+                    logger.info("{}: trading mode {} ({})", spec.name, "ACTIVE" if msg.active else "OFF", msg.reason)
+                mode = msg
+                if not mode.active:
+                    await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",),
+                                            decided_at=trio.current_time()))
+                continue
+            case Proposal():
+                proposal = msg
+        now = trio.current_time()
+        if not mode.active:
+            await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",), decided_at=now))
+            continue
+        if inventory is None:
+            await out.send(Approved(bid=None, ask=None, reasons=("inventory unknown",), decided_at=now))
+            continue
+        decision = clamp_intent(
+            proposal.intent,
+            spec=spec,
+            limits=limits,
+            snapshot=RiskSnapshot(
+                mid=proposal.mid if proposal.mid is not None else math.nan,
+                position_lots=inventory.position_lots,
+                balance_usd=inventory.balance_usd if inventory.balance_usd is not None else 0.0,
+                book_age_ms=(now - proposal.book_updated_at) * 1000.0,
+                open_orders=inventory.open_orders,
+                live_bid=inventory.open_bids > 0,
+                live_ask=inventory.open_asks > 0,
+                drawdown_usd=inventory.drawdown_usd,
+            ),
+            min_order_lots=min_lots,
+        )
+        intent = decision.intent
+        await out.send(
+            Approved(
+                bid=SideTarget(ticks=intent.bid_ticks, lots=intent.bid_lots) if intent.has_bid else None,
+                ask=SideTarget(ticks=intent.ask_ticks, lots=intent.ask_lots) if intent.has_ask else None,
+                reasons=tuple(r.value for r in decision.reasons) + ((intent.note,) if intent.note else ()),
+                decided_at=now,
+                kill=decision.kill,
+            )
+        )

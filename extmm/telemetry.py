@@ -1,0 +1,117 @@
+"""Telemetry: what actors report for the dashboard, metrics and the exit summary.
+
+Actors publish with `Telemetry.publish(...)`, which never blocks trading: the channel is
+bounded and a full channel drops the message (counted). The root keeps the latest value
+per (market, kind) in `TelemetryView`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+
+@attrs.frozen(kw_only=True)
+class BookStats:
+    market: str
+    bid: Decimal | None
+    ask: Decimal | None
+    bid_qty: Decimal | None
+    ask_qty: Decimal | None
+    mid: float | None
+    sigma: float | None
+    valid: bool
+    updated_at: float
+    frames: int
+    gaps: int
+    reconnects: int
+    malformed: int
+
+
+@attrs.frozen(kw_only=True)
+class QuoteStats:
+    market: str
+    bid: Decimal | None
+    bid_qty: Decimal | None
+    ask: Decimal | None
+    ask_qty: Decimal | None
+    model: str
+    reasons: tuple[str, ...]
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class LiveOrderView:
+    side: str
+    price: Decimal
+    qty: Decimal
+    external_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ExecStats:
+    market: str
+    open_orders: tuple[LiveOrderView, ...]
+    orders_sent: int
+    replaces: int
+    cancels: int
+    rejects: int
+    reject_reasons: tuple[tuple[str, int], ...]
+    orphans_cancelled: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class AccountStats:
+    market: str
+    position: Decimal
+    position_usd: float
+    pnl: dict[str, Decimal]  # spread, inventory, fees, funding, net
+    fills: int
+    balance: Decimal | None
+    equity: Decimal | None
+    drift_corrections: int
+    at: float
+
+
+TelemetryMsg = BookStats | QuoteStats | ExecStats | AccountStats
+
+
+class Telemetry:
+    """The sending side handed to actors; cheap, never blocks."""
+
+    def __init__(self, send: trio.MemorySendChannel[TelemetryMsg] | None) -> None:
+        self._send = send
+        self.dropped = 0
+
+    def publish(self, msg: TelemetryMsg) -> None:
+        if self._send is None:
+            return
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        return cls(None)
+
+
+@attrs.define
+class TelemetryView:
+    """Latest telemetry per market and kind, for the dashboard, metrics and summary."""
+
+    latest: dict[tuple[str, type], Any] = attrs.Factory(dict)
+
+    def update(self, msg: TelemetryMsg) -> None:
+        self.latest[(msg.market, type(msg))] = msg
+
+    def get(self, market: str, kind: type) -> Any:
+        return self.latest.get((market, kind))
