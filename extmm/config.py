@@ -63,8 +63,8 @@ class ModelConfig:
     """
 
     type: ModelName = "seed"
-    gamma: PosFloat = 0.1
-    k: PosFloat | None = None  # None → derived from the market's tick (see extmm.domain.quoting)
+    gamma: PosFloat = 0.002  # risk aversion; inventory is in quote sizes, σ in USD/√s
+    k: PosFloat | None = None  # None → 1/max(base_spread·mid, one tick) (extmm.domain.quoting)
     A: PosFloat = 1.0  # noqa: N815
     xi: PosFloat | None = None
     delta: PosFloat = 1.0
