@@ -16,6 +16,7 @@ from decimal import Decimal
 import trio
 from loguru import logger
 
+from actors.channels import offer
 from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderEvent, QuoterIn, RiskIn, TopOfBook
 from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import MarketSpec, Rounding
@@ -109,8 +110,8 @@ async def account_actor(
 
     async def publish() -> None:
         inv = state.inventory()
-        await to_quoter.send(inv)
-        await to_risk.send(inv)
+        offer(to_quoter, inv)
+        offer(to_risk, inv)
         snap = state.ledger.snapshot() if state.ledger is not None else None
         position = spec.lots_to_qty(state.position_lots)
         telemetry.publish(
@@ -166,7 +167,7 @@ async def account_actor(
                         match update:
                             case OrdersUpdate(orders=orders, is_snapshot=snap):
                                 for o in on_orders(orders, snap):
-                                    await to_executor.send(OrderEvent(order=o))
+                                    offer(to_executor, OrderEvent(order=o))
                                 got.add("orders")
                             case TradesUpdate(trades=trades, is_snapshot=snap):
                                 for t in trades:
@@ -174,7 +175,7 @@ async def account_actor(
                                     if snap:
                                         state.remember_trade(t.id)
                                     elif on_trade(t):
-                                        await to_executor.send(FillEvent(trade=t))
+                                        offer(to_executor, FillEvent(trade=t))
                             case PositionsUpdate(positions=positions, is_snapshot=snap):
                                 mine = [p for p in positions if p.market == market]
                                 if snap or mine:

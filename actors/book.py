@@ -10,6 +10,7 @@ from __future__ import annotations
 import trio
 from loguru import logger
 
+from actors.channels import offer
 from actors.messages import (
     AccountIn,
     BookFrame,
@@ -71,15 +72,15 @@ async def book_actor(
                 book.invalidate()
                 top = _top(spec, book, vol, trio.current_time())
             case FundingRate():
-                await to_quoter.send(msg)
+                offer(to_quoter, msg)
                 continue
             case MarkPrice():
                 continue
         if top.valid and top.mid is not None:
             vol.update(top.updated_at, top.mid)
         if last_top is None or _changed(last_top, top):
-            await to_quoter.send(top)
-            await to_account.send(top)
+            offer(to_quoter, top)
+            offer(to_account, top)
             last_top = top
             telemetry.publish(
                 BookStats(

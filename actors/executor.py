@@ -25,6 +25,7 @@ from extmm.domain.execution import ActionKind, LiveOrder, SideTarget, decide
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
+from extmm.venue.network import placement_known
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import OrderInfo, OrderRequest
@@ -294,7 +295,7 @@ class _Executor:
             await trio.sleep(exc.retry_after or 1.0)
             return False
         except VenueError as exc:
-            if getattr(exc, "not_placed", False):
+            if placement_known(exc) is False:
                 self.apply(ext, om.SendFailed(at=trio.current_time(), reason=type(exc).__name__))
                 await self.pause_after_reject(state, exc)
                 return False

@@ -12,12 +12,14 @@ Units: `base_spread` is a fraction of mid (0.001 = 10 bps); `*_usd` are USD noti
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, NewType
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 # -- constrained leaf types -------------------------------------------------------------
@@ -152,7 +154,10 @@ def _number(lo: float | None, strict_lo: bool, integer: bool):
         what += f" {'>' if strict_lo else '≥'} {lo:g}"
 
     def hook(value: Any, _type: Any) -> Any:
-        ok = _is_number(value) and (not integer or float(value).is_integer())
+        try:
+            ok = _is_number(value) and math.isfinite(value) and (not integer or float(value).is_integer())
+        except OverflowError:  # an integer too large for a float
+            ok = False
         if ok and lo is not None:
             ok = value > lo if strict_lo else value >= lo
         if not ok or value != value:  # NaN
@@ -199,6 +204,15 @@ def _literal(value: Any, type_: Any) -> Any:
     return value
 
 
+def _object_hook(inner: Any, *, allow_str: bool = False) -> Any:
+    def hook(value: Any, type_: Any) -> Any:
+        if not isinstance(value, dict) and not (allow_str and isinstance(value, str)):
+            raise ValueError(f"expected an object, got {_show(value)}")
+        return inner(value, type_)
+
+    return hook
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(NonNegFloat, _number(0, False, False))
@@ -212,11 +226,14 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _str)
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, _literal)
+    # Wrong container types get a plain "expected ..." instead of a Python error.
+    for cls in (FeesOverride, RiskConfig, BreakerConfig):
+        conv.register_structure_hook(cls, _object_hook(conv.get_structure_hook(cls)))
     # `model` may be just the model's name.
     base_model_hook = conv.get_structure_hook(ModelConfig)
     conv.register_structure_hook(
         ModelConfig,
-        lambda v, t: base_model_hook({"type": v} if isinstance(v, str) else v, t),
+        _object_hook(lambda v, t: base_model_hook({"type": v} if isinstance(v, str) else v, t), allow_str=True),
     )
     # The seed's quote model key was sometimes spelled `K`; accept it as `k`.
     base_market_hook = conv.get_structure_hook(MarketConfig)
@@ -229,6 +246,14 @@ def _make_converter() -> cattrs.Converter:
         return base_market_hook(value, type_)
 
     conv.register_structure_hook(MarketConfig, market_hook)
+    base_markets_hook = list_structure_factory(list[MarketConfig], conv)
+
+    def markets_hook(value: Any, type_: Any) -> list[MarketConfig]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of market objects, got {_show(value)}")
+        return base_markets_hook(value, type_)
+
+    conv.register_structure_hook_func(lambda t: t == list[MarketConfig], markets_hook)
     return conv
 
 

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 
 class VenueError(Exception):
-    """Base of every venue failure."""
+    """Base of every venue failure.
+
+    `placed` is set on failures of an order placement: False when the order is known not
+    to exist at the venue, True when it turned out to exist, None when unknown.
+    """
+
+    placed: bool | None = None
 
 
 class RateLimited(VenueError):

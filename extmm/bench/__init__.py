@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m extmm bench NAME`. Each module exposes `register(subparsers)`."""

@@ -1,0 +1,162 @@
+"""`bench book`: order-book frames per second through our Book, optionally against the SDK's.
+
+Input: a stream-v1 order-book recording, one envelope per line (scripts/gen_book_stream.py).
+Both paths decode each line's JSON inside the timed loop (ours with orjson when installed,
+`--json json` for the standard library), apply the frame and read best
+bid/ask after it; the SDK path is `WrappedStreamResponseModel[OrderbookUpdateModel]` parsing
+(what its stream connection does) into `x10.tools.orderbook.OrderBook`, driven without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from extmm.domain.book import Book, MalformedBookFrame
+from extmm.domain.units import MarketSpec
+from extmm.markets import bundled_spec
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("book", help="order-book apply rate (frames/s)", description=__doc__)
+    parser.add_argument("--input", required=True, help="JSON-lines file of stream-v1 order book envelopes")
+    parser.add_argument("--market", default="BTC-USD", help="bundled market whose tick/lot grid to use")
+    parser.add_argument("--sdk", action="store_true", help="also measure the official SDK's path and compare")
+    parser.add_argument(
+        "--json",
+        choices=("auto", "json", "orjson"),
+        default="auto",
+        help="JSON decoder of our path (auto: orjson when installed, else the standard library)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line for line in (raw.strip() for raw in f) if line]
+
+
+def _decoder(name: str) -> tuple[str, Callable[[str], Any]]:
+    if name in ("auto", "orjson"):
+        try:
+            import orjson
+        except ImportError:
+            if name == "orjson":
+                raise
+        else:
+            return "orjson", orjson.loads
+    return "json", json.loads
+
+
+def run_book(
+    lines: list[str], spec: MarketSpec, loads: Callable[[str], Any] = json.loads
+) -> tuple[float, Decimal | None, Decimal | None, int]:
+    """Our path. Returns (seconds, best bid, best ask, frames not applied)."""
+    book = Book(spec)
+    apply = book.apply
+    best_bid = book.best_bid
+    best_ask = book.best_ask
+    not_applied = 0
+    bid = ask = None
+    gc.collect()
+    start = time.perf_counter()
+    for line in lines:
+        envelope = loads(line)
+        try:
+            if apply(envelope["data"], envelope.get("seq")) is not None:
+                not_applied += 1
+        except MalformedBookFrame:
+            not_applied += 1
+        bid = best_bid()
+        ask = best_ask()
+    seconds = time.perf_counter() - start
+    return (
+        seconds,
+        spec.ticks_to_price(bid[0]) if bid else None,
+        spec.ticks_to_price(ask[0]) if ask else None,
+        not_applied,
+    )
+
+
+def _drive(coroutine: Any) -> None:
+    """Run an SDK coroutine that never suspends (no callbacks set) to completion, synchronously."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("the SDK order book suspended; it cannot be driven synchronously")
+
+
+def run_sdk(lines: list[str], market: str) -> tuple[float, Decimal | None, Decimal | None]:
+    """The SDK's own path, as `OrderBook.start_orderbook` runs it per received message."""
+    from x10.config import MAINNET_CONFIG
+    from x10.models.http import StreamDataType, WrappedStreamResponseModel
+    from x10.models.orderbook import OrderbookUpdateModel
+    from x10.tools.orderbook import OrderBook
+
+    model = WrappedStreamResponseModel[OrderbookUpdateModel]
+    validate = model.model_validate_json
+    # Constructing it opens nothing; only start_orderbook() would connect.
+    book = OrderBook(MAINNET_CONFIG, market)
+    snapshot, delta = StreamDataType.SNAPSHOT, StreamDataType.DELTA
+    bid = ask = None
+    gc.collect()
+    start = time.perf_counter()
+    for line in lines:
+        event = validate(line)
+        if event.type == snapshot:
+            if event.data:
+                _drive(book.init_orderbook(event.data))
+        elif event.type == delta:
+            if event.data:
+                _drive(book.update_orderbook(event.data))
+        bid = book.best_bid()
+        ask = book.best_ask()
+    seconds = time.perf_counter() - start
+    return seconds, bid.price if bid else None, ask.price if ask else None
+
+
+def _fmt(price: Decimal | None, spec: MarketSpec) -> str | None:
+    # The SDK keeps whatever string form the venue sent ("84050.000000"); print on our grid.
+    return None if price is None else str(price.quantize(spec.tick_size))
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = bundled_spec(args.market)
+    lines = _read_lines(args.input)
+    frames = len(lines)
+    decoder, loads = _decoder(args.json)
+    seconds, best_bid, best_ask, not_applied = run_book(lines, spec, loads)
+    if not_applied:
+        print(f"warning: {not_applied} frame(s) not applied (gap or malformed)", file=sys.stderr)
+    result: dict[str, Any] = {
+        "frames": frames,
+        "seconds": round(seconds, 4),
+        "frames_per_s": round(frames / seconds, 1) if seconds > 0 else None,
+        "best_bid": _fmt(best_bid, spec),
+        "best_ask": _fmt(best_ask, spec),
+        "json": decoder,
+    }
+    if args.sdk:
+        sdk_seconds, sdk_bid, sdk_ask = run_sdk(lines, args.market)
+        sdk_rate = frames / sdk_seconds if sdk_seconds > 0 else None
+        result["sdk_frames_per_s"] = round(sdk_rate, 1) if sdk_rate else None
+        result["sdk_best_bid"] = _fmt(sdk_bid, spec)
+        result["sdk_best_ask"] = _fmt(sdk_ask, spec)
+        result["ratio"] = round(frames / seconds / sdk_rate, 2) if sdk_rate and seconds > 0 else None
+        if sdk_bid != best_bid or sdk_ask != best_ask:
+            print(json.dumps(result))
+            print(
+                f"error: final best bid/ask differ: ours {best_bid}/{best_ask}, SDK {sdk_bid}/{sdk_ask}",
+                file=sys.stderr,
+            )
+            return 1
+    print(json.dumps(result))
+    return 0

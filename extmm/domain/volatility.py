@@ -1,0 +1,121 @@
+"""Volatility of the mid: EWMA of log-returns sampled on a fixed time grid.
+
+σ is relative (of log price) per √second, so it does not depend on the sampling interval;
+`sigma_price(mid)` converts it to price units. Time is only what the caller passes in.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class EwmaVolatility:
+    """EWMA of squared log-returns of the mid sampled every `interval_s` (previous-tick:
+    the mid at a grid point is the last one seen at or before it).
+
+    `update(now_s, mid)` may come at any rate: several grid points passed at once are
+    sampled together (one return carries the move, the rest are zero), in O(1); a timestamp
+    older than the previous one is taken as the previous one. The weight
+    of a sample halves every `half_life_s`. Until `min_samples` returns have been seen,
+    `sigma` is `prior_sigma` (None by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_s: float = 1.0,
+        half_life_s: float = 60.0,
+        min_samples: int = 30,
+        prior_sigma: float | None = None,
+    ) -> None:
+        if not interval_s > 0 or not half_life_s > 0:
+            raise ValueError("interval_s and half_life_s must be positive")
+        if min_samples < 1:
+            raise ValueError("min_samples must be at least 1")
+        if prior_sigma is not None and not prior_sigma >= 0:
+            raise ValueError("prior_sigma must be non-negative")
+        self.interval_s = float(interval_s)
+        self.half_life_s = float(half_life_s)
+        self.min_samples = min_samples
+        self.prior_sigma = prior_sigma
+        self._decay = 0.5 ** (self.interval_s / self.half_life_s)  # weight kept per sample
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (e.g. after a long outage or a market halt)."""
+        self._next_sample_s: float | None = None  # next grid point
+        self._last_now_s: float | None = None
+        self._last_mid: float | None = None  # mid in force since the last update
+        self._sampled_log_mid: float | None = None  # log mid at the last grid point
+        self._ewma_sq = 0.0  # EWMA of r², not yet divided by the weight
+        self._weight = 0.0  # total EWMA weight (bias correction for the zero start)
+        self.samples = 0
+
+    def update(self, now_s: float, mid: float) -> None:
+        if not (mid > 0 and math.isfinite(mid)):
+            raise ValueError(f"mid must be a positive finite number, got {mid!r}")
+        if self._last_now_s is None:
+            self._last_now_s = now_s
+            self._last_mid = mid
+            self._sampled_log_mid = math.log(mid)
+            self._next_sample_s = now_s + self.interval_s
+            return
+        if now_s < self._last_now_s:
+            now_s = self._last_now_s  # a stale timestamp samples nothing; the mid still counts
+        assert self._next_sample_s is not None and self._last_mid is not None
+        self._last_now_s = now_s
+        next_s = self._next_sample_s
+        if now_s >= next_s:
+            # Grid points strictly before now saw the previous mid; one exactly at now sees
+            # the new one. So the first return carries the move since the last grid point,
+            # the ones in between are zero, and a grid point at now carries the new move.
+            passed = int((now_s - next_s) // self.interval_s) + 1
+            last_grid = next_s + (passed - 1) * self.interval_s
+            at_now = last_grid == now_s
+            if passed == 1:
+                self._add_return(math.log(mid if at_now else self._last_mid))
+            else:
+                self._add_return(math.log(self._last_mid))
+                zeros = passed - 2 if at_now else passed - 1
+                if zeros:
+                    self._add_zero_returns(zeros)
+                if at_now:
+                    self._add_return(math.log(mid))
+            self._next_sample_s = last_grid + self.interval_s
+        self._last_mid = mid
+
+    def _add_return(self, log_mid: float) -> None:
+        assert self._sampled_log_mid is not None
+        r = log_mid - self._sampled_log_mid
+        self._sampled_log_mid = log_mid
+        lam = self._decay
+        self._ewma_sq = lam * self._ewma_sq + (1.0 - lam) * r * r
+        self._weight = lam * self._weight + (1.0 - lam)
+        self.samples += 1
+
+    def _add_zero_returns(self, count: int) -> None:
+        kept = self._decay**count
+        self._ewma_sq *= kept
+        self._weight = kept * self._weight + (1.0 - kept)
+        self.samples += count
+
+    @property
+    def sigma(self) -> float | None:
+        """σ of log price per √second, or the prior (None by default) while warming up."""
+        if self.samples < self.min_samples or self._weight <= 0.0:
+            return self.prior_sigma
+        return math.sqrt(self._ewma_sq / self._weight / self.interval_s)
+
+    @property
+    def warm(self) -> bool:
+        return self.samples >= self.min_samples
+
+    def sigma_price(self, mid: float) -> float | None:
+        """σ in price units per √second at this mid."""
+        sigma = self.sigma
+        return None if sigma is None else sigma * mid
+
+    def sigma_over(self, horizon_s: float) -> float | None:
+        """Relative σ over a horizon: σ·√horizon."""
+        sigma = self.sigma
+        return None if sigma is None else sigma * math.sqrt(horizon_s)

@@ -1,0 +1,359 @@
+"""The operator's live terminal panel: a Rich rendering of `AppStatus` (header with
+network, breaker, dead man's switch, rate budget and uptime; one panel per market; recent
+warnings), redrawn from a trio loop without Rich's refresh thread.
+
+Readable down to 80 columns: stat groups are `Columns` that fold onto more rows. When
+stdout is not a terminal (systemd, docker logs, a pipe) `run_dashboard` prints one
+`summary_line` every `summary_every_s` seconds instead, or nothing if that is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+
+import trio
+from loguru import logger
+from rich import box
+from rich.columns import Columns
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from extmm.ops.status import AppStatus, MarketStatus, QuoteSide
+
+StatusGetter = Callable[[], AppStatus | None]
+
+NONE = "-"
+_STATE_STYLE = {
+    "ACTIVE": "bold green",
+    "STARTING": "yellow",
+    "REDUCING": "bold yellow",
+    "OFF": "dim",
+    "HALTED": "bold white on red",
+}
+_BREAKER_STYLE = {"CLOSED": "green", "HALF_OPEN": "bold yellow", "OPEN": "bold white on red"}
+_ACTOR_OK = ("running", "ready", "up", "ok")
+_ACTOR_BAD = ("failed", "crashed", "halted", "dead", "escalated")
+
+
+# -- small formatters --------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NONE
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s"
+
+
+def _price(value: Decimal | None) -> str:
+    return NONE if value is None else f"{value:,}"
+
+
+def _qty(value: Decimal | None) -> str:
+    return NONE if value is None else f"{value:f}"
+
+
+def _ms(value: float | None) -> str:
+    return NONE if value is None else f"{value:.0f}ms"
+
+
+def _usd(value: Decimal | float, *, plain: bool = False) -> Text:
+    text = f"{value:+,.2f}"
+    if plain or value == 0:
+        return Text(text)
+    return Text(text, style="green" if value > 0 else "red")
+
+
+def _kv(key: str, value: str | Text, style: str = "") -> Text:
+    """One unbreakable `key value` cell for a Columns layout."""
+    out = Text(f"{key} ", style="dim")
+    out.append(value if isinstance(value, Text) else Text(value, style=style))
+    return out
+
+
+def _state_text(state: str) -> Text:
+    return Text(state, style=_STATE_STYLE.get(state, "bold"))
+
+
+def _actor_style(state: str) -> str:
+    lowered = state.lower()
+    if lowered in _ACTOR_OK:
+        return "green"
+    if lowered in _ACTOR_BAD:
+        return "bold red"
+    return "yellow"
+
+
+def _columns(cells: Iterable[RenderableType]) -> Columns:
+    return Columns(list(cells), padding=(0, 3))
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def _header(status: AppStatus) -> Panel:
+    breaker = Text(status.breaker_state, style=_BREAKER_STYLE.get(status.breaker_state, "bold"))
+    if status.breaker_trips:
+        breaker.append(f" ({status.breaker_trips} trips)", style="dim")
+    if status.dms_remaining_s is None:
+        dms = Text("disarmed", style="yellow" if status.dms_countdown_s and status.ready else "dim")
+    else:
+        left = status.dms_remaining_s
+        countdown = status.dms_countdown_s
+        style = "red" if left <= 0 else "yellow" if countdown and left < countdown / 3 else "green"
+        dms = Text(f"{left:.0f}s left", style=style)
+        if countdown:
+            dms.append(f" of {countdown:.0f}s", style="dim")
+    rate = Text(f"{status.rate_tokens:.0f}/{status.rate_capacity:.0f}")
+    if status.rate_capacity > 0:
+        share = status.rate_tokens / status.rate_capacity
+        rate.stylize("red" if share < 0.05 else "yellow" if share < 0.2 else "green")
+    rest = Text(f"p50 {_ms(status.rest_latency_p50_ms)} p99 {_ms(status.rest_latency_p99_ms)}")
+    requests = Text(f"{status.rest_requests:,} req, ")
+    requests.append(f"{status.rest_429s} x429", style="bold red" if status.rest_429s else "")
+    if status.rest_errors:
+        requests.append(f", {status.rest_errors} err", style="yellow")
+    cells: list[RenderableType] = [
+        _kv("uptime", _duration(status.uptime_s)),
+        _kv("breaker", breaker),
+        _kv("DMS", dms),
+        _kv("rate", rate),
+        _kv("REST", rest),
+        _kv("calls", requests),
+        _kv("net PnL", _usd(status.net_pnl)),
+    ]
+    if status.equity is not None:
+        cells.append(_kv("equity", f"{status.equity:,.2f}"))
+    body: list[RenderableType] = [_columns(cells)]
+    if status.breaker_last_reason:
+        body.append(Text(f"last trip: {status.breaker_last_reason}", style="dim", no_wrap=True, overflow="ellipsis"))
+    title = Text.assemble(("extmm", "bold"), " · ", (status.network, "bold cyan"), " · ")
+    title.append("ready" if status.ready else "starting", style="green" if status.ready else "yellow")
+    title.append(" · ")
+    title.append("healthy" if status.healthy else "UNHEALTHY", style="green" if status.healthy else "bold red")
+    border = "red" if status.breaker_state == "OPEN" or not status.healthy else "blue"
+    return Panel(Group(*body), title=title, title_align="left", border_style=border, box=box.ROUNDED)
+
+
+def _quote_row(label: str, bid: QuoteSide | None, ask: QuoteSide | None, style: str = "") -> tuple[Text, ...]:
+    return (
+        Text(label, style="dim"),
+        Text(_qty(bid.size) if bid else NONE, style=style),
+        Text(_price(bid.price) if bid else NONE, style=style or "green"),
+        Text(_price(ask.price) if ask else NONE, style=style or "red"),
+        Text(_qty(ask.size) if ask else NONE, style=style),
+    )
+
+
+def _book_table(m: MarketStatus) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False)
+    table.add_column("")
+    table.add_column("bid size", justify="right")
+    table.add_column("bid", justify="right")
+    table.add_column("ask", justify="left")
+    table.add_column("ask size", justify="left")
+    book_bid = QuoteSide(price=m.bid, size=m.bid_qty or Decimal(0)) if m.bid is not None else None
+    book_ask = QuoteSide(price=m.ask, size=m.ask_qty or Decimal(0)) if m.ask is not None else None
+    table.add_row(*_quote_row("book", book_bid, book_ask, style="yellow" if m.book_stale else ""))
+    table.add_row(*_quote_row("quote", m.quote_bid, m.quote_ask))
+    table.add_row(*_quote_row("live", m.live_bid, m.live_ask))
+    return table
+
+
+def _market_stats(m: MarketStatus) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim")
+    grid.add_column()
+    spread = NONE if m.spread_bps is None else f"{m.spread_bps:.2f} bps"
+    grid.add_row("spread", spread)
+    grid.add_row("mid", NONE if m.mid is None else f"{m.mid:,.2f}")
+    grid.add_row("σ", NONE if m.sigma is None else f"{m.sigma:.3g}")
+    age = Text(_duration(m.book_age_s))
+    if m.book_stale:
+        age.append(" STALE")
+        age.stylize("bold yellow")
+    grid.add_row("book age", age)
+    position = Text(_qty(m.position), style="bold" if m.position else "")
+    position.append(f" (${m.position_usd:+,.0f})", style="dim")
+    grid.add_row("inventory", position)
+    return grid
+
+
+def _pnl_table(m: MarketStatus) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1))
+    for name, _ in m.pnl.items():
+        table.add_column(name, justify="right", style="bold" if name == "net" else "")
+    table.add_row(*(_usd(value) for _, value in m.pnl.items()))
+    return table
+
+
+def _actors_table(m: MarketStatus) -> Table | Text:
+    if not m.actors:
+        return Text("actors: none reported", style="dim")
+    table = Table(box=None, pad_edge=False, padding=(0, 1), show_header=True, header_style="dim")
+    table.add_column("actor", style="dim", no_wrap=True)
+    for actor in m.actors:
+        table.add_column(actor.name, no_wrap=False)
+    table.add_row("state", *(Text(a.state, style=_actor_style(a.state)) for a in m.actors))
+    table.add_row(
+        "restarts",
+        *(Text(str(a.restarts), style="bold yellow" if a.restarts else "dim") for a in m.actors),
+    )
+    return table
+
+
+def _orders_line(m: MarketStatus) -> Columns:
+    rejects = Text(str(m.rejects), style="bold red" if m.rejects else "")
+    cells = [
+        _kv("open", str(m.open_orders)),
+        _kv("fills", f"{m.fills:,}"),
+        _kv("sent", f"{m.orders_sent:,}"),
+        _kv("replaced", f"{m.replaces:,}"),
+        _kv("cancelled", f"{m.cancels:,}"),
+        _kv("rejected", rejects),
+        _kv("order latency", f"p50 {_ms(m.latency_p50_ms)} p99 {_ms(m.latency_p99_ms)}"),
+    ]
+    return _columns(cells)
+
+
+def _market_panel(m: MarketStatus) -> Panel:
+    title = Text.assemble((m.name, "bold"), " ")
+    title.append_text(_state_text(m.state))
+    if m.book_stale and m.state != "HALTED":
+        title.append(" · stale book", style="bold yellow")
+    if m.model:
+        title.append(f" · {m.model}", style="dim")
+    body: list[RenderableType] = [
+        Columns([_book_table(m), _market_stats(m)], padding=(0, 4)),
+        _pnl_table(m),
+        _orders_line(m),
+    ]
+    if m.quote_reasons:
+        reasons = Text("quoter: " + "; ".join(m.quote_reasons), style="dim", no_wrap=True, overflow="ellipsis")
+        body.append(reasons)
+    body.append(_actors_table(m))
+    if m.state == "HALTED":
+        border = "red"
+    elif m.book_stale or m.state in ("REDUCING", "STARTING"):
+        border = "yellow"
+    elif m.state == "OFF":
+        border = "dim"
+    else:
+        border = "green"
+    return Panel(Group(*body), title=title, title_align="left", border_style=border, box=box.ROUNDED)
+
+
+def _footer(status: AppStatus) -> Panel:
+    if status.warnings:
+        lines = [Text(line, style="yellow", no_wrap=True, overflow="ellipsis") for line in status.warnings]
+    else:
+        lines = [Text("no warnings", style="dim")]
+    return Panel(Group(*lines), title="warnings", title_align="left", border_style="dim", box=box.ROUNDED)
+
+
+def render(status: AppStatus | None) -> RenderableType:
+    """The whole panel for one status snapshot (pure; safe to call from tests)."""
+    if status is None:
+        return Panel(Text("waiting for the first status…", style="dim"), title="extmm", title_align="left")
+    return Group(_header(status), *(_market_panel(m) for m in status.markets), _footer(status))
+
+
+def summary_line(status: AppStatus) -> str:
+    """One plain line for logs, non-terminal output or systemd's STATUS=."""
+    parts = [
+        f"{status.network} up {_duration(status.uptime_s)}",
+        f"breaker {status.breaker_state}",
+        "DMS " + ("disarmed" if status.dms_remaining_s is None else f"{status.dms_remaining_s:.0f}s"),
+        f"rate {status.rate_tokens:.0f}/{status.rate_capacity:.0f}",
+    ]
+    for m in status.markets:
+        parts.append(
+            f"{m.name} {m.state} pos {_qty(m.position)} net {m.pnl.net:+,.2f} open {m.open_orders} fills {m.fills}"
+        )
+    parts.append(f"net {status.net_pnl:+,.2f}")
+    return " | ".join(parts)
+
+
+# -- live loop ---------------------------------------------------------------------------
+
+
+class _SafeRenderer:
+    """Turns a failing status builder or renderer into a visible message, logged once."""
+
+    def __init__(self, get_status: StatusGetter) -> None:
+        self._get_status = get_status
+        self._failures = 0
+
+    def status(self) -> AppStatus | None:
+        try:
+            return self._get_status()
+        except Exception:
+            self._report()
+            return None
+
+    def renderable(self) -> RenderableType:
+        try:
+            return render(self._get_status())
+        except Exception:
+            self._report()
+            return Text(f"dashboard: rendering failed ({self._failures}x), see the log", style="bold red")
+
+    def _report(self) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            logger.opt(exception=True).warning("dashboard: rendering the status failed")
+
+
+async def run_dashboard(
+    get_status: StatusGetter,
+    *,
+    refresh_per_s: float = 4.0,
+    console: Console | None = None,
+    summary_every_s: float = 30.0,
+    screen: bool = False,
+) -> None:
+    """Redraw the panel `refresh_per_s` times a second until cancelled.
+
+    Rendering runs in the trio thread (a few milliseconds) and Rich's own refresh thread
+    stays off (`auto_refresh=False`). While the panel is live, writes to stdout/stderr
+    (our log lines) are printed above it. Without a terminal the loop prints
+    `summary_line` every `summary_every_s` seconds, or nothing if that is 0.
+    """
+    if refresh_per_s <= 0:
+        raise ValueError("refresh_per_s must be positive")
+    console = console if console is not None else Console()
+    safe = _SafeRenderer(get_status)
+    if not console.is_terminal:
+        if summary_every_s <= 0:
+            await trio.sleep_forever()
+        while True:
+            status = safe.status()
+            if status is not None:
+                console.print(summary_line(status), markup=False, highlight=False, soft_wrap=True)
+            await trio.sleep(summary_every_s)
+    interval = 1.0 / refresh_per_s
+    with Live(
+        safe.renderable(),
+        console=console,
+        auto_refresh=False,
+        screen=screen,
+        transient=False,
+        redirect_stdout=True,
+        redirect_stderr=True,
+    ) as live:
+        while True:
+            await trio.sleep(interval)
+            live.update(safe.renderable(), refresh=True)

@@ -1,0 +1,484 @@
+"""`NetworkVenue`: the exchange port over the network (httpx REST + trio-websocket streams).
+
+Works against the real venue or anything speaking its protocol (our simulator over
+loopback): it only needs the REST and stream base URLs. One instance per sub-account;
+it owns the httpx client and the account's token bucket, so use it as an async context
+manager. Writes are never blindly retried; an ambiguous place is settled by externalId.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import trio
+from loguru import logger
+
+import extmm
+from extmm.venue.endpoints import Endpoint, SigningDomain
+from extmm.venue.errors import (
+    MalformedResponse,
+    NetworkError,
+    OrderRejected,
+    TransientServerError,
+    VenueError,
+)
+from extmm.venue.parse import (
+    parse_balance,
+    parse_fee_rates,
+    parse_funding_payment,
+    parse_list,
+    parse_markets,
+    parse_order,
+    parse_placed_order,
+    parse_position,
+    parse_signing_domain,
+    parse_trade,
+)
+from extmm.venue.ratelimit import Priority, TokenBucket
+from extmm.venue.rest import ChannelObserver, Observer, RequestOutcome, RestClient, RetryPolicy
+from extmm.venue.signing import Credentials, NonceSource, OrderSigner, dumps
+from extmm.venue.streams import (
+    AccountSubscription,
+    StreamOptions,
+    StreamSubscription,
+    account_url,
+    funding_url,
+    mark_price_url,
+    open_account_stream,
+    open_stream,
+    orderbook_url,
+    public_trades_url,
+)
+from extmm.venue.types import (
+    BalanceInfo,
+    FeeRates,
+    FundingPayment,
+    MarketInfo,
+    OrderInfo,
+    OrderRequest,
+    PlacedOrder,
+    PositionInfo,
+    TradeInfo,
+    VenueStats,
+)
+
+DEFAULT_USER_AGENT = f"extmm/{extmm.__version__}"
+
+# How an ambiguous place (timeout, 5xx, garbled ack) is settled: look the externalId up
+# a few times, backing off; only an absence seen this long after the failure counts as
+# "not placed" (the venue acknowledges before its engine has the order, SPEC §4.8).
+PLACE_LOOKUP = RetryPolicy(attempts=4, base_s=0.5, cap_s=4.0)
+PLACE_ABSENT_AFTER_S = 1.0
+
+
+def placement_known(error: BaseException) -> bool | None:
+    """After `place_order` raised: False = the order is known not to exist, None = unknown.
+
+    Definite refusals (OrderRejected, RateLimited, AuthError) never placed anything and
+    also read as False; ambiguous failures carry the verdict of the externalId lookup.
+    """
+    verdict = getattr(error, "placed", None)
+    if verdict is not None:
+        return verdict
+    if isinstance(error, NetworkError | TransientServerError | MalformedResponse):
+        return None
+    return False
+
+
+class NetworkVenue:
+    """Implements `extmm.venue.port.ExchangePort` over REST and v1 streams.
+
+    `credentials=None` gives a public-only venue (markets and public streams). The
+    Starknet signing domain is `signing_domain` when given (mainnet/testnet endpoints
+    pass theirs), else fetched once from `GET /info/starknet` (simulator, paper).
+    `observer` receives a `RequestOutcome` per HTTP attempt: a callable that must not
+    block, or a trio memory send channel (full → sample dropped, see `ChannelObserver`).
+    A 429 pauses the whole token bucket for its Retry-After, else `rate_limited_pause_s`:
+    the venue counts per IP, so every market backs off together.
+    """
+
+    def __init__(
+        self,
+        rest_url: str,
+        stream_url: str,
+        credentials: Credentials | None = None,
+        *,
+        user_agent: str = DEFAULT_USER_AGENT,
+        rate_limit_per_min: int = 1000,
+        rate_limit_burst: int | None = None,
+        limiter: TokenBucket | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+        signing_domain: SigningDomain | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        place_lookup: RetryPolicy = PLACE_LOOKUP,
+        observer: Observer | trio.MemorySendChannel[RequestOutcome] | None = None,
+        nonces: NonceSource | None = None,
+        stream_options: StreamOptions = StreamOptions(),
+        rng: random.Random | None = None,
+        rate_limited_pause_s: float = 1.0,
+        sent_id_memory: int = 100_000,
+    ) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self.stream_url = stream_url.rstrip("/")
+        self._credentials = credentials
+        self._user_agent = user_agent
+        self._limiter = limiter or TokenBucket.per_minute(rate_limit_per_min, burst=rate_limit_burst)
+        self._transport = transport
+        self._timeout_s = timeout_s
+        self._signing_domain = signing_domain
+        self._retry = retry
+        self._place_lookup = place_lookup
+        if observer is not None and not callable(observer):
+            observer = ChannelObserver(observer)
+        self._observer = observer
+        self._nonces = nonces
+        self._stream_options = stream_options
+        self._rng = rng or random.Random()
+        self._rate_limited_pause_s = rate_limited_pause_s
+        self._client: httpx.AsyncClient | None = None
+        self._rest: RestClient | None = None
+        self._markets: dict[str, MarketInfo] = {}
+        self._signer: OrderSigner | None = None
+        self._signer_lock = trio.Lock()
+        # externalIds already sent as new orders (bounded): a second send is refused.
+        self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self._sent_id_memory = sent_id_memory
+
+    @classmethod
+    def for_endpoint(
+        cls, endpoint: Endpoint, credentials: Credentials | None = None, **kwargs: Any
+    ) -> NetworkVenue:
+        kwargs.setdefault("signing_domain", endpoint.signing_domain)
+        return cls(endpoint.rest_url, endpoint.stream_url, credentials, **kwargs)
+
+    def __repr__(self) -> str:
+        vault = self._credentials.vault if self._credentials else None
+        return f"NetworkVenue(rest_url={self.rest_url!r}, vault={vault})"
+
+    async def __aenter__(self) -> NetworkVenue:
+        self._client = httpx.AsyncClient(
+            base_url=self.rest_url,
+            transport=self._transport,
+            timeout=httpx.Timeout(self._timeout_s),
+            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+            follow_redirects=False,
+        )
+        self._rest = RestClient(
+            self._client,
+            limiter=self._limiter,
+            api_key=self._credentials.api_key if self._credentials else None,
+            retry=self._retry,
+            observer=self._observer,
+            rng=self._rng,
+            rate_limited_pause_s=self._rate_limited_pause_s,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._client, self._rest = self._client, None, None
+        if client is not None:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+    @property
+    def rest(self) -> RestClient:
+        if self._rest is None:
+            raise RuntimeError("NetworkVenue is not open: use `async with NetworkVenue(...)`")
+        return self._rest
+
+    @property
+    def limiter(self) -> TokenBucket:
+        return self._limiter
+
+    # -- public ---------------------------------------------------------------------------
+    async def get_markets(self, names: Sequence[str] | None = None) -> list[MarketInfo]:
+        params = [("market", name) for name in names or ()]
+        data = await self.rest.get("/info/markets", operation="get_markets", params=params)
+        markets = parse_markets(data)
+        for market in markets:
+            self._markets[market.name] = market
+        return markets
+
+    async def get_signing_domain(self) -> SigningDomain:
+        """The domain orders are signed under: configured, or fetched once from the venue."""
+        if self._signing_domain is None:
+            data = await self.rest.get("/info/starknet", operation="get_starknet_domain")
+            self._signing_domain = parse_signing_domain(data)
+        return self._signing_domain
+
+    # -- private reads ------------------------------------------------------------------------
+    async def get_fees(self, markets: Sequence[str]) -> list[FeeRates]:
+        params = [("market", name) for name in markets]
+        data = await self.rest.get("/user/fees", operation="get_fees", params=params, private=True)
+        return parse_list(data, parse_fee_rates, "fees")
+
+    async def get_balance(self) -> BalanceInfo | None:
+        try:
+            data = await self.rest.get("/user/balance", operation="get_balance", private=True)
+        except OrderRejected as exc:
+            if exc.http_status == 404:  # the venue's way of saying "zero balance" (SPEC §4.2)
+                return None
+            raise
+        return parse_balance(data)
+
+    async def get_positions(self, market: str | None = None) -> list[PositionInfo]:
+        data = await self.rest.get(
+            "/user/positions", operation="get_positions", params=_market_param(market), private=True
+        )
+        return parse_list(data, parse_position, "positions")
+
+    async def get_open_orders(self, market: str | None = None) -> list[OrderInfo]:
+        data = await self.rest.get(
+            "/user/orders", operation="get_open_orders", params=_market_param(market), private=True
+        )
+        return parse_list(data, parse_order, "open orders")
+
+    async def get_orders_by_external_id(self, external_id: str) -> list[OrderInfo]:
+        return await self._orders_by_external_id(external_id, retry=True)
+
+    async def get_order_history(self, market: str | None = None, limit: int = 100) -> list[OrderInfo]:
+        params = [*_market_param(market), ("limit", limit)]
+        data = await self.rest.get(
+            "/user/orders/history", operation="get_order_history", params=params, private=True
+        )
+        return parse_list(data, parse_order, "order history")
+
+    async def get_trades(self, market: str | None = None, limit: int = 100) -> list[TradeInfo]:
+        params = [*_market_param(market), ("limit", limit)]
+        data = await self.rest.get("/user/trades", operation="get_trades", params=params, private=True)
+        return parse_list(data, parse_trade, "trades")
+
+    async def get_funding_history(
+        self, market: str | None = None, limit: int = 100, *, from_ms: int = 0
+    ) -> list[FundingPayment]:
+        """`GET /user/funding/history` (DOC26 "Get funding payments"; `fromTime` is required)."""
+        params = [*_market_param(market), ("fromTime", from_ms), ("limit", limit)]
+        data = await self.rest.get(
+            "/user/funding/history", operation="get_funding_history", params=params, private=True
+        )
+        return parse_list(data, parse_funding_payment, "funding history")
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def place_order(self, order: OrderRequest) -> PlacedOrder:
+        """Sign and send; on an ambiguous failure learn the truth by externalId.
+
+        Returns the placed order, or raises. After NetworkError / TransientServerError /
+        MalformedResponse the error carries `placed`: False (looked up, absent) or None
+        (could not tell) — see `placement_known`. The externalId is never sent twice.
+        """
+        try:
+            signer = await self._signer_for(order.market)
+        except VenueError as exc:
+            exc.placed = False  # type: ignore[attr-defined]  # failed before anything was sent
+            raise
+        if order.external_id in self._sent_ids:
+            raise ValueError(f"externalId {order.external_id!r} was already sent; use a fresh one")
+        body = signer.sign_json(order)
+        self._remember_sent(order.external_id)
+        try:
+            data = await self.rest.request(
+                "POST",
+                "/user/order",
+                operation="place_order",
+                body=body,
+                private=True,
+                priority=Priority.PLACE,
+            )
+            return parse_placed_order(data)
+        except (NetworkError, TransientServerError, MalformedResponse) as exc:
+            return await self._settle_ambiguous_place(order, exc)
+
+    async def cancel_order(self, order_id: int) -> None:
+        await self.rest.request(
+            "DELETE",
+            f"/user/order/{int(order_id)}",
+            operation="cancel_order",
+            private=True,
+            priority=Priority.CANCEL,
+            allow_empty=True,
+        )
+
+    async def cancel_order_by_external_id(self, external_id: str) -> None:
+        await self.rest.request(
+            "DELETE",
+            "/user/order",
+            operation="cancel_order_by_external_id",
+            params=[("externalId", external_id)],
+            private=True,
+            priority=Priority.CANCEL,
+            allow_empty=True,
+        )
+
+    async def mass_cancel(
+        self,
+        *,
+        order_ids: Sequence[int] = (),
+        external_ids: Sequence[str] = (),
+        markets: Sequence[str] = (),
+        cancel_all: bool = False,
+    ) -> None:
+        body: dict[str, Any] = {}
+        if order_ids:
+            body["orderIds"] = [int(i) for i in order_ids]
+        if external_ids:
+            body["externalOrderIds"] = list(external_ids)
+        if markets:
+            body["markets"] = list(markets)
+        if not body and not cancel_all:
+            raise ValueError("mass_cancel needs order_ids, external_ids, markets or cancel_all=True")
+        body["cancelAll"] = cancel_all
+        await self.rest.request(
+            "POST",
+            "/user/order/massCancel",
+            operation="mass_cancel",
+            body=dumps(body),
+            private=True,
+            priority=Priority.CANCEL,
+            allow_empty=True,
+        )
+
+    async def set_dead_mans_switch(self, countdown_s: int) -> None:
+        """Arm (countdown_s > 0) or disarm (0) the venue-side mass auto-cancel (SPEC §4.11)."""
+        if countdown_s < 0:
+            raise ValueError("countdown must be ≥ 0 seconds (0 disarms)")
+        await self.rest.request(
+            "POST",
+            "/user/deadmanswitch",
+            operation="dead_mans_switch",
+            params=[("countdownTime", int(countdown_s))],
+            private=True,
+            priority=Priority.CANCEL,
+            allow_empty=True,
+        )
+
+    # -- streams ----------------------------------------------------------------------------------
+    def orderbook_stream(
+        self, market: str, *, depth: int | None = None
+    ) -> AbstractAsyncContextManager[StreamSubscription]:
+        return open_stream(
+            orderbook_url(self.stream_url, market, depth=depth),
+            user_agent=self._user_agent,
+            strict_seq=True,
+            name=f"orderbooks/{market}",
+            options=self._stream_options,
+        )
+
+    def public_trades_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
+        return self._lenient_stream(public_trades_url(self.stream_url, market), f"publicTrades/{market}")
+
+    def funding_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
+        return self._lenient_stream(funding_url(self.stream_url, market), f"funding/{market}")
+
+    def mark_price_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
+        return self._lenient_stream(mark_price_url(self.stream_url, market), f"prices/mark/{market}")
+
+    def account_stream(self) -> AbstractAsyncContextManager[AccountSubscription]:
+        if self._credentials is None:
+            raise RuntimeError("the account stream needs credentials (public-only venue)")
+        return open_account_stream(
+            account_url(self.stream_url),
+            user_agent=self._user_agent,
+            api_key=self._credentials.api_key,
+            options=self._stream_options,
+        )
+
+    # -- health -------------------------------------------------------------------------------------
+    def statistics(self) -> VenueStats:
+        tokens = self._limiter.tokens_available() if _in_trio() else 0.0
+        if self._rest is None:
+            return VenueStats(tokens_available=tokens)
+        rest = self._rest.statistics()
+        return VenueStats(
+            requests=rest.requests,
+            errors=rest.errors,
+            rate_limited=rest.rate_limited,
+            server_errors=rest.server_errors,
+            latency_p50_ms=rest.latency_p50_ms,
+            latency_p99_ms=rest.latency_p99_ms,
+            tokens_available=tokens,
+        )
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _lenient_stream(self, url: str, name: str) -> AbstractAsyncContextManager[StreamSubscription]:
+        return open_stream(
+            url, user_agent=self._user_agent, strict_seq=False, name=name, options=self._stream_options
+        )
+
+    async def _orders_by_external_id(self, external_id: str, *, retry: bool) -> list[OrderInfo]:
+        path = f"/user/orders/external/{quote(external_id, safe='')}"
+        try:
+            data = await self.rest.get(path, operation="get_orders_by_external_id", private=True, retry=retry)
+        except OrderRejected as exc:
+            if exc.http_status == 404:
+                return []
+            raise
+        return [
+            o for o in parse_list(data, parse_order, "orders by externalId") if o.external_id == external_id
+        ]
+
+    async def _signer_for(self, market: str) -> OrderSigner:
+        if self._credentials is None:
+            raise RuntimeError("placing orders needs credentials (public-only venue)")
+        async with self._signer_lock:
+            if self._signer is None:
+                domain = await self.get_signing_domain()
+                self._signer = OrderSigner(self._credentials, domain, nonces=self._nonces)
+            if not self._signer.has_market(market):
+                info = self._markets.get(market)
+                if info is None:
+                    await self.get_markets([market])
+                    info = self._markets.get(market)
+                if info is None:
+                    raise OrderRejected(1001, f"market {market} not found", None)
+                self._signer.add_market(info)
+            return self._signer
+
+    def _remember_sent(self, external_id: str) -> None:
+        self._sent_ids[external_id] = None
+        while len(self._sent_ids) > self._sent_id_memory:
+            self._sent_ids.popitem(last=False)
+
+    async def _settle_ambiguous_place(self, order: OrderRequest, error: VenueError) -> PlacedOrder:
+        failed_at = trio.current_time()
+        logger.warning(
+            "place {}: outcome unknown ({}); looking it up by externalId", order.external_id, error
+        )
+        absent_confirmed = False
+        for attempt in range(self._place_lookup.attempts):
+            await trio.sleep(self._place_lookup.delay(attempt, self._rng))
+            try:
+                found = await self._orders_by_external_id(order.external_id, retry=False)
+            except VenueError as exc:
+                logger.info("place {}: lookup failed ({})", order.external_id, exc)
+                continue
+            if found:
+                logger.info("place {}: the venue has it (id {})", order.external_id, found[0].id)
+                return PlacedOrder(id=found[0].id, external_id=order.external_id)
+            if trio.current_time() - failed_at >= PLACE_ABSENT_AFTER_S:
+                absent_confirmed = True
+        error.placed = False if absent_confirmed else None  # type: ignore[attr-defined]
+        logger.warning(
+            "place {}: {}",
+            order.external_id,
+            "not placed" if absent_confirmed else "still unknown after lookups",
+        )
+        raise error
+
+
+def _market_param(market: str | None) -> list[tuple[str, str | int]]:
+    return [] if market is None else [("market", market)]
+
+
+def _in_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,254 @@
+"""v1 WebSocket streams (SPEC §5): one connection per topic, opened with trio-websocket.
+
+`open_stream(url, ...)` is an async context manager yielding a subscription whose
+`receive()` returns the next checked frame. Book and account streams require `seq` to
+advance by exactly 1 (else `SequenceGap`); trades/funding/mark may skip (counted).
+Malformed frames are logged, counted and skipped; a closed or silent connection raises
+`StreamClosed`. The caller owns reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+import attrs
+import trio
+from loguru import logger
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from extmm.venue.errors import AuthError, MalformedResponse, SequenceGap, StreamClosed, VenueError
+from extmm.venue.parse import loads, parse_account_update, parse_stream_message
+from extmm.venue.types import AccountUpdate, StreamMessage
+
+
+@attrs.frozen(kw_only=True)
+class StreamOptions:
+    """Connection tuning. The reader task of trio-websocket answers the server's pings
+    only while its queue has room (SPEC §5.1), hence a generous `message_queue_size`;
+    full-depth snapshots exceed the 1 MiB default `max_message_size`."""
+
+    stall_timeout_s: float = 30.0  # server pushes at least every minute; books every 100 ms
+    message_queue_size: int = 128
+    max_message_size: int = 16 * 1024 * 1024
+    receive_buffer_size: int = 64 * 1024
+    connect_timeout_s: float = 10.0
+    disconnect_timeout_s: float = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class StreamStatistics:
+    frames: int  # every frame received, malformed ones included
+    delivered: int  # frames handed to the consumer
+    malformed: int
+    seq_skips: int  # tolerated gaps on streams that may skip
+    ignored: int  # well-formed frames of types nobody consumes (DEPOSIT…)
+    last_seq: int | None
+
+
+class StreamSubscription:
+    """One open v1 topic. `receive()` returns the next well-formed frame in order.
+
+    After StreamClosed or SequenceGap the subscription is spent: leave the context
+    manager and open a new one (a fresh connection starts with a fresh snapshot).
+    """
+
+    def __init__(
+        self, connection: WebSocketConnection, *, name: str, strict_seq: bool, stall_timeout_s: float
+    ) -> None:
+        self._ws = connection
+        self.name = name
+        self._strict_seq = strict_seq
+        self._stall_timeout_s = stall_timeout_s
+        self._last_seq: int | None = None
+        self._frames = 0
+        self._delivered = 0
+        self._malformed = 0
+        self._seq_skips = 0
+        self._ignored = 0
+
+    async def receive(self) -> StreamMessage:
+        while True:
+            message = await self._next_message()
+            if message is not None:
+                self._delivered += 1
+                return message
+
+    def statistics(self) -> StreamStatistics:
+        return StreamStatistics(
+            frames=self._frames,
+            delivered=self._delivered,
+            malformed=self._malformed,
+            seq_skips=self._seq_skips,
+            ignored=self._ignored,
+            last_seq=self._last_seq,
+        )
+
+    # -- shared with AccountSubscription -------------------------------------------------
+    async def _next_message(self) -> StreamMessage | None:
+        """The next frame with a valid envelope and seq, or None when it was skipped."""
+        frame = await self._next_frame()
+        try:
+            message = parse_stream_message(loads(frame))
+        except MalformedResponse as exc:
+            self._count_malformed(exc, frame)
+            return None
+        self._check_seq(message.seq)
+        return message
+
+    def _count_malformed(self, error: Exception, frame: str | bytes) -> None:
+        self._malformed += 1
+        logger.warning(
+            "{}: malformed frame skipped ({} so far): {}; frame starts {!r}",
+            self.name,
+            self._malformed,
+            error,
+            frame[:120],
+        )
+
+    async def _next_frame(self) -> str | bytes:
+        with trio.move_on_after(self._stall_timeout_s) as waiting:
+            try:
+                frame = await self._ws.get_message()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                code = getattr(reason, "code", None)
+                text = getattr(reason, "reason", None) or getattr(reason, "name", "")
+                raise StreamClosed(f"{self.name}: connection closed (code {code} {text})".rstrip()) from None
+        if waiting.cancelled_caught:
+            raise StreamClosed(f"{self.name}: stalled, no frame for {self._stall_timeout_s:g}s")
+        self._frames += 1
+        return frame
+
+    def _check_seq(self, seq: int) -> None:
+        last, self._last_seq = self._last_seq, seq
+        if last is None or seq == last + 1:
+            return
+        if self._strict_seq:
+            raise SequenceGap(expected=last + 1, got=seq)
+        self._seq_skips += 1
+        logger.debug("{}: seq {} after {} (tolerated on this stream)", self.name, seq, last)
+
+
+class AccountSubscription(StreamSubscription):
+    """The private `/account` stream, parsed: `receive()` returns an `AccountUpdate`."""
+
+    async def receive(self) -> AccountUpdate:  # type: ignore[override]
+        while True:
+            message = await self._next_message()
+            if message is None:
+                continue
+            try:
+                update = parse_account_update(message)
+            except MalformedResponse as exc:
+                self._count_malformed(exc, f"type={message.type} seq={message.seq}")
+                continue
+            if update is None:
+                self._ignored += 1
+                logger.debug("{}: {} frame ignored (seq {})", self.name, message.type, message.seq)
+                continue
+            self._delivered += 1
+            return update
+
+
+def _headers(user_agent: str, api_key: str | None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"User-Agent", user_agent.encode())]
+    if api_key is not None:
+        headers.append((b"X-Api-Key", api_key.encode()))
+    return headers
+
+
+@asynccontextmanager
+async def _connect(
+    url: str, *, name: str, user_agent: str, api_key: str | None, options: StreamOptions
+) -> AsyncIterator[WebSocketConnection]:
+    connected = False
+    try:
+        async with open_websocket_url(
+            url,
+            extra_headers=_headers(user_agent, api_key),
+            message_queue_size=options.message_queue_size,
+            max_message_size=options.max_message_size,
+            receive_buffer_size=options.receive_buffer_size,
+            connect_timeout=options.connect_timeout_s,
+            disconnect_timeout=options.disconnect_timeout_s,
+        ) as connection:
+            connected = True
+            yield connection
+    except ConnectionRejected as exc:
+        if exc.status_code in (401, 403):
+            raise AuthError(f"{name}: handshake refused with HTTP {exc.status_code}") from None
+        raise StreamClosed(f"{name}: handshake refused with HTTP {exc.status_code}") from None
+    except HandshakeError as exc:
+        if not connected:
+            raise StreamClosed(f"{name}: could not connect ({type(exc).__name__}: {exc})") from None
+        # The close handshake timed out; the consumer's own failure (if any) is the news.
+        if isinstance(exc.__context__, VenueError):
+            raise exc.__context__ from None
+        raise StreamClosed(f"{name}: closing timed out") from None
+    except OSError as exc:
+        if connected:
+            raise
+        raise StreamClosed(f"{name}: could not connect ({exc})") from None
+
+
+@asynccontextmanager
+async def open_stream(
+    url: str,
+    *,
+    user_agent: str,
+    strict_seq: bool,
+    name: str | None = None,
+    options: StreamOptions = StreamOptions(),
+) -> AsyncIterator[StreamSubscription]:
+    """A public v1 topic. Failing to connect raises StreamClosed (AuthError on 401/403)."""
+    label = name or url
+    async with _connect(url, name=label, user_agent=user_agent, api_key=None, options=options) as ws:
+        yield StreamSubscription(
+            ws, name=label, strict_seq=strict_seq, stall_timeout_s=options.stall_timeout_s
+        )
+
+
+@asynccontextmanager
+async def open_account_stream(
+    url: str,
+    *,
+    user_agent: str,
+    api_key: str,
+    name: str = "account",
+    options: StreamOptions = StreamOptions(),
+) -> AsyncIterator[AccountSubscription]:
+    """The private `/account` topic (X-Api-Key on the handshake), snapshots first."""
+    async with _connect(url, name=name, user_agent=user_agent, api_key=api_key, options=options) as ws:
+        yield AccountSubscription(ws, name=name, strict_seq=True, stall_timeout_s=options.stall_timeout_s)
+
+
+# -- topic URLs (SPEC §5) ------------------------------------------------------------------------
+
+
+def orderbook_url(stream_url: str, market: str, *, depth: int | None = None) -> str:
+    url = f"{stream_url}/orderbooks/{quote(market, safe='')}"
+    return url if depth is None else f"{url}?depth={depth}"
+
+
+def public_trades_url(stream_url: str, market: str) -> str:
+    return f"{stream_url}/publicTrades/{quote(market, safe='')}"
+
+
+def funding_url(stream_url: str, market: str) -> str:
+    return f"{stream_url}/funding/{quote(market, safe='')}"
+
+
+def mark_price_url(stream_url: str, market: str) -> str:
+    return f"{stream_url}/prices/mark/{quote(market, safe='')}"
+
+
+def account_url(stream_url: str) -> str:
+    return f"{stream_url}/account"
