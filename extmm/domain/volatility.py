@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+_GRID_EPS = 1e-9  # in intervals: a timestamp this close to a grid point is on it
+
 
 class EwmaVolatility:
     """EWMA of squared log-returns of the mid sampled every `interval_s` (previous-tick:
@@ -15,9 +17,9 @@ class EwmaVolatility:
 
     `update(now_s, mid)` may come at any rate: several grid points passed at once are
     sampled together (one return carries the move, the rest are zero), in O(1); a timestamp
-    older than the previous one is taken as the previous one. The weight
-    of a sample halves every `half_life_s`. Until `min_samples` returns have been seen,
-    `sigma` is `prior_sigma` (None by default).
+    older than the previous one counts as the previous one. A sample's weight halves every
+    `half_life_s`. Until `min_samples` returns have been seen, `sigma` is `prior_sigma`
+    (None by default).
     """
 
     def __init__(
@@ -43,10 +45,11 @@ class EwmaVolatility:
 
     def reset(self) -> None:
         """Forget everything (e.g. after a long outage or a market halt)."""
-        self._next_sample_s: float | None = None  # next grid point
-        self._last_now_s: float | None = None
-        self._last_mid: float | None = None  # mid in force since the last update
-        self._sampled_log_mid: float | None = None  # log mid at the last grid point
+        self._origin_s: float | None = None  # grid point k is at origin + k·interval
+        self._next_k = 1  # index of the next grid point to sample
+        self._last_now_s = 0.0
+        self._last_mid = 0.0  # mid in force since the last update
+        self._sampled_log_mid = 0.0  # log mid at the last grid point
         self._ewma_sq = 0.0  # EWMA of r², not yet divided by the weight
         self._weight = 0.0  # total EWMA weight (bias correction for the zero start)
         self.samples = 0
@@ -54,24 +57,24 @@ class EwmaVolatility:
     def update(self, now_s: float, mid: float) -> None:
         if not (mid > 0 and math.isfinite(mid)):
             raise ValueError(f"mid must be a positive finite number, got {mid!r}")
-        if self._last_now_s is None:
-            self._last_now_s = now_s
+        if self._origin_s is None:
+            self._origin_s = self._last_now_s = now_s
             self._last_mid = mid
             self._sampled_log_mid = math.log(mid)
-            self._next_sample_s = now_s + self.interval_s
             return
         if now_s < self._last_now_s:
             now_s = self._last_now_s  # a stale timestamp samples nothing; the mid still counts
-        assert self._next_sample_s is not None and self._last_mid is not None
         self._last_now_s = now_s
-        next_s = self._next_sample_s
-        if now_s >= next_s:
+        # Grid points are indexed, not accumulated, and "on the grid" allows for float
+        # rounding, so the same prices on a rescaled clock take the same samples.
+        position = (now_s - self._origin_s) / self.interval_s
+        last_k = math.floor(position + _GRID_EPS)
+        if last_k >= self._next_k:
             # Grid points strictly before now saw the previous mid; one exactly at now sees
             # the new one. So the first return carries the move since the last grid point,
             # the ones in between are zero, and a grid point at now carries the new move.
-            passed = int((now_s - next_s) // self.interval_s) + 1
-            last_grid = next_s + (passed - 1) * self.interval_s
-            at_now = last_grid == now_s
+            passed = last_k - self._next_k + 1
+            at_now = position - last_k < _GRID_EPS
             if passed == 1:
                 self._add_return(math.log(mid if at_now else self._last_mid))
             else:
@@ -81,11 +84,10 @@ class EwmaVolatility:
                     self._add_zero_returns(zeros)
                 if at_now:
                     self._add_return(math.log(mid))
-            self._next_sample_s = last_grid + self.interval_s
+            self._next_k = last_k + 1
         self._last_mid = mid
 
     def _add_return(self, log_mid: float) -> None:
-        assert self._sampled_log_mid is not None
         r = log_mid - self._sampled_log_mid
         self._sampled_log_mid = log_mid
         lam = self._decay

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+import orjson
+
 from extmm.domain.units import Side
 from extmm.markets import spec_from_market
 from extmm.venue.endpoints import SigningDomain
@@ -40,6 +42,16 @@ _MISSING: Any = object()
 def _show(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def loads_stream(text: str | bytes) -> Any:
+    """Parse a stream frame fast (orjson); venue numbers are strings, so nothing is lost.
+
+    Falls back to `loads` for what orjson refuses (e.g. integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return loads(text)
 
 
 def loads(text: str | bytes) -> Any:

@@ -25,7 +25,7 @@ from trio_websocket import (
 )
 
 from extmm.venue.errors import AuthError, MalformedResponse, SequenceGap, StreamClosed, VenueError
-from extmm.venue.parse import loads, parse_account_update, parse_stream_message
+from extmm.venue.parse import loads_stream, parse_account_update, parse_stream_message
 from extmm.venue.types import AccountUpdate, StreamMessage
 
 
@@ -96,7 +96,7 @@ class StreamSubscription:
         """The next frame with a valid envelope and seq, or None when it was skipped."""
         frame = await self._next_frame()
         try:
-            message = parse_stream_message(loads(frame))
+            message = parse_stream_message(loads_stream(frame))
         except MalformedResponse as exc:
             self._count_malformed(exc, frame)
             return None
