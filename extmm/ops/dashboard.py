@@ -2,9 +2,10 @@
 network, breaker, dead man's switch, rate budget and uptime; one panel per market; recent
 warnings), redrawn from a trio loop without Rich's refresh thread.
 
-Readable down to 80 columns: stat groups are `Columns` that fold onto more rows. When
-stdout is not a terminal (systemd, docker logs, a pipe) `run_dashboard` prints one
-`summary_line` every `summary_every_s` seconds instead, or nothing if that is 0.
+Readable down to 80 columns: stat groups flow onto more lines, and the book table and
+market stats stack instead of sitting side by side. When stdout is not a terminal
+(systemd, docker logs, a pipe) `run_dashboard` prints one `summary_line` every
+`summary_every_s` seconds instead, or nothing if that is 0.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from decimal import Decimal
 import trio
 from loguru import logger
 from rich import box
-from rich.columns import Columns
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.panel import Panel
+from rich.segment import SegmentLines
 from rich.table import Table
 from rich.text import Text
 
 from extmm.ops.status import AppStatus, MarketStatus, QuoteSide
+from extmm.secrets import redact_known
 
 StatusGetter = Callable[[], AppStatus | None]
 
@@ -78,8 +81,9 @@ def _usd(value: Decimal | float, *, plain: bool = False) -> Text:
 
 
 def _kv(key: str, value: str | Text, style: str = "") -> Text:
-    """One unbreakable `key value` cell for a Columns layout."""
-    out = Text(f"{key} ", style="dim")
+    """One unbreakable `key value` cell for a `_Flow` line."""
+    out = Text()
+    out.append(f"{key} ", style="dim")
     out.append(value if isinstance(value, Text) else Text(value, style=style))
     return out
 
@@ -97,8 +101,53 @@ def _actor_style(state: str) -> str:
     return "yellow"
 
 
-def _columns(cells: Iterable[RenderableType]) -> Columns:
-    return Columns(list(cells), padding=(0, 3))
+class _Flow:
+    """Short cells laid out left to right, starting a new line when the next would not
+    fit; a cell is never split. Far cheaper than `rich.columns.Columns`, which matters
+    because the panel is redrawn several times a second in the trio thread."""
+
+    def __init__(self, cells: Iterable[Text], *, gap: int = 3) -> None:
+        self.cells = list(cells)
+        self.gap = gap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        line = Text()
+        for cell in self.cells:
+            if line and line.cell_len + self.gap + cell.cell_len > width:
+                yield line
+                line = Text()
+            if line:
+                line.append(" " * self.gap)
+            line.append_text(cell)
+        if line:
+            yield line
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        lengths = [cell.cell_len for cell in self.cells] or [0]
+        return Measurement(max(lengths), sum(lengths) + self.gap * (len(lengths) - 1))
+
+
+class _Beside:
+    """Two renderables side by side when the width allows, otherwise one above the other."""
+
+    def __init__(self, left: RenderableType, right: RenderableType, *, gap: int = 4) -> None:
+        self.left = left
+        self.right = right
+        self.gap = gap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        left = Measurement.get(console, options, self.left).maximum
+        right = Measurement.get(console, options, self.right).maximum
+        if left + self.gap + right <= options.max_width:
+            grid = Table.grid(padding=(0, self.gap))
+            grid.add_column(width=left)
+            grid.add_column(width=right)
+            grid.add_row(self.left, self.right)
+            yield grid
+        else:
+            yield self.left
+            yield self.right
 
 
 # -- sections ----------------------------------------------------------------------------
@@ -107,7 +156,8 @@ def _columns(cells: Iterable[RenderableType]) -> Columns:
 def _header(status: AppStatus) -> Panel:
     breaker = Text(status.breaker_state, style=_BREAKER_STYLE.get(status.breaker_state, "bold"))
     if status.breaker_trips:
-        breaker.append(f" ({status.breaker_trips} trips)", style="dim")
+        trips = "trip" if status.breaker_trips == 1 else "trips"
+        breaker.append(f" ({status.breaker_trips} {trips})", style="dim")
     if status.dms_remaining_s is None:
         dms = Text("disarmed", style="yellow" if status.dms_countdown_s and status.ready else "dim")
     else:
@@ -126,7 +176,7 @@ def _header(status: AppStatus) -> Panel:
     requests.append(f"{status.rest_429s} x429", style="bold red" if status.rest_429s else "")
     if status.rest_errors:
         requests.append(f", {status.rest_errors} err", style="yellow")
-    cells: list[RenderableType] = [
+    cells = [
         _kv("uptime", _duration(status.uptime_s)),
         _kv("breaker", breaker),
         _kv("DMS", dms),
@@ -137,13 +187,22 @@ def _header(status: AppStatus) -> Panel:
     ]
     if status.equity is not None:
         cells.append(_kv("equity", f"{status.equity:,.2f}"))
-    body: list[RenderableType] = [_columns(cells)]
+    body: list[RenderableType] = [_Flow(cells)]
     if status.breaker_last_reason:
-        body.append(Text(f"last trip: {status.breaker_last_reason}", style="dim", no_wrap=True, overflow="ellipsis"))
+        body.append(
+            Text(
+                f"last trip: {redact_known(status.breaker_last_reason)}",
+                style="dim",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
+        )
     title = Text.assemble(("extmm", "bold"), " · ", (status.network, "bold cyan"), " · ")
     title.append("ready" if status.ready else "starting", style="green" if status.ready else "yellow")
     title.append(" · ")
-    title.append("healthy" if status.healthy else "UNHEALTHY", style="green" if status.healthy else "bold red")
+    title.append(
+        "healthy" if status.healthy else "UNHEALTHY", style="green" if status.healthy else "bold red"
+    )
     border = "red" if status.breaker_state == "OPEN" or not status.healthy else "blue"
     return Panel(Group(*body), title=title, title_align="left", border_style=border, box=box.ROUNDED)
 
@@ -187,7 +246,8 @@ def _market_stats(m: MarketStatus) -> Table:
         age.stylize("bold yellow")
     grid.add_row("book age", age)
     position = Text(_qty(m.position), style="bold" if m.position else "")
-    position.append(f" (${m.position_usd:+,.0f})", style="dim")
+    sign = "-" if m.position_usd < 0 else "+" if m.position_usd > 0 else ""
+    position.append(f" ({sign}${abs(m.position_usd):,.0f})", style="dim")
     grid.add_row("inventory", position)
     return grid
 
@@ -215,7 +275,7 @@ def _actors_table(m: MarketStatus) -> Table | Text:
     return table
 
 
-def _orders_line(m: MarketStatus) -> Columns:
+def _orders_line(m: MarketStatus) -> _Flow:
     rejects = Text(str(m.rejects), style="bold red" if m.rejects else "")
     cells = [
         _kv("open", str(m.open_orders)),
@@ -226,7 +286,7 @@ def _orders_line(m: MarketStatus) -> Columns:
         _kv("rejected", rejects),
         _kv("order latency", f"p50 {_ms(m.latency_p50_ms)} p99 {_ms(m.latency_p99_ms)}"),
     ]
-    return _columns(cells)
+    return _Flow(cells)
 
 
 def _market_panel(m: MarketStatus) -> Panel:
@@ -237,12 +297,14 @@ def _market_panel(m: MarketStatus) -> Panel:
     if m.model:
         title.append(f" · {m.model}", style="dim")
     body: list[RenderableType] = [
-        Columns([_book_table(m), _market_stats(m)], padding=(0, 4)),
+        _Beside(_book_table(m), _market_stats(m)),
         _pnl_table(m),
         _orders_line(m),
     ]
     if m.quote_reasons:
-        reasons = Text("quoter: " + "; ".join(m.quote_reasons), style="dim", no_wrap=True, overflow="ellipsis")
+        reasons = Text(
+            "quoter: " + "; ".join(m.quote_reasons), style="dim", no_wrap=True, overflow="ellipsis"
+        )
         body.append(reasons)
     body.append(_actors_table(m))
     if m.state == "HALTED":
@@ -258,7 +320,11 @@ def _market_panel(m: MarketStatus) -> Panel:
 
 def _footer(status: AppStatus) -> Panel:
     if status.warnings:
-        lines = [Text(line, style="yellow", no_wrap=True, overflow="ellipsis") for line in status.warnings]
+        # Already masked by the log sink; masked again because these may come from elsewhere.
+        lines = [
+            Text(redact_known(line), style="yellow", no_wrap=True, overflow="ellipsis")
+            for line in status.warnings
+        ]
     else:
         lines = [Text("no warnings", style="dim")]
     return Panel(Group(*lines), title="warnings", title_align="left", border_style="dim", box=box.ROUNDED)
@@ -290,26 +356,41 @@ def summary_line(status: AppStatus) -> str:
 # -- live loop ---------------------------------------------------------------------------
 
 
+def prerender(status: AppStatus | None, console: Console) -> SegmentLines:
+    """The panel laid out to lines at the console's current width. Thread-safe (the status
+    is immutable); printing the result is a cheap replay, so the expensive layout can run
+    off the trio thread."""
+    options = console.options.update(width=console.width)
+    return SegmentLines(console.render_lines(render(status), options, pad=False), new_lines=True)
+
+
 class _SafeRenderer:
     """Turns a failing status builder or renderer into a visible message, logged once."""
 
     def __init__(self, get_status: StatusGetter) -> None:
         self._get_status = get_status
         self._failures = 0
+        self.failed = False
 
     def status(self) -> AppStatus | None:
+        """The current status; None (and `failed` set) if the builder raised."""
+        self.failed = False
         try:
             return self._get_status()
         except Exception:
+            self.failed = True
             self._report()
             return None
 
-    def renderable(self) -> RenderableType:
+    def frame(self, status: AppStatus | None, console: Console) -> SegmentLines | Text:
         try:
-            return render(self._get_status())
+            return prerender(status, console)
         except Exception:
             self._report()
-            return Text(f"dashboard: rendering failed ({self._failures}x), see the log", style="bold red")
+            return self.failed_text()
+
+    def failed_text(self) -> Text:
+        return Text(f"dashboard: rendering failed ({self._failures}x), see the log", style="bold red")
 
     def _report(self) -> None:
         self._failures += 1
@@ -324,13 +405,16 @@ async def run_dashboard(
     console: Console | None = None,
     summary_every_s: float = 30.0,
     screen: bool = False,
+    render_in_thread: bool = True,
 ) -> None:
     """Redraw the panel `refresh_per_s` times a second until cancelled.
 
-    Rendering runs in the trio thread (a few milliseconds) and Rich's own refresh thread
-    stays off (`auto_refresh=False`). While the panel is live, writes to stdout/stderr
-    (our log lines) are printed above it. Without a terminal the loop prints
-    `summary_line` every `summary_every_s` seconds, or nothing if that is 0.
+    `get_status` is called in the trio thread (it may use `trio.current_time()`). Rich's
+    own refresh thread stays off (`auto_refresh=False`); each frame is laid out in a
+    worker thread (10-20 ms of Rich work for two markets; the trio thread only replays
+    the finished lines, under 1 ms) unless `render_in_thread` is False. While the panel is live,
+    writes to stdout/stderr (our log lines) are printed above it. Without a terminal the
+    loop prints `summary_line` every `summary_every_s` seconds, or nothing if that is 0.
     """
     if refresh_per_s <= 0:
         raise ValueError("refresh_per_s must be positive")
@@ -344,9 +428,10 @@ async def run_dashboard(
             if status is not None:
                 console.print(summary_line(status), markup=False, highlight=False, soft_wrap=True)
             await trio.sleep(summary_every_s)
+
     interval = 1.0 / refresh_per_s
     with Live(
-        safe.renderable(),
+        Text("extmm: starting the dashboard…", style="dim"),
         console=console,
         auto_refresh=False,
         screen=screen,
@@ -355,5 +440,16 @@ async def run_dashboard(
         redirect_stderr=True,
     ) as live:
         while True:
-            await trio.sleep(interval)
-            live.update(safe.renderable(), refresh=True)
+            next_frame_at = trio.current_time() + interval
+            # The status is built here, in the trio thread (it may read trio's clock);
+            # only the immutable snapshot crosses into the worker thread.
+            status = safe.status()
+            renderable: RenderableType
+            if safe.failed:
+                renderable = safe.failed_text()
+            elif render_in_thread:
+                renderable = await trio.to_thread.run_sync(safe.frame, status, console)
+            else:
+                renderable = safe.frame(status, console)
+            live.update(renderable, refresh=True)
+            await trio.sleep_until(next_frame_at)

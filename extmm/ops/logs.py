@@ -240,7 +240,9 @@ def configure_logging(
     common: dict[str, Any] = {"backtrace": False, "diagnose": False, "catch": True}
     if stderr:
         use_colour = colorize if colorize is not None else _is_tty(sys.stderr)
-        logger.add(_StderrSink(colorize=use_colour), level=level, format="{message}", colorize=False, **common)
+        logger.add(
+            _StderrSink(colorize=use_colour), level=level, format="{message}", colorize=False, **common
+        )
     if json_file is not None:
         path = Path(json_file)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,7 +197,12 @@ def status_families(status: AppStatus) -> list[Metric]:
         for component, value in m.pnl.items():
             f.gauge("extmm_pnl_usd", "PnL by component.", float(value), market=market, component=component)
         f.gauge("extmm_book_age_seconds", "Since the last top-of-book change.", m.book_age_s, market=market)
-        f.gauge("extmm_book_stale", "1 when the book is missing, invalid or old.", int(m.book_stale), market=market)
+        f.gauge(
+            "extmm_book_stale",
+            "1 when the book is missing, invalid or old.",
+            int(m.book_stale),
+            market=market,
+        )
         f.gauge("extmm_mid_price", "Book mid.", m.mid, market=market)
         f.gauge("extmm_spread_bps", "Quoted spread in basis points.", m.spread_bps, market=market)
         f.gauge("extmm_sigma", "Volatility estimate.", m.sigma, market=market)

@@ -251,3 +251,178 @@ class AppStatus:
 
     def market(self, name: str) -> MarketStatus | None:
         return next((m for m in self.markets if m.name == name), None)
+
+
+def example_status() -> AppStatus:
+    """A realistic two-market snapshot (BTC-USD quoting, ETH-USD halted and flat), built
+    through `MarketStatus.from_telemetry`; for the README picture, tests and demos."""
+    now = 11_525.0
+    view = TelemetryView()
+    view.update(
+        BookStats(
+            market="BTC-USD",
+            bid=Decimal("84077"),
+            ask=Decimal("84078"),
+            bid_qty=Decimal("0.51234"),
+            ask_qty=Decimal("1.20480"),
+            mid=84077.5,
+            sigma=0.000412,
+            valid=True,
+            updated_at=now - 0.27,
+            frames=412_337,
+            gaps=1,
+            reconnects=2,
+            malformed=0,
+        )
+    )
+    view.update(
+        QuoteStats(
+            market="BTC-USD",
+            bid=Decimal("84043"),
+            bid_qty=Decimal("0.00060"),
+            ask=Decimal("84109"),
+            ask_qty=Decimal("0.00058"),
+            model="avellaneda_stoikov",
+            reasons=(),
+            at=now - 0.2,
+        )
+    )
+    view.update(
+        ExecStats(
+            market="BTC-USD",
+            open_orders=(
+                LiveOrderView(
+                    side="BUY", price=Decimal("84043"), qty=Decimal("0.00060"), external_id="extmm-b-1"
+                ),
+                LiveOrderView(
+                    side="SELL", price=Decimal("84111"), qty=Decimal("0.00058"), external_id="extmm-a-1"
+                ),
+            ),
+            orders_sent=3_184,
+            replaces=2_517,
+            cancels=371,
+            rejects=2,
+            reject_reasons=(("post_only_would_cross", 2),),
+            orphans_cancelled=0,
+            latency_p50_ms=38.0,
+            latency_p99_ms=142.0,
+            at=now - 0.4,
+        )
+    )
+    view.update(
+        AccountStats(
+            market="BTC-USD",
+            position=Decimal("0.00180"),
+            position_usd=151.34,
+            pnl={
+                "spread": Decimal("12.41"),
+                "inventory": Decimal("-3.27"),
+                "fees": Decimal("-0.62"),
+                "funding": Decimal("-0.04"),
+                "net": Decimal("8.48"),
+            },
+            fills=42,
+            balance=Decimal("9991.52"),
+            equity=Decimal("10008.48"),
+            drift_corrections=0,
+            at=now - 1.0,
+        )
+    )
+    view.update(
+        BookStats(
+            market="ETH-USD",
+            bid=Decimal("2001.3"),
+            ask=Decimal("2001.4"),
+            bid_qty=Decimal("14.210"),
+            ask_qty=Decimal("9.870"),
+            mid=2001.35,
+            sigma=0.000655,
+            valid=True,
+            updated_at=now - 14.2,
+            frames=388_120,
+            gaps=0,
+            reconnects=1,
+            malformed=3,
+        )
+    )
+    view.update(
+        ExecStats(
+            market="ETH-USD",
+            open_orders=(),
+            orders_sent=1_902,
+            replaces=1_433,
+            cancels=455,
+            rejects=9,
+            reject_reasons=(("post_only_would_cross", 4), ("rate_limited", 5)),
+            orphans_cancelled=1,
+            latency_p50_ms=44.0,
+            latency_p99_ms=611.0,
+            at=now - 12.0,
+        )
+    )
+    view.update(
+        AccountStats(
+            market="ETH-USD",
+            position=Decimal("0.000"),
+            position_usd=0.0,
+            pnl={
+                "spread": Decimal("6.02"),
+                "inventory": Decimal("-4.87"),
+                "fees": Decimal("-0.31"),
+                "funding": Decimal("0.02"),
+                "net": Decimal("0.86"),
+            },
+            fills=27,
+            balance=Decimal("9991.52"),
+            equity=Decimal("10008.48"),
+            drift_corrections=1,
+            at=now - 12.0,
+        )
+    )
+    running = ("feed", "book", "quoter", "risk", "executor", "account")
+    btc = MarketStatus.from_telemetry(
+        "BTC-USD",
+        view,
+        state="ACTIVE",
+        actors=[(name, "running", 1 if name == "feed" else 0) for name in running],
+        now=now,
+        quotes_published=9_812,
+    )
+    eth = MarketStatus.from_telemetry(
+        "ETH-USD",
+        view,
+        state="HALTED",
+        actors=[
+            (name, "failed" if name == "executor" else "stopped", 5 if name == "executor" else 0)
+            for name in running
+        ],
+        now=now,
+        quotes_published=7_305,
+    )
+    return AppStatus(
+        network="paper",
+        uptime_s=now,
+        breaker_state="CLOSED",
+        breaker_trips=1,
+        breaker_last_reason="429 burst: 6 responses in 60s (limit 5)",
+        dms_countdown_s=120.0,
+        dms_remaining_s=87.0,
+        rate_tokens=941.0,
+        rate_capacity=1000.0,
+        rest_latency_p50_ms=41.0,
+        rest_latency_p99_ms=188.0,
+        rest_requests=12_904,
+        rest_429s=6,
+        rest_errors=3,
+        balance=Decimal("9991.52"),
+        equity=Decimal("10008.48"),
+        warnings=(
+            "03:11:52 WARNING ETH-USD: place failed: RateLimited (429), retry after 1.0s",
+            "03:11:58 ERROR ETH-USD executor crashed (RuntimeError: order state out of sync)",
+            "03:12:04 ERROR ETH-USD: 5 restarts in 60s, market halted",
+            "03:12:05 WARNING ETH-USD: mass cancel by market done, 0 orders left",
+        ),
+        markets=(btc, eth),
+        healthy=True,
+        ready=True,
+    )

@@ -1,0 +1,1 @@
+"""Operator surfaces: live panel, logs, metrics, systemd notifications."""
