@@ -64,6 +64,8 @@ class MarketTerms:
     tick: Fraction
     lot: Fraction
     risk_tiers: tuple[tuple[Fraction, Fraction], ...]  # (upper bound of |value|, risk factor)
+    unit_float: float  # tick × lot, for quick margin estimates only
+    lot_float: float
 
     @classmethod
     def from_spec(cls, spec: MarketSpec, risk_config: list[Mapping[str, str]] | None = None) -> MarketTerms:
@@ -71,7 +73,14 @@ class MarketTerms:
             (Fraction(Decimal(str(t["upperBound"]))), Fraction(Decimal(str(t["riskFactor"]))))
             for t in (risk_config or [])
         )
-        return cls(spec=spec, tick=Fraction(spec.tick_size), lot=Fraction(spec.lot_size), risk_tiers=tiers)
+        return cls(
+            spec=spec,
+            tick=Fraction(spec.tick_size),
+            lot=Fraction(spec.lot_size),
+            risk_tiers=tiers,
+            unit_float=float(spec.tick_size * spec.lot_size),
+            lot_float=float(spec.lot_size),
+        )
 
     def risk_factor(self, abs_value: Fraction) -> Fraction:
         for upper, factor in self.risk_tiers:
@@ -288,6 +297,33 @@ class AccountState:
             need = max(abs(value + buys * unit), abs(value - sells * unit))
             total += need / Fraction(self.leverage_for(market, default_leverage))
         return total
+
+    def margin_estimate(
+        self,
+        terms: Mapping[str, MarketTerms],
+        marks: Mapping[str, float],
+        default_leverage: Decimal,
+        extra: list[tuple[str, int, int]] | None = None,
+    ) -> tuple[float, float]:
+        """(initial margin, equity) in floats: a quick screen before the exact check."""
+        open_units = {market: [book[0], book[1]] for market, book in self.open_book.items()}
+        for market, sign, units in extra or ():
+            open_units.setdefault(market, [0, 0])[0 if sign > 0 else 1] += units
+        equity = float(self.balance)
+        values: dict[str, float] = {}
+        for market, position in self.positions.items():
+            if position.lots:
+                value = position.lots * terms[market].lot_float * marks[market]
+                values[market] = value
+                equity += value - float(position.cost)
+        initial = 0.0
+        for market in set(open_units) | set(values):
+            unit = terms[market].unit_float
+            buys, sells = open_units.get(market, (0, 0))
+            value = values.get(market, 0.0)
+            need = max(abs(value + buys * unit), abs(value - sells * unit))
+            initial += need / float(self.leverage_for(market, default_leverage))
+        return initial, equity
 
     def position_state(self, terms: MarketTerms, mark: Fraction, default_leverage: Decimal) -> PositionState:
         market = terms.spec.name

@@ -27,9 +27,18 @@ Choices where the venue's behaviour is not documented (SPEC §11), in one place:
   unknown order or market path;
 - the signed `fee` must be at least the account's maker rate (post-only) or taker rate
   (otherwise), else 1128; fills charge the actual maker/taker rate, rounded up to 1e-6;
+- signatures: `starkKey` other than the account's key → 1100, `collateralPosition` other
+  than its vault → 1102, a signature that does not verify → 1101 (all REST-level);
+  nonces outside [1, 2^31] → 1133 unless `strict_nonce=False`;
+- reduce-only (simplified): at placement it must shrink the current position, else
+  REJECTED/REDUCE_ONLY_FAILED; TOB/FOK and CONDITIONAL/TPSL/TWAP orders → 1133;
 - events of one match, per account: the resting orders' ORDER and TRADE as each fills,
   then the taker's ORDER and its TRADEs, then POSITION and BALANCE of every account
   involved; the crowd (account 0) reports nothing.
+
+The outbox has one consumer. Book changes accumulate per market until drained; drain a
+market (`drain_book_delta`) before taking the snapshot for a new subscriber so that the
+snapshot and the following deltas line up.
 """
 
 from __future__ import annotations
@@ -298,14 +307,19 @@ class SimEngine:
         balance: Decimal | int | str = Decimal(10_000),
         api_key: str | None = None,
         key_pair: KeyPair | None = None,
+        public_key: int | None = None,
         vault: int | None = None,
         client_id: int | None = None,
         description: str = "",
     ) -> AccountInfo:
-        """A new funded account; missing keys are generated deterministically from the seed."""
+        """A new funded account; missing keys are generated deterministically from the seed.
+
+        Give `key_pair`, or only `public_key` for an account whose orders are signed
+        elsewhere (e.g. the SDK's public test key); `private_key` of the result is then None.
+        """
         account_id = next(self._account_ids)
         rng = random.Random(f"{self.config.seed}:account:{account_id}")
-        if key_pair is None:
+        if key_pair is None and public_key is None:
             key_pair = generate_key_pair(rng)
         if api_key is None:
             api_key = f"{rng.getrandbits(128):032x}"
@@ -316,9 +330,9 @@ class SimEngine:
             client_id=client_id if client_id is not None else account_id,
             description=description or f"sim account {account_id}",
             vault=vault if vault is not None else 100_000 + account_id,
-            public_key=key_pair.public_key,
+            public_key=key_pair.public_key if key_pair is not None else public_key,
             api_key=api_key,
-            private_key=key_pair.private_key,
+            private_key=key_pair.private_key if key_pair is not None else None,
         )
         state = AccountState(info, history_limit=self.config.history_limit, created_ms=self._now)
         state.deposit(Fraction(Decimal(str(balance))), self._now)
@@ -332,6 +346,10 @@ class SimEngine:
         if account_id is None:
             raise SimReject(401, "Unauthorized", 401)
         return self._accounts[account_id].info
+
+    def account_by_api_key(self, api_key: str | None) -> AccountInfo | None:
+        account_id = self._api_keys.get(api_key or "")
+        return None if account_id is None else self._accounts[account_id].info
 
     def account_info(self, account_id: int) -> AccountInfo:
         return self._account(account_id).info
@@ -379,13 +397,15 @@ class SimEngine:
     def dms_deadline(self, account_id: int) -> int | None:
         return self._account(account_id).dms_deadline_ms
 
-    def fire_dms(self, account_id: int, now_ms: int) -> None:
-        """Expire an armed dead man's switch now (fault drills)."""
+    def fire_dms(self, account_id: int, now_ms: int) -> bool:
+        """Expire an armed dead man's switch now (fault drills); False if it was not armed."""
         self.advance(now_ms)
         account = self._account(account_id)
-        if account.dms_deadline_ms is not None:
-            account.dms_deadline_ms = self._now
-            self._run_timers(self._now)
+        if account.dms_deadline_ms is None:
+            return False
+        account.dms_deadline_ms = self._now
+        self._run_timers(self._now)
+        return True
 
     def _fee_rates(self, account: AccountState, market: str) -> tuple[Decimal, Decimal]:
         return account.fee_overrides.get(market, (self.config.maker_fee, self.config.taker_fee))
@@ -513,32 +533,35 @@ class SimEngine:
         return book.levels(True, depth), book.levels(False, depth)
 
     def drain_book_changes(self) -> list[BookDelta]:
-        """Per market, the levels that changed since the last drain (markets without changes left out)."""
-        out: list[BookDelta] = []
-        for m in self._markets.values():
-            bids, asks = m.book.drain_changes()
-            if not bids and not asks:
-                continue
-            spec = m.spec
-            out.append(
-                BookDelta(
-                    market=m.name,
-                    ts=self._now,
-                    bids=tuple(
-                        LevelChange(
-                            price=spec.ticks_to_price(p), delta=spec.lots_to_qty(d), qty=spec.lots_to_qty(q)
-                        )
-                        for p, d, q in bids
-                    ),
-                    asks=tuple(
-                        LevelChange(
-                            price=spec.ticks_to_price(p), delta=spec.lots_to_qty(d), qty=spec.lots_to_qty(q)
-                        )
-                        for p, d, q in asks
-                    ),
-                )
-            )
+        """Per market, the levels that changed since its last drain (unchanged markets left out)."""
+        out = []
+        for name in self._markets:
+            delta = self.drain_book_delta(name)
+            if delta.bids or delta.asks:
+                out.append(delta)
         return out
+
+    def drain_book_delta(self, name: str) -> BookDelta:
+        """One market's level changes since its last drain (empty tuples: nothing changed).
+
+        Changes accumulate per market until drained, so a stalled consumer gets them all
+        at once later; the engine never drains on its own.
+        """
+        m = self._market(name)
+        spec = m.spec
+        bids, asks = m.book.drain_changes()
+        return BookDelta(
+            market=name,
+            ts=self._now,
+            bids=tuple(
+                LevelChange(price=spec.ticks_to_price(p), delta=spec.lots_to_qty(d), qty=spec.lots_to_qty(q))
+                for p, d, q in bids
+            ),
+            asks=tuple(
+                LevelChange(price=spec.ticks_to_price(p), delta=spec.lots_to_qty(d), qty=spec.lots_to_qty(q))
+                for p, d, q in asks
+            ),
+        )
 
     def drain_events(self) -> list[SimEvent]:
         """Everything reported since the last drain, in order."""
@@ -557,7 +580,8 @@ class SimEngine:
         """`POST /user/order`: validate, then accept and match. Returns the ack.
 
         `force_reject` (fault injection) accepts the order and rejects it in the engine
-        with that status reason, like a matching-engine refusal after a 200.
+        with that status reason, like a matching-engine refusal after a 200 (a replaced
+        order is cancelled all the same, as for a post-only cross).
         """
         self.advance(now_ms)
         now = self._now
@@ -624,9 +648,6 @@ class SimEngine:
         )
         account.remember(order)
         ack = PlacedOrder(id=order.id, external_id=order.external_id)
-        if force_reject is not None:
-            self._close(order, REJECTED, force_reject)
-            return ack
         if intent.cancel_id is not None:
             if previous is None:
                 self._close(order, REJECTED, "PREV_ORDER_NOT_FOUND")
@@ -635,6 +656,9 @@ class SimEngine:
                 self._close(order, REJECTED, "PREV_ORDER_CONFLICT")
                 return ack
             self._close(previous, CANCELLED, "ORDER_REPLACED")
+        if force_reject is not None:
+            self._close(order, REJECTED, force_reject)
+            return ack
         if order.reduce_only and not self._reduces(account, order):
             self._close(order, REJECTED, "REDUCE_ONLY_FAILED")
             return ack
@@ -657,14 +681,19 @@ class SimEngine:
     def _check_margin(
         self, account: AccountState, m: _Market, side: Side, units: int, previous: SimOrder | None
     ) -> None:
-        marks = self._marks()
         lev = self.config.default_leverage
-        before = account.initial_margin(self._terms, marks, lev)
         adjust: list[tuple[str, int, int]] = [(m.name, side.sign, units)]
         if previous is not None:
             adjust.append(
                 (previous.market, previous.side.sign, -previous.price_ticks * previous.remaining_lots)
             )
+        # Screen in floats first: far from the limit the exact rational check cannot differ.
+        float_marks = {name: float(market.mark) for name, market in self._markets.items()}
+        estimate, equity_estimate = account.margin_estimate(self._terms, float_marks, lev, extra=adjust)
+        if estimate < 0.99 * equity_estimate:
+            return
+        marks = self._marks()
+        before = account.initial_margin(self._terms, marks, lev)
         after = account.initial_margin(self._terms, marks, lev, extra=adjust)
         equity = account.balance + account.unrealised(self._terms, marks)
         if after > before and after > equity:

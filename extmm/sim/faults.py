@@ -325,7 +325,9 @@ class FaultController:
 
     def books_stalled(self, market: str) -> bool:
         now = self._clock()
-        if now < self._stall_until.get(market, float("-inf")) or now < self._stall_until.get(None, float("-inf")):
+        if now < self._stall_until.get(market, float("-inf")) or now < self._stall_until.get(
+            None, float("-inf")
+        ):
             return True
         spec = self.spec
         if spec.stall_s <= 0:

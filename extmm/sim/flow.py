@@ -68,15 +68,15 @@ class FlowParams:
         mid: float,
         *,
         daily_vol: float = 0.03,
-        taker_rate: float = 2.0,
-        k_per_bp: float = 1.43,
+        taker_rate: float = 1.0,
+        k_per_bp: float = 1.0,
         touch_notional: float = 400.0,
         **overrides: Any,
     ) -> FlowParams:
         """Defaults scaled to the price: σ from a daily volatility, k per basis point of mid.
 
-        With A = 2/s and k = 1.43 per bp, a quote 3 bps from the mid is hit about
-        1.6 times a minute per side.
+        With the defaults (A = 1/s, k = 1 per bp) a quote 3 bps from the mid is hit about
+        3 times a minute per side, one 5 bps away about 0.4 times.
         """
         values: dict[str, Any] = dict(
             initial_mid=mid,

@@ -233,14 +233,17 @@ def verify_order_body(
         raise SignatureError(1102, "settlement.collateralPosition is not the account's vault")
     r = _hex_int(signature.get("r"), "signature.r")
     s = _hex_int(signature.get("s"), "signature.s")
+    # Out-of-range r or s make the Rust verifier panic (and print a backtrace): refuse first.
+    if not (0 < r < 2**251 and 0 < s < STARK_EC_ORDER):
+        raise SignatureError(1101, "signature r or s out of range")
     try:
         msg_hash = body_msg_hash(body, l2, domain, public_key=public_key, vault=vault)
     except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise SignatureError(1101, f"cannot compute the order hash: {exc}") from None
     try:
         ok = fast_stark_crypto.verify(public_key=public_key, msg_hash=msg_hash, r=r, s=s)
-    except BaseException as exc:  # the Rust extension raises its own panic types on garbage
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
+    except BaseException as exc:  # pyo3 panics derive from BaseException; never let one escape
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
             raise
         ok = False
     if not ok:

@@ -66,6 +66,8 @@ def _decimal(body: Mapping[str, Any], key: str, *, required: bool = True) -> Dec
         raise _bad(f"{key} is not a decimal: {value!r}") from None
     if not number.is_finite():
         raise _bad(f"{key} must be finite, got {value!r}")
+    if number and number.adjusted() > 18:  # beyond any price or size; keeps Decimal arithmetic in range
+        raise _bad(f"{key} is out of range: {value!r}")
     return number
 
 

@@ -1,0 +1,624 @@
+"""Runs a `SimEngine` in trio time and fans its events out to stream subscribers.
+
+`SimRunner` owns the engine: every `tick_s` it advances the engine to the current epoch
+time (a fixed offset plus `trio.current_time()`, so `MockClock` drives it too), drains
+the event outbox into per-subscription frame queues, and every `book_interval_s` (100 ms)
+publishes order-book deltas. Subscriptions are transport-neutral (bounded memory
+channels of ready JSON text with a per-connection `seq`): the WebSocket endpoints and the
+in-process port read the same frames. `serve_simulator` starts engine, runner and the
+HTTP/WebSocket server on a socket and hands back a `SimHandle`.
+
+Stream rules (SPEC §5): a book stream opens with a SNAPSHOT (`q` only), then DELTAs (signed
+`q`, absolute `c`) when something changed, an empty DELTA as a heartbeat after a second of
+quiet, and a fresh SNAPSHOT every 60 s; `seq` starts at 1 on each connection and runs on
+across snapshots. The account stream opens with ORDER, BALANCE and POSITION snapshots
+(`isSnapshot: true`). Mark frames are sent at the engine's mark cadence (1 s); funding
+frames for both the per-minute estimate and the hourly applied rate (CAP-v1a saw about one
+a minute).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any, Literal
+
+import attrs
+import trio
+from loguru import logger
+
+from extmm.markets import bundled_markets
+from extmm.sim import wire
+from extmm.sim.engine import EngineConfig, SimEngine
+from extmm.sim.faults import FaultController, FaultSpec, parse_faults
+from extmm.sim.model import (
+    AccountInfo,
+    BalanceEvent,
+    BookDelta,
+    FundingRateEvent,
+    FundingRatePoint,
+    IndexPriceEvent,
+    LevelChange,
+    MarkPriceEvent,
+    OrderEvent,
+    PositionEvent,
+    PublicTradesEvent,
+    SimEvent,
+    TradeEvent,
+)
+from extmm.sim.signing import KeyPair
+
+StreamKind = Literal["orderbook", "trades", "funding", "mark", "index", "account"]
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # the client could not keep up: its queue overflowed
+CLOSE_RESTART = 1012  # fault injection: "service restart"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@attrs.frozen
+class OutFrame:
+    """One outgoing text frame, not to be sent before `due` (trio time; latency faults)."""
+
+    text: str
+    due: float
+
+
+class Subscription:
+    """One stream connection's view: its topic, its `seq`, its bounded frame queue."""
+
+    def __init__(
+        self,
+        kind: StreamKind,
+        *,
+        market: str | None = None,
+        account_id: int | None = None,
+        depth_one: bool = False,
+        capacity: int = 256,
+    ) -> None:
+        self.kind = kind
+        self.market = market
+        self.account_id = account_id
+        self.depth_one = depth_one
+        self._send, self.frames = trio.open_memory_channel[OutFrame](capacity)
+        # The consumer runs inside this scope, so a drop interrupts even a blocked send.
+        self.cancel_scope = trio.CancelScope()
+        self._closed = trio.Event()
+        self.seq = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        # Book streams, per market: snapshot owed, next periodic snapshot, last frame time.
+        self.snapshot_owed: set[str] = set()
+        self.next_snapshot_at: dict[str, float] = {}
+        self.last_frame_at: dict[str, float] = {}
+        self.last_top: dict[str, Any] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def describe(self) -> str:
+        what = self.market or (f"account {self.account_id}" if self.account_id is not None else "all")
+        return f"{self.kind}/{what}"
+
+    def push(self, frame: OutFrame) -> bool:
+        """Queue a frame; a full queue closes the subscription (slow consumer)."""
+        if self.closed:
+            return False
+        try:
+            self._send.send_nowait(frame)
+        except trio.WouldBlock:
+            logger.warning("stream {}: client too slow, send queue full; disconnecting", self.describe())
+            self.close(CLOSE_POLICY, "send queue overflow: client too slow")
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(CLOSE_NORMAL, "consumer gone")
+            return False
+        return True
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self._send.close()
+        self.cancel_scope.cancel()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+@attrs.frozen(kw_only=True)
+class SimCredentials:
+    """Paper credentials of a simulator account; the keys stay out of reprs."""
+
+    account_id: int
+    api_key: str = attrs.field(repr=False)
+    vault: int
+    stark_private_key: str = attrs.field(repr=False)
+    stark_public_key: str
+
+    @classmethod
+    def of(cls, info: AccountInfo) -> SimCredentials:
+        if info.private_key is None:
+            raise ValueError("the account has no private key on record")
+        return cls(
+            account_id=info.id,
+            api_key=info.api_key,
+            vault=info.vault,
+            stark_private_key=hex(info.private_key),
+            stark_public_key=hex(info.public_key),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "api_key": self.api_key,
+            "vault": self.vault,
+            "stark_private_key": self.stark_private_key,
+            "stark_public_key": self.stark_public_key,
+        }
+
+
+class SimRunner:
+    """Owns a `SimEngine` inside a trio run: time, fan-out of events, fault decisions."""
+
+    def __init__(
+        self,
+        engine: SimEngine,
+        *,
+        faults: FaultController | FaultSpec | None = None,
+        seed: int = 0,
+        tick_s: float = 0.05,
+        book_interval_s: float = 0.1,
+        snapshot_interval_s: float = 60.0,
+        heartbeat_s: float = 1.0,
+        queue_capacity: int = 256,
+    ) -> None:
+        self.engine = engine
+        self._t0 = trio.current_time()
+        self._epoch_at_t0 = engine.now_ms
+        if isinstance(faults, FaultController):
+            self.faults = faults
+        else:
+            self.faults = FaultController(faults, seed=seed, clock=trio.current_time)
+        self.faults.attach(drop_connections=self.drop_connections, fire_dms=self._fire_dms)
+        self.tick_s = tick_s
+        self.book_interval_s = book_interval_s
+        self.snapshot_interval_s = snapshot_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.queue_capacity = queue_capacity
+        self.market_names = frozenset(engine.market_names())
+        self._subs: dict[tuple[StreamKind, str | int | None], set[Subscription]] = {}
+        self._pending_changes: dict[str, list[BookDelta]] = {}
+        self._last_mark: dict[str, Decimal] = {}
+        self._last_index: dict[str, Decimal] = {}
+        self._next_drop_at: float | None = None
+        self.frames_sent = 0
+        # Frozen: the engine stops advancing on its own (REST calls still move it); book
+        # frames keep flowing, so a client catches up and then sees only heartbeats.
+        self.frozen = False
+
+    # -- time ----------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Epoch ms of the simulation: engine start + trio time elapsed since we started."""
+        return self._epoch_at_t0 + int((trio.current_time() - self._t0) * 1000)
+
+    def step(self) -> None:
+        """Advance the engine to now (unless frozen) and publish what happened (no book deltas)."""
+        if not self.frozen:
+            self.engine.advance(self.now_ms())
+        self.pump()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Advance the engine and publish, forever. Start with `nursery.start`."""
+        task_status.started()
+        next_tick = trio.current_time()
+        next_books = next_tick
+        while True:
+            now = trio.current_time()
+            self.step()
+            if now >= next_books:
+                self.flush_books()
+                next_books = max(next_books + self.book_interval_s, now)
+            self._periodic_drops(now)
+            next_tick = max(next_tick + self.tick_s, now)
+            await trio.sleep_until(min(next_tick, next_books))
+
+    def _periodic_drops(self, now: float) -> None:
+        every = self.faults.spec.ws_drop_every_s
+        if not every:
+            self._next_drop_at = None
+            return
+        if self._next_drop_at is None:
+            self._next_drop_at = now + every
+        elif now >= self._next_drop_at:
+            self.faults.drop_connections()
+            self._next_drop_at = now + every
+
+    # -- auth ------------------------------------------------------------------------------
+    def authenticate(self, api_key: str | None) -> AccountInfo:
+        return self.engine.authenticate(api_key)
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscribe(
+        self,
+        kind: StreamKind,
+        *,
+        market: str | None = None,
+        account_id: int | None = None,
+        depth_one: bool = False,
+        capacity: int | None = None,
+    ) -> Subscription:
+        """Register a stream consumer; its first frames are queued at once or at the next flush."""
+        sub = Subscription(
+            kind,
+            market=market,
+            account_id=account_id,
+            depth_one=depth_one,
+            capacity=capacity or self.queue_capacity,
+        )
+        if kind == "account":
+            if account_id is None:
+                raise ValueError("an account stream needs account_id")
+            # Publish what is pending first: the snapshot must not be followed by updates it contains.
+            self.step()
+            self._subs.setdefault(("account", account_id), set()).add(sub)
+            self._send_account_snapshot(sub)
+            return sub
+        markets = [market] if market is not None else sorted(self.market_names)
+        for name in markets:
+            if kind == "orderbook":
+                sub.snapshot_owed.add(name)
+            self._subs.setdefault((kind, name), set()).add(sub)
+        if kind == "mark":
+            for name in markets:
+                self._emit(
+                    sub, "MP", _dumps(wire.mark_price(name, self.engine.mark_price(name))), self.now_ms()
+                )
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.close(CLOSE_NORMAL, "unsubscribed")
+        for subs in self._subs.values():
+            subs.discard(sub)
+
+    def subscriptions(self) -> list[Subscription]:
+        seen: dict[int, Subscription] = {}
+        for subs in self._subs.values():
+            for sub in subs:
+                seen[id(sub)] = sub
+        return list(seen.values())
+
+    def drop_connections(self) -> int:
+        """Close every stream subscription (fault: WebSocket drop)."""
+        subs = self.subscriptions()
+        for sub in subs:
+            sub.close(CLOSE_RESTART, "connection dropped (fault injection)")
+            self.unsubscribe(sub)
+        return len(subs)
+
+    def _fire_dms(self, api_key: str | None) -> int:
+        now = self.now_ms()
+        fired = 0
+        for info in self.engine.accounts():
+            if api_key is not None and info.api_key != api_key:
+                continue
+            if self.engine.dms_deadline(info.id) is not None:
+                self.engine.fire_dms(info.id, now)
+                fired += 1
+        self.pump()
+        return fired
+
+    # -- fan-out ---------------------------------------------------------------------------
+    def _emit(self, sub: Subscription, msg_type: str | None, data_json: str, ts: int) -> None:
+        """Wrap pre-serialised `data` in the v1 envelope with this connection's next `seq`."""
+        faults = self.faults.frame_faults()
+        due = trio.current_time() + self.faults.stream_latency_s()
+        if faults.garbage is not None:
+            sub.push(OutFrame(faults.garbage, due))
+        sub.seq += 1 + faults.extra_seq
+        head = f'{{"type":"{msg_type}",' if msg_type is not None else "{"
+        if sub.push(OutFrame(f'{head}"data":{data_json},"ts":{ts},"seq":{sub.seq}}}', due)):
+            self.frames_sent += 1
+
+    def _fan_out(
+        self, key: tuple[StreamKind, str | int | None], msg_type: str | None, data: Any, ts: int
+    ) -> None:
+        subs = self._subs.get(key)
+        if not subs:
+            return
+        data_json = _dumps(data)
+        for sub in list(subs):
+            self._emit(sub, msg_type, data_json, ts)
+            if sub.closed:
+                subs.discard(sub)
+
+    def pump(self) -> None:
+        """Drain the engine's outbox into the subscribers' queues."""
+        events = self.engine.drain_events()
+        if not events:
+            return
+        marks: dict[str, MarkPriceEvent] = {}
+        indexes: dict[str, IndexPriceEvent] = {}
+        account_batch: list[SimEvent] = []
+        for event in events:
+            if isinstance(event, OrderEvent | TradeEvent | PositionEvent | BalanceEvent):
+                account_batch.append(event)
+                continue
+            self._flush_account_batch(account_batch)
+            if isinstance(event, PublicTradesEvent):
+                self._fan_out(("trades", event.market), None, wire.public_trades(event.trades), event.ts)
+            elif isinstance(event, MarkPriceEvent):
+                marks[event.market] = event
+            elif isinstance(event, IndexPriceEvent):
+                indexes[event.market] = event
+            elif isinstance(event, FundingRateEvent):
+                point = FundingRatePoint(market=event.market, rate=event.rate, ts=event.ts)
+                self._fan_out(("funding", event.market), None, wire.funding_rate(point), event.ts)
+        self._flush_account_batch(account_batch)
+        # Several marks in one drain (virtual time jumps): only the newest matters.
+        for event in marks.values():
+            self._last_mark[event.market] = event.price
+            self._fan_out(("mark", event.market), "MP", wire.mark_price(event.market, event.price), event.ts)
+        for event in indexes.values():
+            self._last_index[event.market] = event.price
+            self._fan_out(("index", event.market), "IP", wire.mark_price(event.market, event.price), event.ts)
+
+    def _flush_account_batch(self, batch: list[SimEvent]) -> None:
+        """One frame per run of same-typed events of one account, in the engine's order."""
+        if not batch:
+            return
+        runs: list[tuple[int, str, list[Any], int]] = []
+        for event in batch:
+            if isinstance(event, OrderEvent):
+                kind, item = "ORDER", wire.order(event.order)
+            elif isinstance(event, TradeEvent):
+                kind, item = "TRADE", wire.trade(event.trade, stream=True)
+            elif isinstance(event, PositionEvent):
+                kind, item = "POSITION", wire.position(event.position)
+            else:
+                assert isinstance(event, BalanceEvent)
+                kind, item = "BALANCE", wire.balance(event.balance)
+            if runs and runs[-1][0] == event.account_id and runs[-1][1] == kind:
+                runs[-1][2].append(item)
+                continue
+            runs.append((event.account_id, kind, [item], event.ts))
+        batch.clear()
+        for account_id, kind, items, ts in runs:
+            if not self._subs.get(("account", account_id)):
+                continue
+            payload = items[-1] if kind == "BALANCE" else items
+            self._fan_out(("account", account_id), kind, wire.account_stream_data(kind, payload), ts)
+
+    def _send_account_snapshot(self, sub: Subscription) -> None:
+        assert sub.account_id is not None
+        engine = self.engine
+        now = engine.now_ms
+        orders = [wire.order(o) for o in engine.open_orders(sub.account_id)]
+        balance = wire.balance(engine.balance(sub.account_id))
+        positions = [wire.position(p) for p in engine.positions(sub.account_id)]
+        self._emit(sub, "ORDER", _dumps(wire.account_stream_data("ORDER", orders, is_snapshot=True)), now)
+        self._emit(
+            sub, "BALANCE", _dumps(wire.account_stream_data("BALANCE", balance, is_snapshot=True)), now
+        )
+        self._emit(
+            sub, "POSITION", _dumps(wire.account_stream_data("POSITION", positions, is_snapshot=True)), now
+        )
+
+    # -- order books -------------------------------------------------------------------------
+    def flush_books(self) -> None:
+        """Publish book changes since the last flush: deltas, owed and periodic snapshots."""
+        for delta in self.engine.drain_book_changes():
+            if self._subs.get(("orderbook", delta.market)):
+                self._pending_changes.setdefault(delta.market, []).append(delta)
+        now = trio.current_time()
+        ts = self.engine.now_ms
+        for market in sorted(self.market_names):
+            subs = self._subs.get(("orderbook", market))
+            if not subs:
+                self._pending_changes.pop(market, None)
+                continue
+            if self.faults.books_stalled(market):
+                continue  # hold the changes back; they go out merged after the stall
+            merged = _merge_deltas(self._pending_changes.pop(market, []))
+            self._publish_book(market, subs, merged, now, ts)
+
+    def _publish_book(
+        self, market: str, subs: set[Subscription], merged: BookDelta | None, now: float, ts: int
+    ) -> None:
+        delta_json: str | None = _dumps(wire.book_delta(merged)) if merged is not None else None
+        snapshot_json: str | None = None
+        empty_json: str | None = None
+        top_json: str | None = None
+        top: Any = None
+        for sub in list(subs):
+            if sub.depth_one:
+                if top is None:
+                    snapshot = self.engine.book_snapshot(market, depth=1)
+                    top = (snapshot.bids, snapshot.asks)
+                    top_json = _dumps(wire.book_snapshot(snapshot, depth="1"))
+                if sub.last_top.get(market) != top or market in sub.snapshot_owed:
+                    sub.snapshot_owed.discard(market)
+                    sub.last_top[market] = top
+                    assert top_json is not None
+                    self._emit(sub, "SNAPSHOT", top_json, ts)
+            elif market in sub.snapshot_owed or now >= sub.next_snapshot_at.get(market, float("inf")):
+                if snapshot_json is None:
+                    snapshot_json = _dumps(wire.book_snapshot(self.engine.book_snapshot(market)))
+                sub.snapshot_owed.discard(market)
+                sub.next_snapshot_at[market] = now + self.snapshot_interval_s
+                sub.last_frame_at[market] = now
+                self._emit(sub, "SNAPSHOT", snapshot_json, ts)
+            elif delta_json is not None:
+                sub.last_frame_at[market] = now
+                self._emit(sub, "DELTA", delta_json, ts)
+            elif now - sub.last_frame_at.get(market, now) >= self.heartbeat_s:
+                if empty_json is None:
+                    empty_json = _dumps(wire.empty_book_delta(market))
+                sub.last_frame_at[market] = now
+                self._emit(sub, "DELTA", empty_json, ts)
+            if sub.closed:
+                subs.discard(sub)
+
+
+def _merge_deltas(deltas: Sequence[BookDelta]) -> BookDelta | None:
+    """Several drained deltas of one market as one (signed changes add, last size wins)."""
+    if not deltas:
+        return None
+    if len(deltas) == 1:
+        return deltas[0]
+
+    def merge(sides: Iterable[tuple[LevelChange, ...]], descending: bool) -> tuple[LevelChange, ...]:
+        acc: dict[Decimal, list[Decimal]] = {}
+        for side in sides:
+            for change in side:
+                entry = acc.get(change.price)
+                if entry is None:
+                    acc[change.price] = [change.delta, change.qty]
+                else:
+                    entry[0] += change.delta
+                    entry[1] = change.qty
+        merged = [LevelChange(price=price, delta=d, qty=q) for price, (d, q) in acc.items() if d != 0]
+        merged.sort(key=lambda c: c.price, reverse=descending)
+        return tuple(merged)
+
+    bids = merge((d.bids for d in deltas), True)
+    asks = merge((d.asks for d in deltas), False)
+    if not bids and not asks:
+        return None
+    return BookDelta(market=deltas[-1].market, ts=deltas[-1].ts, bids=bids, asks=asks)
+
+
+# -- on a socket ---------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SimHandle:
+    """Where a running simulator listens and how to reach into it (tests, the `sim` command)."""
+
+    host: str
+    port: int
+    rest_url: str
+    stream_url: str
+    account: SimCredentials
+    engine: SimEngine
+    runner: SimRunner
+    faults: FaultController
+
+    def announcement(self) -> dict[str, Any]:
+        """The `sim` command's first stdout line (paper credentials included on purpose)."""
+        return {"rest": self.rest_url, "stream": self.stream_url, "account": self.account.as_dict()}
+
+
+def build_engine(
+    *,
+    markets: Sequence[str] | None = None,
+    seed: int = 0,
+    start_ms: int,
+    verify_signatures: bool = True,
+    strict_nonce: bool = False,
+    engine_config: EngineConfig | None = None,
+) -> SimEngine:
+    """An engine over the bundled markets (all, or the named ones).
+
+    Nonces are not held to DOC26's [1, 2^31] by default: the SDK's own `place_order` draws
+    them from [0, 2^32−1] (SPEC §8.3) and evidently works against the venue.
+    """
+    bundled = bundled_markets()
+    names = list(markets) if markets else list(bundled)
+    unknown = [n for n in names if n not in bundled]
+    if unknown:
+        raise KeyError(f"unknown market(s) {', '.join(unknown)}; bundled: {', '.join(sorted(bundled))}")
+    config = engine_config or EngineConfig(
+        seed=seed, verify_signatures=verify_signatures, strict_nonce=strict_nonce
+    )
+    return SimEngine(config, start_ms=start_ms, markets=[bundled[n] for n in names])
+
+
+async def serve_simulator(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    markets: Sequence[str] | None = None,
+    seed: int = 0,
+    faults: FaultSpec | str | None = None,
+    api_key: str | None = None,
+    vault: int | None = None,
+    private_key: int | None = None,
+    balance: Decimal | int | str = Decimal(10_000),
+    verify_signatures: bool = True,
+    strict_nonce: bool = False,
+    engine: SimEngine | None = None,
+    start_ms: int | None = None,
+    ping_interval_s: float | None = 15.0,
+    tick_s: float = 0.05,
+    book_interval_s: float = 0.1,
+    snapshot_interval_s: float = 60.0,
+    heartbeat_s: float = 1.0,
+    queue_capacity: int = 256,
+    task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a simulator on `host:port` (0: a free port) until cancelled.
+
+    `task_status.started` hands back a `SimHandle` once the socket listens. The engine
+    starts at `start_ms` (default: the wall clock, read once here, because order expiries
+    are wall-clock epoch times); pass `engine` to serve one built by the caller. A funded
+    account is created from `api_key`/`vault`/`private_key` (missing ones generated).
+    """
+    from extmm.sim.server import build_app, serve_app
+
+    if start_ms is None:
+        start_ms = int(time.time() * 1000)
+    if engine is None:
+        engine = build_engine(
+            markets=markets,
+            seed=seed,
+            start_ms=start_ms,
+            verify_signatures=verify_signatures,
+            strict_nonce=strict_nonce,
+        )
+    spec = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
+    info = engine.create_account(
+        balance=balance,
+        api_key=api_key,
+        key_pair=KeyPair.from_private(private_key) if private_key is not None else None,
+        vault=vault,
+    )
+    runner = SimRunner(
+        engine,
+        faults=spec,
+        seed=seed,
+        tick_s=tick_s,
+        book_interval_s=book_interval_s,
+        snapshot_interval_s=snapshot_interval_s,
+        heartbeat_s=heartbeat_s,
+        queue_capacity=queue_capacity,
+    )
+    app = build_app(runner)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        bound_host, bound_port = await nursery.start(serve_app, app, host, port, ping_interval_s)
+        handle = SimHandle(
+            host=bound_host,
+            port=bound_port,
+            rest_url=f"http://{_url_host(bound_host)}:{bound_port}/api/v1",
+            stream_url=f"ws://{_url_host(bound_host)}:{bound_port}/stream.extended.exchange/v1",
+            account=SimCredentials.of(info),
+            engine=engine,
+            runner=runner,
+            faults=runner.faults,
+        )
+        logger.info(
+            "simulator listening on {}:{} (markets {})", bound_host, bound_port, sorted(runner.market_names)
+        )
+        task_status.started(handle)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
