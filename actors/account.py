@@ -212,6 +212,7 @@ async def account_actor(
             state.ledger = state.ledger.with_mark(mid)
 
     async def reconcile_loop() -> None:
+        suspect: tuple[int, int] | None = None
         while True:
             await trio.sleep(reconcile_every_s)
             try:
@@ -221,12 +222,19 @@ async def account_actor(
                 logger.warning("{}: position reconciliation failed: {}", market, exc)
                 continue
             venue_lots = state.position_from(positions)
-            if venue_lots != state.position_lots:
+            if venue_lots == state.position_lots:
+                suspect = None
+            elif suspect != (venue_lots, state.position_lots):
+                # REST and the stream race by a few milliseconds on a busy market: correct
+                # only a difference that is still there, unchanged, one period later.
+                suspect = (venue_lots, state.position_lots)
+            else:
                 state.drift_corrections += 1
                 logger.warning("{}: position drift corrected: ours {} lots, venue {} lots",
                                market, state.position_lots, venue_lots)
                 state.position_lots = venue_lots
                 state.changed.set()
+                suspect = None
             if balance is not None:
                 state.balance = balance
 

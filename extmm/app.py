@@ -1,0 +1,180 @@
+"""The main job: trade the enabled markets of a config on paper, testnet, mainnet or any
+compatible endpoint, with the live panel, metrics and systemd notifications.
+
+Paper mode (the default, no credentials needed) starts the embedded Extended simulator on
+127.0.0.1 in the same process and trades against it over real sockets, exactly as it
+would against the venue. On exit one JSON line summarises the run on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+from loguru import logger
+
+from extmm.config import BotConfig
+from extmm.ops.dashboard import run_dashboard
+from extmm.ops.metrics import Metrics, serve_metrics
+from extmm.secrets import Secrets, register_secret
+from extmm.venue.endpoints import endpoint_for
+from extmm.venue.network import NetworkVenue
+from extmm.venue.rest import ChannelObserver
+from extmm.venue.signing import Credentials
+from supervisors.root import RootSupervisor, RunSummary, StartupError
+
+
+@attrs.frozen(kw_only=True)
+class RunOptions:
+    network: str  # paper | testnet | mainnet | custom
+    rest_url: str | None = None
+    stream_url: str | None = None
+    duration_s: float | None = None
+    dashboard: bool = True
+    metrics_port: int | None = 9464
+    metrics_host: str = "127.0.0.1"
+    seed: int | None = None
+    watchdog: bool = True
+
+
+def wall_clock_ms() -> int:
+    """Epoch milliseconds for order expiries: the only wall-clock read, at the edge."""
+    return int(time.time() * 1000)
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.warning("received {}; shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _stop_after(seconds: float, stop: trio.Event) -> None:
+    await trio.sleep(seconds)
+    logger.info("duration of {}s reached; shutting down", seconds)
+    stop.set()
+
+
+async def run_bot(
+    cfg: BotConfig,
+    opts: RunOptions,
+    secrets: Secrets,
+    *,
+    warnings: Callable[[], tuple[str, ...]] = lambda: (),
+    on_ready: Callable[[RootSupervisor], Any] | None = None,
+    stop: trio.Event | None = None,
+) -> RunSummary:
+    stop = stop or trio.Event()
+    result: list[RunSummary] = []
+    async with trio.open_nursery() as nursery:
+        if opts.network == "paper":
+            from extmm.sim.runner import serve_simulator
+
+            handle = await nursery.start(
+                lambda task_status: serve_simulator(
+                    markets=[m.name for m in cfg.enabled_markets],
+                    seed=opts.seed if opts.seed is not None else random.randrange(2**31),
+                    task_status=task_status,
+                )
+            )
+            rest_url, stream_url = handle.rest_url, handle.stream_url
+            creds = Credentials(
+                api_key=handle.account.api_key,
+                vault=handle.account.vault,
+                stark_private_key=handle.account.stark_private_key,
+                stark_public_key=handle.account.stark_public_key,
+            )
+            domain = None  # fetched from the simulator's /info/starknet
+            logger.info("paper trading against the embedded simulator at {}", rest_url)
+        else:
+            endpoint = endpoint_for(opts.network if opts.network != "custom" else "custom",
+                                    rest_url=opts.rest_url, stream_url=opts.stream_url)
+            rest_url, stream_url, domain = endpoint.rest_url, endpoint.stream_url, endpoint.signing_domain
+            creds = Credentials.from_secrets(secrets)
+        register_secret(creds.api_key)
+        register_secret(creds.stark_private_key)
+        outcomes_send, outcomes_recv = trio.open_memory_channel[Any](1024)
+        async with NetworkVenue(
+            rest_url,
+            stream_url,
+            creds,
+            signing_domain=domain,
+            observer=ChannelObserver(outcomes_send),
+        ) as venue:
+            root = RootSupervisor(
+                cfg=cfg,
+                port=venue,
+                network=opts.network,
+                epoch_ms=wall_clock_ms,
+                request_outcomes=outcomes_recv,
+                warnings=warnings,
+            )
+
+            nursery.start_soon(_watch_signals, stop)
+            async with trio.open_nursery() as inner:
+
+                async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                    result.append(await root.run(stop=stop, task_status=task_status))
+                    inner.cancel_scope.cancel()  # the panel, metrics and watchdog end with it
+
+                await inner.start(run_root)
+                await _after_ready(root, opts, inner, stop, on_ready)
+        nursery.cancel_scope.cancel()
+    if opts.watchdog:
+        from extmm.ops import sdnotify
+
+        sdnotify.notify(STOPPING=1)
+    if not result:
+        raise StartupError("the bot stopped before it was ready")
+    return result[0]
+
+
+async def _after_ready(
+    root: RootSupervisor,
+    opts: RunOptions,
+    nursery: trio.Nursery,
+    stop: trio.Event,
+    on_ready: Callable[[RootSupervisor], Any] | None,
+) -> None:
+    from extmm.ops import sdnotify
+
+    metrics = Metrics()
+
+    def status() -> Any:
+        st = root.status()
+        metrics.update(st)
+        return st
+
+    if opts.duration_s is not None:
+        nursery.start_soon(_stop_after, opts.duration_s, stop)
+    if opts.metrics_port is not None:
+        await nursery.start(lambda task_status: serve_metrics(metrics, status, host=opts.metrics_host, port=opts.metrics_port,
+                                                              task_status=task_status))
+    if opts.dashboard:
+        nursery.start_soon(lambda: run_dashboard(status))
+    if opts.watchdog:
+        sdnotify.notify(READY=1, STATUS=f"extmm {opts.network}: {len(root.markets)} markets ready")
+        nursery.start_soon(lambda: sdnotify.watchdog_loop(root.healthy, status=lambda: _status_line(root)))
+    if on_ready is not None:
+        on_ready(root)
+
+
+def _status_line(root: RootSupervisor) -> str:
+    st = root.status()
+    net = sum((m.pnl.net for m in st.markets), Decimal(0))
+    return (f"{st.network} breaker={st.breaker_state} markets="
+            + ",".join(f"{m.name}:{m.state}" for m in st.markets) + f" pnl={net:.2f}")
+
+
+def print_summary(summary: RunSummary) -> None:
+    sys.stdout.write(json.dumps(summary.to_json()) + "\n")
+    sys.stdout.flush()

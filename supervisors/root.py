@@ -1,0 +1,493 @@
+"""The root supervisor: every market under one roof, and the account-wide safety nets.
+
+Startup: markets and fees from the venue, reconciliation (our leftover orders are
+cancelled), dead man's switch armed; then one market supervisor per enabled market
+(ONE_FOR_ONE: markets are independent). A market that escalates is HALTED — its
+orders are cancelled (shielded, bounded) and the others keep quoting. Alongside run the
+DMS heartbeat (re-armed every third of the countdown), the circuit breaker (429 bursts,
+REST errors or latency, DMS failures, escalations, drawdown, operator) and the
+telemetry collector. `shutdown()` stops quoting, cancels everything, confirms, and
+disarms the DMS last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+from loguru import logger
+
+from actors.messages import TradingMode
+from extmm.config import BotConfig
+from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
+from extmm.telemetry import AccountStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
+from extmm.venue.errors import VenueError
+from extmm.venue.port import ExchangePort
+from extmm.venue.signing import ExternalIdFactory, is_ours
+from extmm.venue.types import MarketInfo
+from supervisors.breaker import BreakerAction, CircuitBreaker
+from supervisors.events import ChildRestarting, EventHub
+from supervisors.market import ACTORS, MarketContext, MarketWiring, market_supervisor_spec
+from supervisors.spec import ChildSpec, EscalationDecision, Strategy, SupervisorSpec
+from supervisors.supervisor import Supervisor
+
+
+class StartupError(Exception):
+    """The bot cannot start safely (unknown market, venue unreachable...)."""
+
+
+@attrs.frozen(kw_only=True)
+class RunSummary:
+    network: str
+    markets: tuple[str, ...]
+    orders_sent: int
+    fills: int
+    pnl: dict[str, Decimal]
+    position: dict[str, Decimal]
+    open_orders_at_exit: int
+    restarts: dict[str, dict[str, int]]
+    breaker_trips: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "markets": list(self.markets),
+            "orders_sent": self.orders_sent,
+            "fills": self.fills,
+            "pnl": {k: str(v) for k, v in self.pnl.items()},
+            "position": {k: str(v) for k, v in self.position.items()},
+            "open_orders_at_exit": self.open_orders_at_exit,
+            "restarts": self.restarts,
+            "breaker_trips": self.breaker_trips,
+        }
+
+
+class RootSupervisor:
+    def __init__(
+        self,
+        *,
+        cfg: BotConfig,
+        port: ExchangePort,
+        network: str,
+        epoch_ms: Callable[[], int],
+        rng: random.Random | None = None,
+        request_outcomes: trio.MemoryReceiveChannel[Any] | None = None,
+        warnings: Callable[[], tuple[str, ...]] = lambda: (),
+        market_intensity: int = 5,
+        market_period: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.port = port
+        self.network = network
+        self.epoch_ms = epoch_ms
+        self.rng = rng or random.Random()
+        self.events = EventHub()
+        self.view = TelemetryView()
+        self.request_outcomes = request_outcomes
+        self.warnings = warnings
+        self.market_intensity = market_intensity
+        self.market_period = market_period
+        self.markets: dict[str, MarketInfo] = {}
+        self.wirings: dict[str, MarketWiring] = {}
+        self.halted: set[str] = set()
+        self.restarts: Counter[str] = Counter()
+        self.breaker = CircuitBreaker(cfg.breaker)
+        self.breaker_trips = 0
+        self.supervisor: Supervisor | None = None
+        self.started_at = 0.0
+        self.ready = False
+        self.quoting = True
+        self.dms_expires_at: float | None = None
+        self.dms_countdown = cfg.dead_mans_switch_sec
+        self.telemetry_send, self._telemetry_recv = trio.open_memory_channel[TelemetryMsg](1024)
+        self.telemetry = Telemetry(self.telemetry_send)
+        self.last_heartbeat = 0.0
+        self.peak_net = Decimal(0)
+        self._supervisor_done = trio.Event()
+
+    # -- startup ---------------------------------------------------------------------------
+    async def _prepare(self) -> dict[str, tuple[float, float]]:
+        names = [m.name for m in self.cfg.enabled_markets]
+        infos = {m.name: m for m in await self.port.get_markets(names)}
+        problems = []
+        for name in names:
+            info = infos.get(name)
+            if info is None:
+                problems.append(f"market {name} does not exist on this venue")
+            elif not info.active or info.status not in ("ACTIVE", ""):
+                problems.append(f"market {name} is not active (status {info.status})")
+        if problems:
+            raise StartupError("; ".join(problems))
+        self.markets = {n: infos[n] for n in names}
+        fees: dict[str, tuple[float, float]] = {}
+        need_account_fees = []
+        for market in self.cfg.enabled_markets:
+            override = self.cfg.fees_for(market)
+            if (
+                override is not None
+                and override.makerFeeRate is not None
+                and override.takerFeeRate is not None
+            ):
+                fees[market.name] = (float(override.makerFeeRate), float(override.takerFeeRate))
+            else:
+                need_account_fees.append(market.name)
+        if need_account_fees:
+            account = {f.market: f for f in await self.port.get_fees(need_account_fees)}
+            for market in self.cfg.enabled_markets:
+                if market.name not in need_account_fees:
+                    continue
+                rates = account.get(market.name)
+                override = self.cfg.fees_for(market)
+                maker = float(rates.maker) if rates else 0.0
+                taker = float(rates.taker) if rates else 0.00025
+                if override is not None and override.makerFeeRate is not None:
+                    maker = float(override.makerFeeRate)
+                if override is not None and override.takerFeeRate is not None:
+                    taker = float(override.takerFeeRate)
+                fees[market.name] = (maker, taker)
+        return fees
+
+    async def _cancel_ours(self, markets: list[str], *, timeout_s: float = 10.0) -> int:
+        """Cancel every open order of ours in `markets` and wait until none is left.
+
+        Returns how many were still open at the end (0 on success)."""
+        prefix = self.cfg.external_id_prefix
+        remaining = 0
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    open_orders = [
+                        o
+                        for o in await self.port.get_open_orders()
+                        if o.market in markets and is_ours(o.external_id, prefix)
+                    ]
+                except VenueError as exc:
+                    logger.warning("listing open orders failed: {}", exc)
+                    await trio.sleep(0.5)
+                    continue
+                remaining = len(open_orders)
+                if not open_orders:
+                    return 0
+                try:
+                    await self.port.mass_cancel(markets=markets)
+                except VenueError as exc:
+                    logger.warning("mass cancel failed: {}", exc)
+                await trio.sleep(0.25)
+        return remaining
+
+    # -- markets ---------------------------------------------------------------------------
+    def _market_child(self, name: str, fees: tuple[float, float], ids: ExternalIdFactory) -> ChildSpec:
+        market_cfg = next(m for m in self.cfg.enabled_markets if m.name == name)
+
+        async def run_market(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            wiring = MarketWiring.create()
+            self.wirings[name] = wiring
+            self.halted.discard(name)
+            ctx = MarketContext(
+                bot=self.cfg,
+                market=market_cfg,
+                spec=self.markets[name].spec,
+                port=self.port,
+                maker_fee_rate=fees[0],
+                taker_fee_rate=fees[1],
+                ids=ids,
+                epoch_ms=self.epoch_ms,
+                telemetry=self.telemetry,
+                intensity=self.market_intensity,
+                period=self.market_period,
+                rng=self.rng,
+                initially_active=self.quoting,
+            )
+            await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
+                task_status=task_status
+            )
+
+        async def on_escalation(_escalation: Any) -> EscalationDecision:
+            logger.error("{}: market escalated; halting it and cancelling its orders", name)
+            self.halted.add(name)
+            left = await self._cancel_ours([name], timeout_s=8.0)
+            if left:
+                logger.error("{}: {} orders still open after halt; the DMS is the backstop", name, left)
+            self.breaker.record_escalation(trio.current_time(), name)
+            return EscalationDecision.HALT
+
+        return ChildSpec(id=name, start=run_market, shutdown_timeout=15.0, on_escalation=on_escalation)
+
+    def kill(self, path: str, exc: BaseException | None = None) -> bool:
+        """Fault injection: make the actor at "MARKET/actor" (or a market) fail now."""
+        if self.supervisor is None:
+            return False
+        return self.supervisor.kill(path, exc)
+
+    # -- background loops ----------------------------------------------------------------------
+    async def _telemetry_loop(self) -> None:
+        async for msg in self._telemetry_recv:
+            self.view.update(msg)
+
+    async def _events_loop(self, events: trio.MemoryReceiveChannel[Any]) -> None:
+        async with events:
+            async for event in events:
+                if isinstance(event, ChildRestarting):
+                    self.restarts[event.path] += 1
+
+    async def _dms_loop(self) -> None:
+        failures = 0
+        while True:
+            countdown = self.dms_countdown
+            try:
+                await self.port.set_dead_mans_switch(countdown)
+                self.dms_expires_at = trio.current_time() + countdown
+                self.breaker.record_dms_success(trio.current_time())
+                failures = 0
+            except VenueError as exc:
+                failures += 1
+                logger.warning("dead man's switch heartbeat failed ({} in a row): {}", failures, exc)
+                self.breaker.record_dms_failure(trio.current_time())
+            self.last_heartbeat = trio.current_time()
+            await trio.sleep(max(countdown / 3.0, 0.5) if failures == 0 else 1.0)
+
+    async def _outcomes_loop(self) -> None:
+        if self.request_outcomes is None:
+            return
+        async for outcome in self.request_outcomes:
+            self.breaker.record_request(outcome.at, outcome.outcome, outcome.latency_s)
+
+    async def _breaker_loop(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            now = trio.current_time()
+            drawdown = self._drawdown_usd()
+            limit = self.cfg.risk.max_drawdown_usd
+            if limit is not None and drawdown >= limit:
+                self.breaker.record_drawdown(now, drawdown)
+            action = self.breaker.poll(now)
+            await self._apply_breaker(action)
+
+    async def _apply_breaker(self, action: BreakerAction | None) -> None:
+        if action is None:
+            return
+        for event in action.events:
+            self.events.publish(event)
+        if action.stop_quoting:
+            self.breaker_trips += 1
+            logger.error("circuit breaker OPEN: {}; stopping quotes and cancelling everything", action.reason)
+            self.set_quoting(False, f"breaker: {action.reason}")
+            self.dms_countdown = action.dms_countdown_s or self.cfg.breaker.dms_backstop_sec
+            with trio.CancelScope(shield=True):
+                left = await self._cancel_ours(list(self.markets), timeout_s=10.0)
+                try:
+                    await self.port.set_dead_mans_switch(self.dms_countdown)
+                    self.dms_expires_at = trio.current_time() + self.dms_countdown
+                except VenueError as exc:
+                    logger.warning("shortening the DMS failed: {}", exc)
+            if left:
+                logger.error("{} orders still open after the breaker's mass cancel", left)
+        elif action.resume_quoting:
+            logger.warning("circuit breaker {}: resuming quotes", action.state)
+            self.dms_countdown = self.cfg.dead_mans_switch_sec
+            self.set_quoting(True, f"breaker {action.state}")
+
+    def set_quoting(self, active: bool, reason: str) -> None:
+        self.quoting = active
+        for name, wiring in self.wirings.items():
+            if name not in self.halted:
+                wiring.set_trading_mode(TradingMode(active=active, reason=reason))
+
+    def operator_trip(self, detail: str = "operator signal") -> None:
+        self.breaker.trip(trio.current_time(), detail)
+
+    def _drawdown_usd(self) -> float:
+        """Peak-to-now loss of the whole account's net PnL this session."""
+        net = Decimal(0)
+        for name in self.markets:
+            acc = self.view.get(name, AccountStats)
+            if acc is not None:
+                net += acc.pnl.get("net", Decimal(0))
+        self.peak_net = max(self.peak_net, net)
+        return float(self.peak_net - net)
+
+    # -- status ---------------------------------------------------------------------------------
+    def actor_statuses(self, market: str) -> list[ActorStatus]:
+        out: dict[str, ActorStatus] = {a: ActorStatus(name=a, state="stopped", restarts=0) for a in ACTORS}
+        if self.supervisor is not None:
+            nested = None
+            try:
+                nested = self.supervisor.nested(market)
+            except LookupError:
+                nested = None
+            if nested is not None:
+                for child in nested.children():
+                    out[child.id] = ActorStatus(name=child.id, state=str(child.state), restarts=0)
+        for name in ACTORS:
+            out[name] = attrs.evolve(out[name], restarts=self.restarts.get(f"{market}/{name}", 0))
+        return list(out.values())
+
+    def market_state(self, name: str) -> str:
+        if name in self.halted:
+            return "HALTED"
+        if not self.quoting:
+            return "OFF"
+        if not self.ready:
+            return "STARTING"
+        return "ACTIVE"
+
+    def status(self) -> AppStatus:
+        now = trio.current_time()
+        stats = self.port.statistics()
+        markets = tuple(
+            MarketStatus.from_telemetry(
+                name,
+                self.view,
+                state=self.market_state(name),
+                actors=self.actor_statuses(name),
+                now=now,
+                stale_after_s=self.cfg.risk.stale_book_ms / 1000.0,
+            )
+            for name in self.markets
+        )
+        accounts = [self.view.get(n, AccountStats) for n in self.markets]
+        balance = next((a.balance for a in accounts if a is not None and a.balance is not None), None)
+        equity = next((a.equity for a in accounts if a is not None and a.equity is not None), None)
+        return AppStatus(
+            network=self.network,
+            uptime_s=now - self.started_at,
+            breaker_state=self.breaker.state_name,
+            breaker_trips=self.breaker_trips,
+            breaker_last_reason=self.breaker.last_reason,
+            dms_countdown_s=float(self.dms_countdown),
+            dms_remaining_s=None if self.dms_expires_at is None else max(self.dms_expires_at - now, 0.0),
+            rate_tokens=stats.tokens_available,
+            rate_capacity=float(getattr(self.port, "rate_capacity", 0.0) or 0.0),
+            rest_latency_p50_ms=stats.latency_p50_ms,
+            rest_latency_p99_ms=stats.latency_p99_ms,
+            rest_requests=stats.requests,
+            rest_429s=stats.rate_limited,
+            rest_errors=stats.errors,
+            balance=balance,
+            equity=equity,
+            warnings=self.warnings(),
+            markets=markets,
+            healthy=self.healthy(),
+            ready=self.ready,
+        )
+
+    def healthy(self) -> bool:
+        """Every market quoting normally or safely halted, and the loops alive."""
+        if not self.ready:
+            return False
+        now = trio.current_time()
+        if now - self.last_heartbeat > max(self.dms_countdown, 3):
+            return False
+        for name in self.markets:
+            if name in self.halted:
+                ex = self.view.get(name, ExecStats)
+                if ex is not None and ex.open_orders:
+                    return False
+        return True
+
+    # -- the run --------------------------------------------------------------------------------
+    async def run(
+        self,
+        *,
+        stop: trio.Event,
+        task_status: trio.TaskStatus[RootSupervisor] = trio.TASK_STATUS_IGNORED,
+    ) -> RunSummary:
+        """Start everything, report ready, run until `stop` is set, then shut down cleanly."""
+        self.started_at = trio.current_time()
+        fees = await self._prepare()
+        names = list(self.markets)
+        left = await self._cancel_ours(names)
+        if left:
+            raise StartupError(f"{left} open orders of ours could not be cancelled at startup")
+        ids = ExternalIdFactory(self.cfg.external_id_prefix)
+        spec = SupervisorSpec(
+            id="root",
+            children=[self._market_child(n, fees[n], ids) for n in names],
+            strategy=Strategy.ONE_FOR_ONE,
+            intensity=max(len(names) * 3, 3),
+            period=60.0,
+        )
+        self.supervisor = Supervisor(spec, events=self.events, rng=self.rng)
+        events = self.events.subscribe(1024)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._telemetry_loop)
+            nursery.start_soon(self._events_loop, events)
+            await self.port.set_dead_mans_switch(self.dms_countdown)
+            self.dms_expires_at = trio.current_time() + self.dms_countdown
+            nursery.start_soon(self._dms_loop)
+            nursery.start_soon(self._outcomes_loop)
+            nursery.start_soon(self._breaker_loop)
+            await nursery.start(self._run_supervisor)
+            self.ready = True
+            logger.info("all markets ready: {}", ", ".join(names))
+            task_status.started(self)
+            await stop.wait()
+            summary = await self.shutdown()
+            nursery.cancel_scope.cancel()
+        return summary
+
+    async def _run_supervisor(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.supervisor.run(task_status=task_status)
+        finally:
+            self._supervisor_done.set()
+
+    async def shutdown(self) -> RunSummary:
+        """Stop quoting, stop the actors, cancel everything, confirm, disarm the DMS."""
+        with trio.CancelScope(shield=True):
+            logger.info("shutting down: cancelling all orders")
+            self.set_quoting(False, "shutdown")
+            if self.supervisor is not None:
+                self.supervisor.stop()
+                with trio.move_on_after(20):
+                    await self._supervisor_done.wait()
+            left = await self._cancel_ours(list(self.markets), timeout_s=15.0)
+            positions: dict[str, Decimal] = {n: Decimal(0) for n in self.markets}
+            try:
+                for p in await self.port.get_positions():
+                    if p.market in positions:
+                        positions[p.market] += p.signed_size
+            except VenueError as exc:
+                logger.warning("could not read positions at exit: {}", exc)
+            if left == 0:
+                try:
+                    await self.port.set_dead_mans_switch(0)
+                    self.dms_expires_at = None
+                except VenueError as exc:
+                    logger.warning("disarming the DMS failed (it will cancel nothing: no orders): {}", exc)
+            else:
+                logger.error("{} orders still open at exit; the DMS stays armed as a backstop", left)
+            return self.summary(left, positions)
+
+    def summary(self, open_left: int, positions: dict[str, Decimal]) -> RunSummary:
+        pnl = {k: Decimal(0) for k in ("spread", "inventory", "fees", "funding", "net")}
+        orders_sent = fills = 0
+        for name in self.markets:
+            acc = self.view.get(name, AccountStats)
+            ex = self.view.get(name, ExecStats)
+            if acc is not None:
+                fills += acc.fills
+                for k in pnl:
+                    pnl[k] += acc.pnl.get(k, Decimal(0))
+            if ex is not None:
+                orders_sent += ex.orders_sent
+        restarts = {
+            name: {actor: self.restarts.get(f"{name}/{actor}", 0) for actor in ACTORS}
+            for name in self.markets
+        }
+        return RunSummary(
+            network=self.network,
+            markets=tuple(self.markets),
+            orders_sent=orders_sent,
+            fills=fills,
+            pnl=pnl,
+            position=positions,
+            open_orders_at_exit=open_left,
+            restarts=restarts,
+            breaker_trips=self.breaker_trips,
+        )
