@@ -21,7 +21,7 @@ from loguru import logger
 
 from actors.messages import Approved, ExecIn, FillEvent, OrderEvent
 from extmm.domain import orders as om
-from extmm.domain.execution import ActionKind, LiveOrder, SideTarget, decide
+from extmm.domain.execution import Action, ActionKind, LiveOrder, SideTarget, decide
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
@@ -32,6 +32,7 @@ from extmm.venue.types import OrderInfo, OrderRequest
 
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
 # Application codes meaning "the order being replaced/cancelled is not there".
+ROUTINE_REJECTIONS = ("POST_ONLY_FAILED", "PREV_ORDER_NOT_FOUND")
 PREV_NOT_FOUND_CODES = frozenset({1142, "1142", "EditOrderNotFound", "PREV_ORDER_NOT_FOUND"})
 
 
@@ -63,6 +64,7 @@ class _SideState:
         self.live: str | None = None  # external id of this side's current order
         self.wake = trio.Event()
         self.reject_streak = 0
+        self.retry_at = 0.0  # after a rejection, no new order on this side before this time
 
 
 class _Executor:
@@ -178,6 +180,8 @@ class _Executor:
         for side in self.sides.values():
             if side.live == ext and rec.is_terminal:
                 side.live = None
+                if rec.state is om.OrderState.REJECTED:
+                    self.back_off(side, rec.status_reason or "REJECTED")
                 side.wake.set()
 
     def on_venue_order(self, info: OrderInfo) -> None:
@@ -197,6 +201,10 @@ class _Executor:
         )
         if info.status == "REJECTED":
             self.count_reject(info.status_reason or "REJECTED")
+        elif info.status in ("NEW", "PARTIALLY_FILLED", "FILLED"):
+            for side in self.sides.values():
+                if side.live == info.external_id:
+                    side.reject_streak = 0
 
     def on_approved(self, msg: Approved) -> None:
         self.last_approved_at = msg.decided_at or trio.current_time()
@@ -242,6 +250,8 @@ class _Executor:
                 replace_threshold_bps=self.p.replace_threshold_bps,
                 coalesce_s=self.p.coalesce_s,
             )
+            if action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and now < state.retry_at:
+                action = Action(kind=ActionKind.NONE, wait_s=state.retry_at - now, reason="backing off")
             match action.kind:
                 case ActionKind.PLACE:
                     await self.place(state, action.target)
@@ -253,7 +263,8 @@ class _Executor:
                     wait = action.wait_s if action.wait_s > 0 else self.p.stale_target_s
                     if live is not None:
                         wait = min(wait, max(live.expires_at - now, 0.0) + 0.001)
-                    with trio.move_on_after(wait):
+                    # Never a zero wait: a timer that is already due would spin the loop.
+                    with trio.move_on_after(max(wait, 0.001)):
                         await state.wake.wait()
                     state.wake = trio.Event()
 
@@ -287,17 +298,17 @@ class _Executor:
         except OrderRejected as exc:
             self.count_reject(str(exc.code))
             self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{exc.code}: {exc.venue_message}"))
-            await self.pause_after_reject(state, exc)
+            self.back_off(state, exc)
             return False
         except RateLimited as exc:
             self.count_reject("429")
             self.apply(ext, om.SendFailed(at=trio.current_time(), reason="rate limited"))
-            await trio.sleep(exc.retry_after or 1.0)
+            state.retry_at = trio.current_time() + (exc.retry_after or 1.0)
             return False
         except VenueError as exc:
             if placement_known(exc) is False:
                 self.apply(ext, om.SendFailed(at=trio.current_time(), reason=type(exc).__name__))
-                await self.pause_after_reject(state, exc)
+                self.back_off(state, exc)
                 return False
             # Ambiguous: keep tracking; reconciliation settles it by externalId.
             logger.warning("{}: place of {} has an unknown outcome: {}", self.market, ext, exc)
@@ -305,15 +316,20 @@ class _Executor:
             return False
         self.latencies.append(trio.current_time() - started)
         self.sent += 1
-        state.reject_streak = 0
         self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
         return True
 
-    async def pause_after_reject(self, state: _SideState, exc: Exception) -> None:
+    def back_off(self, state: _SideState, reason: object) -> None:
+        """A rejected order: wait before this side sends again, longer each time in a row."""
         state.reject_streak += 1
-        pause = min(self.p.reject_pause_s * 2 ** (state.reject_streak - 1), 30.0)
-        logger.warning("{} {}: order refused ({}); pausing {:.1f}s", self.market, state.side.value, exc, pause)
-        await trio.sleep(pause)
+        if any(routine in str(reason) for routine in ROUTINE_REJECTIONS):
+            # The book moved under a quote at the touch, or the order being replaced filled
+            # first: routine races, retry soon.
+            pause = min(0.1 * 2 ** (state.reject_streak - 1), 2.0)
+        else:
+            pause = min(self.p.reject_pause_s * 2 ** (state.reject_streak - 1), 30.0)
+        state.retry_at = trio.current_time() + pause
+        logger.warning("{} {}: order refused ({}); pausing {:.1f}s", self.market, state.side.value, reason, pause)
 
     async def place(self, state: _SideState, target: SideTarget) -> None:
         ext = self.new_record(state.side, target)

@@ -110,6 +110,9 @@ class BreakerConfig:
     window_s: PosFloat = 60.0
     cooldown_s: PosFloat = 30.0
     dms_backstop_sec: PosInt = 10
+    # Halted markets within window_s that trip the breaker for every market; one halted
+    # market alone only stops itself.
+    escalations_to_trip: PosInt = 2
 
 
 @attrs.frozen(kw_only=True)

@@ -22,11 +22,17 @@ def _non_negative(_inst: object, attribute: attrs.Attribute, value: float) -> No
 
 @attrs.frozen(kw_only=True)
 class Backoff:
-    initial: float = attrs.field(default=0.5, validator=_non_negative)  # seconds before the first retry
-    factor: float = attrs.field(default=2.0)
-    cap: float = attrs.field(default=30.0, validator=_non_negative)  # no delay is ever longer
-    jitter: float = attrs.field(default=0.2)  # up to this fraction is taken off each delay
-    reset_after: float = attrs.field(default=60.0, validator=_non_negative)  # healthy seconds that reset
+    initial: float = attrs.field(
+        default=0.5, converter=float, validator=_non_negative
+    )  # seconds before the first retry
+    factor: float = attrs.field(default=2.0, converter=float)
+    cap: float = attrs.field(
+        default=30.0, converter=float, validator=_non_negative
+    )  # no delay is ever longer
+    jitter: float = attrs.field(default=0.2, converter=float)  # up to this fraction is taken off each delay
+    reset_after: float = attrs.field(
+        default=60.0, converter=float, validator=_non_negative
+    )  # healthy seconds that reset
 
     @factor.validator
     def _check_factor(self, _attribute: attrs.Attribute, value: float) -> None:

@@ -37,6 +37,11 @@ def describe_error(error: BaseException | None, limit: int = ERROR_TEXT_LIMIT) -
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def join_path(supervisor: str, child: str) -> str:
+    """A child's path from the root supervisor: "BTC-USD/quoter", or "BTC-USD" under the root."""
+    return f"{supervisor}/{child}" if supervisor else child
+
+
 class StopReason(enum.StrEnum):
     EXITED = "exited"  # the child returned by itself
     RESTART = "restart"  # stopped because a sibling failed (rest_for_one / one_for_all)
@@ -48,13 +53,13 @@ class StopReason(enum.StrEnum):
 @attrs.frozen(kw_only=True)
 class ChildStarted:
     at: float
-    supervisor: str  # path of the supervisor, e.g. "root/BTC-USD"
-    child: str
+    supervisor: str  # the supervisor's path below the root: "" for the root, "BTC-USD"
+    child: str  # `path` ("BTC-USD/quoter") is what `Supervisor.kill` takes on the root
     incarnation: int  # 1 for the first start, +1 on every restart
 
     @property
     def path(self) -> str:
-        return f"{self.supervisor}/{self.child}"
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)
@@ -67,7 +72,7 @@ class ChildFailed:
 
     @property
     def path(self) -> str:
-        return f"{self.supervisor}/{self.child}"
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +85,7 @@ class ChildRestarting:
 
     @property
     def path(self) -> str:
-        return f"{self.supervisor}/{self.child}"
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)
@@ -92,7 +97,7 @@ class ChildStopped:
 
     @property
     def path(self) -> str:
-        return f"{self.supervisor}/{self.child}"
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)
@@ -106,7 +111,7 @@ class ChildHalted:
 
     @property
     def path(self) -> str:
-        return f"{self.supervisor}/{self.child}"
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +122,10 @@ class SupervisorEscalated:
     supervisor: str
     child: str  # the child whose failure tipped it over
     error: str
+
+    @property
+    def path(self) -> str:
+        return join_path(self.supervisor, self.child)
 
 
 @attrs.frozen(kw_only=True)

@@ -252,10 +252,23 @@ class RootSupervisor:
             await trio.sleep(max(countdown / 3.0, 0.5) if failures == 0 else 1.0)
 
     async def _outcomes_loop(self) -> None:
-        if self.request_outcomes is None:
+        if self.request_outcomes is not None:
+            async for outcome in self.request_outcomes:
+                self.breaker.record_request(outcome.at, outcome.outcome, outcome.latency_s)
             return
-        async for outcome in self.request_outcomes:
-            self.breaker.record_request(outcome.at, outcome.outcome, outcome.latency_s)
+        # A port without per-request outcomes: feed the breaker from its counters.
+        last = self.port.statistics()
+        while True:
+            await trio.sleep(0.25)
+            now = trio.current_time()
+            stats = self.port.statistics()
+            limited = stats.rate_limited - last.rate_limited
+            failed = stats.server_errors - last.server_errors
+            ok = max(stats.requests - last.requests - limited - failed, 0)
+            for outcome, count in (("rate_limited", limited), ("server_error", failed), ("ok", ok)):
+                for _ in range(count):
+                    self.breaker.record_request(now, outcome)
+            last = stats
 
     async def _breaker_loop(self) -> None:
         while True:

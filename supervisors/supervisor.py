@@ -15,6 +15,9 @@ supervisor registers itself there, so `root.kill("BTC-USD/quoter")` reaches nest
 and it publishes on its parent's `EventHub` and draws jitter from its parent's generator
 unless given its own.
 
+Paths name children from the root supervisor down: "BTC-USD" is a child of the root,
+"BTC-USD/quoter" a child of that; events, `children()` and `kill()` use the same paths.
+
 A child that is a supervisor can be built per incarnation with `supervisor_child(spec)`;
 when its channels must be fresh per incarnation, write the start function yourself:
 
@@ -50,6 +53,7 @@ from supervisors.events import (
     SupervisionEvent,
     SupervisorEscalated,
     describe_error,
+    join_path,
 )
 from supervisors.spec import ChildSpec, EscalationDecision, Restart, Strategy, SupervisorSpec
 
@@ -145,7 +149,8 @@ class ChildInfo:
 @attrs.frozen(kw_only=True)
 class SupervisorStatistics:
     id: str
-    path: str
+    path: str  # below the root ("" for the root itself)
+    name: str  # for people: "root/BTC-USD"
     state: SupervisorState
     strategy: Strategy
     intensity: int
@@ -193,6 +198,9 @@ class _Slot:
         )
 
 
+_UNSETTLED = (ChildState.PENDING, ChildState.STARTING, ChildState.BACKING_OFF)
+
+
 @attrs.frozen
 class _ChildContext:
     supervisor: Supervisor
@@ -205,9 +213,9 @@ _CURRENT_CHILD: contextvars.ContextVar[_ChildContext | None] = contextvars.Conte
 
 
 def current_child_path() -> str | None:
-    """Path of the supervised child the calling task belongs to, e.g. "root/BTC-USD/feed"."""
+    """Path from the root of the supervised child the calling task belongs to ("BTC-USD/feed")."""
     ctx = _CURRENT_CHILD.get()
-    return None if ctx is None else f"{ctx.supervisor.path}/{ctx.slot.spec.id}"
+    return None if ctx is None else join_path(ctx.supervisor.path, ctx.slot.spec.id)
 
 
 def teardown_scope(timeout: float | None = None) -> trio.CancelScope:
@@ -264,7 +272,8 @@ class Supervisor:
         rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
-        self.path = spec.id
+        self.path = ""  # below the root: "" for a root, "BTC-USD" for a child supervisor; kill() paths
+        self.name = spec.id  # for logs: "root/BTC-USD"
         self._events = events
         self._rng = rng
         self._hub: EventHub | None = events
@@ -277,6 +286,8 @@ class Supervisor:
         self._wakeup = trio.Event()
         self._requests: list[_Request] = []
         self._running = False
+        self._stop_requested = False
+        self._ready = False
         self._parent: _ChildContext | None = None
 
     @property
@@ -297,7 +308,7 @@ class Supervisor:
         if that happens during the initial start, it surfaces from `nursery.start`.
         """
         if self._running:
-            raise RuntimeError(f"supervisor {self.path} is already running")
+            raise RuntimeError(f"supervisor {self.name} is already running")
         self._running = True
         self._attach(_CURRENT_CHILD.get())
         escalation: Escalation | None = None
@@ -331,7 +342,12 @@ class Supervisor:
             raise escalation
 
     def stop(self) -> None:
-        """Ask `run` to stop every child (reverse order) and return. Aborts a start in progress."""
+        """Ask `run` to stop every child (reverse order) and return; aborts a start in
+        progress. No-op when not running. Before readiness, `run` then returns without
+        calling `task_status.started()`."""
+        if not self._running:
+            return
+        self._stop_requested = True
         if self._loop_scope is not None:
             self._loop_scope.cancel()
 
@@ -350,12 +366,12 @@ class Supervisor:
             if nested is None:
                 if slot.is_supervisor:
                     return False
-                raise UnknownChild(f"{self.path}/{slot.spec.id} is not a supervisor")
+                raise UnknownChild(f"{self._name_of(slot)} is not a supervisor")
             return nested.kill(rest, exc)
         if slot.scope is None or slot.stopping or slot.done.is_set():
             return False
-        slot.injected = exc if exc is not None else InjectedFault(f"{self.path}/{slot.spec.id}")
-        logger.warning("injecting a fault into {}/{}", self.path, slot.spec.id)
+        slot.injected = exc if exc is not None else InjectedFault(join_path(self.path, slot.spec.id))
+        logger.warning("injecting a fault into {}", self._name_of(slot))
         slot.scope.cancel()
         return True
 
@@ -383,7 +399,7 @@ class Supervisor:
         return tuple(
             ChildInfo(
                 id=slot.spec.id,
-                path=f"{self.path}/{slot.spec.id}",
+                path=join_path(self.path, slot.spec.id),
                 state=slot.state,
                 restart=slot.spec.restart,
                 incarnation=slot.generation,
@@ -405,6 +421,7 @@ class Supervisor:
         return SupervisorStatistics(
             id=self.spec.id,
             path=self.path,
+            name=self.name,
             state=self._state,
             strategy=self.spec.strategy,
             intensity=self.spec.intensity,
@@ -418,16 +435,19 @@ class Supervisor:
     def _attach(self, parent: _ChildContext | None) -> None:
         self._parent = parent
         if parent is None:
-            self.path = self.spec.id
+            self.path = ""
+            self.name = self.spec.id
             self._hub = self._events
             rng = self._rng if self._rng is not None else random.Random()
         else:
-            self.path = f"{parent.supervisor.path}/{parent.slot.spec.id}"
+            self.path = join_path(parent.supervisor.path, parent.slot.spec.id)
+            self.name = f"{parent.supervisor.name}/{parent.slot.spec.id}"
             self._hub = self._events if self._events is not None else parent.supervisor._hub
             rng = self._rng if self._rng is not None else parent.supervisor._effective_rng
             parent.slot.nested = self
             parent.slot.is_supervisor = True
         self._effective_rng = rng
+        self._stop_requested = False
         self._window.clear()
         self._requests.clear()
         self._slots = [_Slot(child) for child in self.spec.children]
@@ -446,24 +466,22 @@ class Supervisor:
         for slot in self._slots:
             slot.state = ChildState.PENDING
             slot.due = now
-        ready = False
+        self._ready = False
         with trio.CancelScope() as self._loop_scope:
+            if self._stop_requested:
+                self._loop_scope.cancel()
             while True:
                 self._wakeup = trio.Event()
                 escalation = await self._step()
                 if escalation is not None:
                     return escalation
-                if not ready and not any(
-                    slot.state in (ChildState.PENDING, ChildState.STARTING, ChildState.BACKING_OFF)
-                    for slot in self._slots
-                ):
-                    ready = True
+                if not self._ready and not any(slot.state in _UNSETTLED for slot in self._slots):
+                    self._ready = True
                     self._state = SupervisorState.RUNNING
                     task_status.started(self)
-                next_due = min((slot.due for slot in self._slots if slot.due is not None), default=math.inf)
-                with trio.move_on_at(next_due):
+                with trio.move_on_at(self._next_start_at()):
                     await self._wakeup.wait()
-        logger.info("supervisor {} stopping on request", self.path)
+        logger.info("supervisor {} stopping on request", self.name)
         return None
 
     async def _step(self) -> Escalation | None:
@@ -489,12 +507,24 @@ class Supervisor:
                 return slot
         return None
 
+    def _startable(self) -> list[_Slot]:
+        """Scheduled children that may start when due. Until the supervisor is first ready
+        the start is strictly in order: nothing starts before every earlier child is up
+        (or given up), even if an earlier one is backing off."""
+        out = []
+        for slot in self._slots:
+            if slot.due is not None:
+                out.append(slot)
+            if not self._ready and slot.state in _UNSETTLED:
+                break
+        return out
+
     def _first_due(self) -> _Slot | None:
         now = trio.current_time()
-        for slot in self._slots:
-            if slot.due is not None and slot.due <= now:
-                return slot
-        return None
+        return next((slot for slot in self._startable() if slot.due is not None and slot.due <= now), None)
+
+    def _next_start_at(self) -> float:
+        return min((slot.due for slot in self._startable() if slot.due is not None), default=math.inf)
 
     async def _start(self, slot: _Slot) -> Escalation | None:
         assert self._nursery is not None
@@ -516,7 +546,7 @@ class Supervisor:
             return await self._on_end(slot, error, before_ready=True)
         slot.started_at = trio.current_time()
         slot.state = ChildState.RUNNING
-        logger.info("{}/{} started (incarnation {})", self.path, slot.spec.id, slot.generation)
+        logger.info("{} started (incarnation {})", self._name_of(slot), slot.generation)
         self._publish(
             ChildStarted(
                 at=slot.started_at, supervisor=self.path, child=slot.spec.id, incarnation=slot.generation
@@ -565,16 +595,16 @@ class Supervisor:
         now = trio.current_time()
         healthy_for = 0.0 if before_ready or slot.started_at is None else now - slot.started_at
         slot.scope = None
-        child_path = f"{self.path}/{slot.spec.id}"
+        child_name = self._name_of(slot)
         if error is None:
             slot.state = ChildState.STOPPED
             self._publish(
                 ChildStopped(at=now, supervisor=self.path, child=slot.spec.id, reason=StopReason.EXITED)
             )
             if slot.spec.restart is not Restart.PERMANENT:
-                logger.info("{} exited", child_path)
+                logger.info("{} exited", child_name)
                 return None
-            logger.warning("{} is permanent but returned; restarting it", child_path)
+            logger.warning("{} is permanent but returned; restarting it", child_name)
         else:
             self._record_failure(slot, error, before_ready=before_ready, at=now)
             if slot.spec.restart is Restart.TEMPORARY:
@@ -583,7 +613,7 @@ class Supervisor:
                 decision = await self._ask_escalation_hook(slot, error)
                 if decision is EscalationDecision.HALT:
                     slot.state = ChildState.HALTED
-                    logger.error("{} halted after escalating", child_path)
+                    logger.error("{} halted after escalating", child_name)
                     self._publish(
                         ChildHalted(
                             at=trio.current_time(),
@@ -594,7 +624,7 @@ class Supervisor:
                     )
                     return None
                 if decision is EscalationDecision.ESCALATE:
-                    return Escalation(self.path, slot.spec.id, error)
+                    return Escalation(self.name, slot.spec.id, error)
         return await self._restart(slot, error, healthy_for=healthy_for)
 
     def _record_failure(self, slot: _Slot, error: BaseException, *, before_ready: bool, at: float) -> None:
@@ -603,7 +633,7 @@ class Supervisor:
         slot.state = ChildState.FAILED
         when = "while starting" if before_ready else "while running"
         logger.opt(exception=error).warning(
-            "{}/{} failed {}: {}", self.path, slot.spec.id, when, describe_error(error)
+            "{} failed {}: {}", self._name_of(slot), when, describe_error(error)
         )
         self._publish(
             ChildFailed(
@@ -623,15 +653,15 @@ class Supervisor:
             try:
                 decision = await hook(error)
             except Exception as exc:
-                logger.opt(exception=exc).error("on_escalation hook of {}/{} failed", self.path, slot.spec.id)
+                logger.opt(exception=exc).error("on_escalation hook of {} failed", self._name_of(slot))
                 decision = EscalationDecision.ESCALATE
         if scope.cancelled_caught:
             logger.error(
-                "on_escalation hook of {}/{} overran {}s", self.path, slot.spec.id, slot.spec.shutdown_timeout
+                "on_escalation hook of {} overran {}s", self._name_of(slot), slot.spec.shutdown_timeout
             )
             decision = EscalationDecision.ESCALATE
         if not isinstance(decision, EscalationDecision):
-            logger.error("on_escalation hook of {}/{} returned {!r}", self.path, slot.spec.id, decision)
+            logger.error("on_escalation hook of {} returned {!r}", self._name_of(slot), decision)
             decision = EscalationDecision.ESCALATE
         return decision
 
@@ -639,7 +669,7 @@ class Supervisor:
         self, slot: _Slot, cause: BaseException | None, *, healthy_for: float
     ) -> Escalation | None:
         if not self._window.add(trio.current_time()):
-            return Escalation(self.path, slot.spec.id, cause)
+            return Escalation(self.name, slot.spec.id, cause)
         assert slot.backoff is not None
         delay = slot.backoff.next_delay(healthy_for=healthy_for)
         group = self._restart_group(slot)
@@ -665,7 +695,7 @@ class Supervisor:
         logger.info(
             "restarting {} of {} in {:.3f}s ({})",
             ", ".join(m.spec.id for m in group),
-            self.path,
+            self.name,
             delay,
             self.spec.strategy.value,
         )
@@ -701,10 +731,9 @@ class Supervisor:
             await slot.done.wait()
         if not slot.done.is_set():
             logger.error(
-                "{}/{} still running {}s after cancellation; waiting (trio cannot abandon a task, and "
+                "{} still running {}s after cancellation; waiting (trio cannot abandon a task, and "
                 "two incarnations at once would be worse)",
-                self.path,
-                slot.spec.id,
+                self._name_of(slot),
                 slot.spec.shutdown_timeout,
             )
             await slot.done.wait()
@@ -722,10 +751,8 @@ class Supervisor:
                 )
             return
         if exit_ is not None and exit_.error is not None and not isinstance(exit_.error, InjectedFault):
-            logger.warning(
-                "{}/{} raised while stopping: {}", self.path, slot.spec.id, describe_error(exit_.error)
-            )
-        logger.info("{}/{} stopped ({})", self.path, slot.spec.id, reason.value)
+            logger.warning("{} raised while stopping: {}", self._name_of(slot), describe_error(exit_.error))
+        logger.info("{} stopped ({})", self._name_of(slot), reason.value)
         self._publish(ChildStopped(at=at, supervisor=self.path, child=slot.spec.id, reason=reason))
 
     async def _stop_all(self, reason: StopReason) -> None:
@@ -733,7 +760,7 @@ class Supervisor:
             try:
                 await self._stop_slot(slot, reason)
             except Exception as exc:  # never leave the rest running because of one
-                logger.opt(exception=exc).error("stopping {}/{} failed", self.path, slot.spec.id)
+                logger.opt(exception=exc).error("stopping {} failed", self._name_of(slot))
 
     # -- requests from other tasks ------------------------------------------------------
 
@@ -741,7 +768,7 @@ class Supervisor:
         head, _, rest = path.partition("/")
         slot = self._by_id.get(head)
         if slot is None:
-            raise UnknownChild(f"{self.path} has no child {head!r}")
+            raise UnknownChild(f"{self.name} has no child {head!r}")
         return slot, rest
 
     async def _request(self, kind: str, path: str) -> None:
@@ -749,11 +776,11 @@ class Supervisor:
         if rest:
             nested = slot.nested
             if nested is None:
-                raise UnknownChild(f"{self.path}/{slot.spec.id} is not a running supervisor")
+                raise UnknownChild(f"{self._name_of(slot)} is not a running supervisor")
             await nested._request(kind, rest)
             return
         if self._loop_scope is None:
-            raise RuntimeError(f"supervisor {self.path} is not running")
+            raise RuntimeError(f"supervisor {self.name} is not running")
         request = _Request(kind=kind, slot=slot)
         self._requests.append(request)
         self._wakeup.set()
@@ -774,7 +801,7 @@ class Supervisor:
                 if slot.state is not ChildState.FAILED:
                     slot.state = ChildState.STOPPED
             elif slot.active:
-                request.error = RuntimeError(f"{self.path}/{slot.spec.id} is {slot.state.value}, not stopped")
+                request.error = RuntimeError(f"{self._name_of(slot)} is {slot.state.value}, not stopped")
             else:
                 assert slot.backoff is not None
                 slot.backoff.reset()
@@ -785,9 +812,12 @@ class Supervisor:
 
     def _fail_requests(self) -> None:
         for request in self._requests:
-            request.error = RuntimeError(f"supervisor {self.path} stopped")
+            request.error = RuntimeError(f"supervisor {self.name} stopped")
             request.done.set()
         self._requests.clear()
+
+    def _name_of(self, slot: _Slot) -> str:
+        return f"{self.name}/{slot.spec.id}"
 
     def _publish(self, event: SupervisionEvent) -> None:
         if self._hub is not None:

@@ -33,8 +33,8 @@ def test_example_config_loads_with_its_values():
     assert (cfg.stp, cfg.quote_loop_ms, cfg.replace_coalesce_ms, cfg.dead_mans_switch_sec) == ("ACCOUNT", 250, 400, 120)
     assert (cfg.risk.max_net_position_usd, cfg.risk.max_open_orders, cfg.risk.min_balance_usd) == (200, 30, 50)
     btc, eth = cfg.markets
-    assert (btc.k, btc.alpha, btc.beta, btc.base_spread) == (0.0005, 0.5, 0.25, 0.0004)
-    assert (eth.min_order_size, eth.base_spread, eth.quote_notional_cap_usd) == (0.01, 0.0005, 50)
+    assert (btc.k, btc.alpha, btc.beta, btc.base_spread) == (0.0001, 0.2, 0.25, 0.0002)
+    assert (eth.min_order_size, eth.base_spread, eth.quote_notional_cap_usd) == (0.01, 0.0002, 50)
     assert btc.post_only and btc.fees_override is None and cfg.fees_override is None
     assert btc.model.type == "seed"
 

@@ -5,8 +5,8 @@ Both paths decode each line's JSON inside the timed loop, apply the frame and re
 bid/ask after it. Ours decodes with orjson when installed (`--json json`: the standard
 library). The SDK's is `WrappedStreamResponseModel[OrderbookUpdateModel]` parsing (what its
 stream connection does) into `x10.tools.orderbook.OrderBook`, driven without a network.
-Each path runs `--repeat` times on a fresh book and the fastest run counts, as timeit does:
-other load on the machine only ever slows a run down.
+Each path runs `--repeat` times on a fresh book, the two paths taking turns, and the fastest
+run counts, as timeit does: other load on the machine only ever slows a run down.
 """
 
 from __future__ import annotations
@@ -146,7 +146,14 @@ def run(args: argparse.Namespace) -> int:
     frames = len(lines)
     repeat = max(args.repeat, 1)
     decoder, loads = _decoder(args.json)
-    runs = [run_book(lines, spec, loads) for _ in range(repeat)]
+    # With --sdk the two paths take turns, so a change in the load of a shared machine
+    # during the benchmark weighs on both alike.
+    runs: list[tuple[float, Decimal | None, Decimal | None, int]] = []
+    sdk_runs: list[tuple[float, Decimal | None, Decimal | None]] = []
+    for _ in range(repeat):
+        runs.append(run_book(lines, spec, loads))
+        if args.sdk:
+            sdk_runs.append(run_sdk(lines, args.market))
     seconds = min(r[0] for r in runs)
     _, best_bid, best_ask, not_applied = runs[-1]
     if not_applied:
@@ -160,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
         "json": decoder,
     }
     if args.sdk:
-        sdk_runs = [run_sdk(lines, args.market) for _ in range(repeat)]
         sdk_seconds = min(r[0] for r in sdk_runs)
         _, sdk_bid, sdk_ask = sdk_runs[-1]
         sdk_rate = frames / sdk_seconds if sdk_seconds > 0 else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import sys
 from decimal import Decimal, InvalidOperation
@@ -22,7 +23,9 @@ from functools import partial
 
 import trio
 
+from extmm.markets import bundled_markets
 from extmm.sim.faults import FaultSpecError, parse_faults
+from extmm.sim.signing import STARK_EC_ORDER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     parser.add_argument("--markets", default=None, help="comma separated market names (default: all bundled)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic flow and faults (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic flow and faults (default 0)"
+    )
     parser.add_argument(
         "--faults",
         default=None,
@@ -44,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--api-key", default=None, help="API key of the built-in account (default: random)")
     parser.add_argument("--vault", type=int, default=None, help="vault (position id) of the built-in account")
     parser.add_argument(
-        "--stark-private-key", default=None, help="0x-hex Stark private key of the built-in account (default: fresh)"
+        "--stark-private-key",
+        default=None,
+        help="0x-hex Stark private key of the built-in account (default: fresh)",
     )
     parser.add_argument(
         "--balance", default="10000", help="starting collateral of the built-in account, USD (default 10000)"
@@ -52,7 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="accept orders without checking their Stark signature"
     )
-    parser.add_argument("--log-level", default="WARNING", help="simulator log level on stderr (default WARNING)")
+    parser.add_argument(
+        "--strict-nonce",
+        action="store_true",
+        help="reject nonces outside [1, 2^31] as DOC26 states (the SDK's own nonces may exceed it)",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="simulator log level on stderr (default WARNING)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -75,13 +89,26 @@ def run(args: argparse.Namespace) -> int:
             print("sim: --stark-private-key: expected a 0x-prefixed hex number", file=sys.stderr)
             return 2
     markets = [m.strip() for m in args.markets.split(",") if m.strip()] if args.markets else None
+    bundled = bundled_markets()
+    unknown = [m for m in markets or () if m not in bundled]
+    if unknown:
+        print(
+            f"sim: --markets: unknown {', '.join(unknown)}; bundled: {', '.join(sorted(bundled))}",
+            file=sys.stderr,
+        )
+        return 2
+    # Fresh paper credentials per run (the engine's own default derives them from the seed).
+    api_key = args.api_key or secrets.token_hex(16)
+    if private_key is None:
+        private_key = secrets.randbelow(STARK_EC_ORDER - 1) + 1
 
     from loguru import logger
 
     logger.remove()
     logger.add(sys.stderr, level=args.log_level.upper())
+    exit_code = 0
     try:
-        return trio.run(
+        exit_code = trio.run(
             partial(
                 _main,
                 host=args.host,
@@ -89,18 +116,28 @@ def run(args: argparse.Namespace) -> int:
                 markets=markets,
                 seed=args.seed,
                 faults=faults,
-                api_key=args.api_key,
+                api_key=api_key,
                 vault=args.vault,
                 private_key=private_key,
                 balance=balance,
                 verify_signatures=not args.no_verify,
+                strict_nonce=args.strict_nonce,
             )
         )
-    except KeyboardInterrupt:
-        return 0
-    except (ValueError, KeyError, OSError) as exc:
-        print(f"sim: {exc}", file=sys.stderr)
-        return 1
+    except* KeyboardInterrupt:
+        exit_code = 0
+    except* OSError as group:  # e.g. the port is taken
+        for exc in _leaves(group):
+            print(f"sim: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        exit_code = 1
+    return exit_code
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 async def _main(**options) -> int:

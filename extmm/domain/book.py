@@ -8,7 +8,7 @@ regression discards the book until the next snapshot, and `apply` says so (`Book
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left, insort
+import heapq
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
@@ -33,6 +33,9 @@ class BookState(enum.Enum):
     EMPTY = "empty"  # no snapshot yet
     VALID = "valid"
     INVALID = "invalid"  # discarded after a gap or a malformed frame; waiting for a snapshot
+
+
+_VALID = BookState.VALID  # a module global: cheaper than the enum attribute on every frame
 
 
 class GapReason(enum.Enum):
@@ -97,11 +100,29 @@ class _UnitCache(dict[str, int]):
         self.what = what
 
     def __missing__(self, text: str) -> int:
-        if text is None:
+        # Fast path, inline: plain unsigned `digits[.digits]`, the form the venue sends. A
+        # sign, exponent, "_", whitespace and the like go through `convert` instead.
+        if type(text) is str:
+            whole, _, frac = text.partition(".")
+            digits = whole + frac
+            if digits.isdigit() and digits.isascii():
+                units = int(digits)  # in units of 10^-len(frac)
+                extra = len(frac) - self._scale  # decimal places beyond the step's
+                if extra < 0:
+                    units *= 10**-extra
+                divisor = self._step_int * 10**extra if extra > 0 else self._step_int
+                if divisor != 1:
+                    units, rest = divmod(units, divisor)
+                    if rest:
+                        raise OffGridError(f"{self.what} {text} is not a multiple of {self._step}")
+            else:
+                units = self.convert(text)
+                if units < 0 and not self._signed:
+                    raise MalformedBookFrame(f"{self.what} {text!r} is negative")
+        elif text is None:
             raise KeyError(text)  # JSON null: same as an absent key
-        units = self.convert(text)
-        if units < 0 and not self._signed:
-            raise MalformedBookFrame(f"{self.what} {text!r} is negative")
+        else:
+            raise MalformedBookFrame(f"{self.what} must be a string, got {text!r}")
         if len(self) >= _CACHE_LIMIT:
             self.clear()
         self[text] = units
@@ -144,8 +165,12 @@ _BAD_CONTENT = (OffGridError, KeyError, TypeError, AttributeError, ValueError, I
 
 
 class Book:
-    """One market's book. Each side is a dict ticks → lots plus a sorted list of its ticks,
-    touched only when a level appears or disappears; best prices are list ends."""
+    """One market's book: each side a dict ticks → lots, plus the best tick of each side.
+
+    No sorted index is kept: a new level only has to be compared with the best, and when the
+    best level goes the next one is found by probing the ticks just behind it (levels near
+    the touch are dense on the tick grid), with a scan of the side when none of them holds
+    one. Ordered depth is built on request."""
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -156,8 +181,8 @@ class Book:
         self._change = _UnitCache(spec.lot_size, f"{spec.name} qty change", signed=True)  # delta `q`
         self._bids: dict[int, int] = {}
         self._asks: dict[int, int] = {}
-        self._bid_ticks: list[int] = []  # ascending; best bid is the last
-        self._ask_ticks: list[int] = []  # ascending; best ask is the first
+        self._bid: int | None = None  # best (highest) bid tick, None when there is no bid
+        self._ask: int | None = None  # best (lowest) ask tick
         self.state = BookState.EMPTY
         self.last_seq: int | None = None
 
@@ -182,21 +207,21 @@ class Book:
             self._discard()
             raise MalformedBookFrame(f"{self._name}: unknown order book frame type {kind!r}")
         # The delta path is inline: it runs for almost every frame.
-        if self.state is not BookState.VALID:
+        if self.state is not _VALID:
             return self._not_applied(seq)
         last = self.last_seq
         if seq is not None and last is not None and seq != last + 1:
             self._discard()
             return BookGap(reason=GapReason.SEQ_GAP, expected_seq=last + 1, got_seq=seq)
-        price, size = self._price, self._size
+        price, size, name = self._price, self._size, self._name
         try:
-            if data.get("m", self._name) != self._name:
-                raise MalformedBookFrame(f"frame for market {data['m']!r} sent to the {self._name} book")
+            if data.get("m", name) != name:
+                raise MalformedBookFrame(f"frame for market {data['m']!r} sent to the {name} book")
             # Per level: `c` is the absolute size after the change (0 deletes); without `c`,
             # `q` is added (delete at <= 0). Both sides written out to keep the loop flat.
             levels = data["b"]
             if levels:
-                side, ticks = self._bids, self._bid_ticks
+                side, best = self._bids, self._bid
                 for level in levels:
                     tick = price[level["p"]]
                     try:
@@ -204,20 +229,15 @@ class Book:
                     except KeyError:
                         lots = side.get(tick, 0) + self._change[level["q"]]
                     if lots > 0:
-                        if tick not in side:
-                            if not ticks or tick > ticks[-1]:
-                                ticks.append(tick)
-                            else:
-                                insort(ticks, tick)
                         side[tick] = lots
-                    elif side.pop(tick, None) is not None:
-                        if ticks[-1] == tick:
-                            ticks.pop()
-                        else:
-                            del ticks[bisect_left(ticks, tick)]
+                        if best is None or tick > best:
+                            best = tick
+                    elif side.pop(tick, None) is not None and tick == best:
+                        best = _next_bid(side, tick)
+                self._bid = best
             levels = data["a"]
             if levels:
-                side, ticks = self._asks, self._ask_ticks
+                side, best = self._asks, self._ask
                 for level in levels:
                     tick = price[level["p"]]
                     try:
@@ -225,17 +245,18 @@ class Book:
                     except KeyError:
                         lots = side.get(tick, 0) + self._change[level["q"]]
                     if lots > 0:
-                        if tick not in side:
-                            insort(ticks, tick)
                         side[tick] = lots
-                    elif side.pop(tick, None) is not None:
-                        del ticks[bisect_left(ticks, tick)]
+                        if best is None or tick < best:
+                            best = tick
+                    elif side.pop(tick, None) is not None and tick == best:
+                        best = _next_ask(side, tick)
+                self._ask = best
         except MalformedBookFrame:
             self._discard()
             raise
         except _BAD_CONTENT as exc:
             self._discard()
-            raise MalformedBookFrame(f"{self._name} delta: {exc!r}") from exc
+            raise MalformedBookFrame(f"{name} delta: {exc!r}") from exc
         self.last_seq = seq
         return None
 
@@ -255,9 +276,9 @@ class Book:
             self._discard()
             raise MalformedBookFrame(f"{self._name} snapshot: {exc!r}") from exc
         self._bids, self._asks = bids, asks
-        self._bid_ticks = sorted(bids)
-        self._ask_ticks = sorted(asks)
-        self.state = BookState.VALID
+        self._bid = max(bids) if bids else None
+        self._ask = min(asks) if asks else None
+        self.state = _VALID
         self.last_seq = seq
 
     def invalidate(self) -> None:
@@ -273,8 +294,7 @@ class Book:
     def _discard(self) -> None:
         self._bids = {}
         self._asks = {}
-        self._bid_ticks = []
-        self._ask_ticks = []
+        self._bid = self._ask = None
         self.state = BookState.INVALID
         self.last_seq = None
 
@@ -291,7 +311,7 @@ class Book:
         except KeyError:
             pass  # some level has no `q`
         else:
-            if not loaded or min(loaded.values()) > 0:
+            if all(loaded.values()):  # sizes are never negative here; 0 means "no level"
                 return loaded
         price, size = self._price, self._size
         side: dict[int, int] = {}
@@ -309,56 +329,50 @@ class Book:
     # -- reads -------------------------------------------------------------------------
     @property
     def valid(self) -> bool:
-        return self.state is BookState.VALID
+        return self.state is _VALID
 
     def best_bid(self) -> tuple[int, int] | None:
         """(ticks, lots) of the best bid, or None."""
-        ticks = self._bid_ticks
-        if not ticks:
-            return None
-        best = ticks[-1]
-        return best, self._bids[best]
+        best = self._bid
+        return None if best is None else (best, self._bids[best])
 
     def best_ask(self) -> tuple[int, int] | None:
-        ticks = self._ask_ticks
-        if not ticks:
-            return None
-        best = ticks[0]
-        return best, self._asks[best]
+        best = self._ask
+        return None if best is None else (best, self._asks[best])
 
     @property
     def best_bid_ticks(self) -> int | None:
-        return self._bid_ticks[-1] if self._bid_ticks else None
+        return self._bid
 
     @property
     def best_ask_ticks(self) -> int | None:
-        return self._ask_ticks[0] if self._ask_ticks else None
+        return self._ask
 
     @property
     def mid_ticks2(self) -> int | None:
         """Best bid + best ask in ticks (twice the mid, so it stays an integer)."""
-        if not self._bid_ticks or not self._ask_ticks:
+        if self._bid is None or self._ask is None:
             return None
-        return self._bid_ticks[-1] + self._ask_ticks[0]
+        return self._bid + self._ask
 
     @property
     def mid(self) -> float | None:
-        if not self._bid_ticks or not self._ask_ticks:
+        if self._bid is None or self._ask is None:
             return None
-        return (self._bid_ticks[-1] + self._ask_ticks[0]) * 0.5 * self._tick
+        return (self._bid + self._ask) * 0.5 * self._tick
 
     @property
     def spread_ticks(self) -> int | None:
-        if not self._bid_ticks or not self._ask_ticks:
+        if self._bid is None or self._ask is None:
             return None
-        return self._ask_ticks[0] - self._bid_ticks[-1]
+        return self._ask - self._bid
 
     @property
     def microprice(self) -> float | None:
         """Size-weighted mid: leans toward the side with less size at the touch."""
-        if not self._bid_ticks or not self._ask_ticks:
+        bid, ask = self._bid, self._ask
+        if bid is None or ask is None:
             return None
-        bid, ask = self._bid_ticks[-1], self._ask_ticks[0]
         bid_lots, ask_lots = self._bids[bid], self._asks[ask]
         return (bid * ask_lots + ask * bid_lots) / (bid_lots + ask_lots) * self._tick
 
@@ -376,15 +390,19 @@ class Book:
             best_ask_lots=ask[1] if ask else None,
             mid=mid,
             microprice=micro,
-            valid=self.state is BookState.VALID,
+            valid=self.state is _VALID,
             seq=self.last_seq,
         )
 
     def depth(self, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Up to n levels a side, best first: (bids, asks) of (ticks, lots)."""
+        if n <= 0:
+            return [], []
         bids, asks = self._bids, self._asks
-        bid_ticks = self._bid_ticks[: -n - 1 : -1] if n > 0 else []
-        return [(t, bids[t]) for t in bid_ticks], [(t, asks[t]) for t in self._ask_ticks[: max(n, 0)]]
+        return (
+            [(t, bids[t]) for t in heapq.nlargest(n, bids)],
+            [(t, asks[t]) for t in heapq.nsmallest(n, asks)],
+        )
 
     def levels(self) -> tuple[dict[int, int], dict[int, int]]:
         """Copies of both sides, ticks → lots (for tests and diagnostics)."""
@@ -392,3 +410,23 @@ class Book:
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)
+
+
+# How many ticks behind a removed best level to look for the next one before scanning the
+# whole side; near the touch nearly every tick holds a level.
+_PROBE = 16
+
+
+def _next_bid(side: dict[int, int], gone: int) -> int | None:
+    """The best bid once `gone`, the best so far, has been removed from `side`."""
+    for tick in range(gone - 1, gone - 1 - _PROBE, -1):
+        if tick in side:
+            return tick
+    return max(side) if side else None
+
+
+def _next_ask(side: dict[int, int], gone: int) -> int | None:
+    for tick in range(gone + 1, gone + 1 + _PROBE):
+        if tick in side:
+            return tick
+    return min(side) if side else None

@@ -84,6 +84,7 @@ def decide(
         return NOTHING
     reason = "refresh before expiry" if expiring else ("price moved" if moved else "size changed")
     age = now - live.placed_at
-    if not expiring and age < coalesce_s:
+    # The tolerance keeps float rounding from asking for a wait of 1e-16 s forever.
+    if not expiring and age < coalesce_s - 1e-6:
         return Action(kind=ActionKind.NONE, wait_s=coalesce_s - age, reason=f"coalescing: {reason}")
     return Action(kind=ActionKind.REPLACE, target=target, reason=reason)

@@ -25,13 +25,14 @@ are seconds; probabilities are 0..1):
                         orders as POST_ONLY_FAILED, others as UNKNOWN); rest: HTTP 400 with
                         code 1006 and the order never exists
     dms_early=1s        an armed dead man's switch fires this long after it was (re)armed
-                        when that is sooner than its countdown
+                        when that is sooner than its countdown (whole seconds, rounded up)
 
 Example: `latency=200ms,http429=0.2,http5xx=0.1,ws_drop_every=5s,seq_skip=0.01`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable
@@ -336,12 +337,15 @@ class FaultController:
         # Stalls start at stall_every, 2·stall_every, ...; never in the first period.
         return elapsed >= spec.stall_every_s and (elapsed % spec.stall_every_s) < spec.stall_s
 
-    def dms_deadline_ms(self, armed_at_ms: int, countdown_ms: int) -> int:
-        """When an armed switch really fires, given `dms_early`."""
+    def dms_countdown_s(self, requested_s: int) -> int:
+        """The countdown the venue really arms for a request of `requested_s` (`dms_early`).
+
+        Whole seconds, as the venue's parameter; 0 (disarm) is never changed.
+        """
         early = self.spec.dms_early_s
-        if early is None:
-            return armed_at_ms + countdown_ms
-        return armed_at_ms + min(countdown_ms, int(early * 1000))
+        if requested_s <= 0 or early is None:
+            return requested_s
+        return max(1, min(requested_s, math.ceil(early)))
 
     def statistics(self) -> dict[str, int]:
         return attrs.asdict(self.counters)

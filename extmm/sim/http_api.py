@@ -332,9 +332,7 @@ async def dead_mans_switch(
     assert account is not None
     countdown = _int_param(request, "countdownTime", required=True, minimum=0)
     assert countdown is not None
-    early = runner.faults.spec.dms_early_s
-    if countdown > 0 and early is not None:
-        countdown = max(1, min(countdown, int(-(-early // 1))))  # whole seconds, at least 1
+    countdown = runner.faults.dms_countdown_s(countdown)
     runner.engine.set_dms(account.id, countdown, runner.now_ms())
     return wire.ok()
 

@@ -74,6 +74,8 @@ class InProcessStream:
             delay = frame.due - trio.current_time()
             if delay > 0:
                 await trio.sleep(delay)
+            if self._sub.closed:  # dropped or overflowed: like a socket, nothing more arrives
+                raise StreamClosed(self._closed_text())
             try:
                 message = parse.parse_stream_message(parse.loads(frame.text))
             except MalformedResponse as exc:
@@ -160,6 +162,15 @@ class InProcessVenue:
 
     def __repr__(self) -> str:
         return f"InProcessVenue(account={self._account.id}, latency_s={self.latency_s})"
+
+    @property
+    def account_id(self) -> int:
+        """The engine account this port trades for (tests read the engine's truth with it)."""
+        return self._account.id
+
+    @property
+    def runner(self) -> SimRunner:
+        return self._runner
 
     # -- plumbing ------------------------------------------------------------------------
     async def _call(self, fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
@@ -309,9 +320,7 @@ class InProcessVenue:
         )
 
     async def set_dead_mans_switch(self, countdown_s: int) -> None:
-        early = self._runner.faults.spec.dms_early_s
-        if countdown_s > 0 and early is not None:
-            countdown_s = max(1, min(countdown_s, int(-(-early // 1))))
+        countdown_s = self._runner.faults.dms_countdown_s(countdown_s)
         await self._call(lambda: self._engine.set_dms(self._account.id, countdown_s, self._now()), write=True)
 
     # -- streams ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from extmm.sim import wire
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.faults import FaultController, FaultSpec, parse_faults
 from extmm.sim.model import (
+    AccountEvent,
     AccountInfo,
     BalanceEvent,
     BookDelta,
@@ -45,7 +46,6 @@ from extmm.sim.model import (
     OrderEvent,
     PositionEvent,
     PublicTradesEvent,
-    SimEvent,
     TradeEvent,
 )
 from extmm.sim.signing import KeyPair
@@ -196,8 +196,6 @@ class SimRunner:
         self.market_names = frozenset(engine.market_names())
         self._subs: dict[tuple[StreamKind, str | int | None], set[Subscription]] = {}
         self._pending_changes: dict[str, list[BookDelta]] = {}
-        self._last_mark: dict[str, Decimal] = {}
-        self._last_index: dict[str, Decimal] = {}
         self._next_drop_at: float | None = None
         self.frames_sent = 0
         # Frozen: the engine stops advancing on its own (REST calls still move it); book
@@ -276,11 +274,14 @@ class SimRunner:
             if kind == "orderbook":
                 sub.snapshot_owed.add(name)
             self._subs.setdefault((kind, name), set()).add(sub)
-        if kind == "mark":
+        if kind in ("mark", "index"):
+            # A price stream starts with the current value rather than up to a second of silence.
+            msg_type, price_of = (
+                ("MP", self.engine.mark_price) if kind == "mark" else ("IP", self.engine.index_price)
+            )
+            now = self.now_ms()
             for name in markets:
-                self._emit(
-                    sub, "MP", _dumps(wire.mark_price(name, self.engine.mark_price(name))), self.now_ms()
-                )
+                self._emit(sub, msg_type, _dumps(wire.mark_price(name, price_of(name))), now)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -294,6 +295,13 @@ class SimRunner:
             for sub in subs:
                 seen[id(sub)] = sub
         return list(seen.values())
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters for tests, logs and metrics: subscriptions by kind, frames, injected faults."""
+        by_kind: dict[str, int] = {}
+        for sub in self.subscriptions():
+            by_kind[sub.kind] = by_kind.get(sub.kind, 0) + 1
+        return {"subscriptions": by_kind, "frames_sent": self.frames_sent, "faults": self.faults.statistics()}
 
     def drop_connections(self) -> int:
         """Close every stream subscription (fault: WebSocket drop)."""
@@ -346,7 +354,7 @@ class SimRunner:
             return
         marks: dict[str, MarkPriceEvent] = {}
         indexes: dict[str, IndexPriceEvent] = {}
-        account_batch: list[SimEvent] = []
+        account_batch: list[AccountEvent] = []
         for event in events:
             if isinstance(event, OrderEvent | TradeEvent | PositionEvent | BalanceEvent):
                 account_batch.append(event)
@@ -364,18 +372,18 @@ class SimRunner:
         self._flush_account_batch(account_batch)
         # Several marks in one drain (virtual time jumps): only the newest matters.
         for event in marks.values():
-            self._last_mark[event.market] = event.price
             self._fan_out(("mark", event.market), "MP", wire.mark_price(event.market, event.price), event.ts)
         for event in indexes.values():
-            self._last_index[event.market] = event.price
             self._fan_out(("index", event.market), "IP", wire.mark_price(event.market, event.price), event.ts)
 
-    def _flush_account_batch(self, batch: list[SimEvent]) -> None:
+    def _flush_account_batch(self, batch: list[AccountEvent]) -> None:
         """One frame per run of same-typed events of one account, in the engine's order."""
         if not batch:
             return
         runs: list[tuple[int, str, list[Any], int]] = []
         for event in batch:
+            if not self._subs.get(("account", event.account_id)):
+                continue  # nobody listens: do not render
             if isinstance(event, OrderEvent):
                 kind, item = "ORDER", wire.order(event.order)
             elif isinstance(event, TradeEvent):
@@ -391,8 +399,6 @@ class SimRunner:
             runs.append((event.account_id, kind, [item], event.ts))
         batch.clear()
         for account_id, kind, items, ts in runs:
-            if not self._subs.get(("account", account_id)):
-                continue
             payload = items[-1] if kind == "BALANCE" else items
             self._fan_out(("account", account_id), kind, wire.account_stream_data(kind, payload), ts)
 

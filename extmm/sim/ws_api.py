@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from extmm.sim.runner import SimRunner, StreamKind, Subscription
 
 STREAM_PREFIX = "/stream.extended.exchange/v1"
+SEND_TIMEOUT_S = 5.0
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
@@ -37,32 +38,45 @@ async def _deny(websocket: WebSocket, status: int, code: int, message: str) -> N
 async def _serve(websocket: WebSocket, runner: SimRunner, subscription: Subscription) -> None:
     """Copy the subscription's frames to the socket until either side ends."""
     await websocket.accept()
-    close_code = 1000
-    close_reason = ""
+    client_gone = False
     try:
         async with trio.open_nursery() as nursery:
             # The client sends nothing on v1; reading still matters: it notices a
             # disconnect at once instead of at the next send.
             nursery.start_soon(_watch_client, websocket, nursery.cancel_scope)
-            with subscription.cancel_scope:
-                async for frame in subscription.frames:
-                    delay = frame.due - trio.current_time()
-                    if delay > 0:
-                        await trio.sleep(delay)
-                    await websocket.send_text(frame.text)
-            if subscription.close_code is not None:
-                close_code, close_reason = subscription.close_code, subscription.close_reason
+            await _send_frames(websocket, subscription)
             nursery.cancel_scope.cancel()
-    except (WebSocketDisconnect, OSError, RuntimeError) as exc:
-        # RuntimeError: Starlette's "send after close" when the peer vanished mid-send.
-        logger.debug("stream {} ended by the client: {!r}", subscription.describe(), exc)
-        return
+        client_gone = nursery.cancel_scope.cancelled_caught and not subscription.closed
+    except* (WebSocketDisconnect, OSError, RuntimeError) as group:
+        # RuntimeError: Starlette refusing to send once the peer's close has been seen.
+        client_gone = True
+        logger.debug("stream {} ended by the client: {!r}", subscription.describe(), group.exceptions)
     finally:
         runner.unsubscribe(subscription)
+    if client_gone:
+        return
+    code, reason = subscription.close_code or 1000, subscription.close_reason
     try:
-        await websocket.close(code=close_code, reason=close_reason)
+        await websocket.close(code=code, reason=reason)
     except (OSError, RuntimeError):
         pass
+
+
+async def _send_frames(websocket: WebSocket, subscription: Subscription) -> None:
+    with subscription.cancel_scope:
+        async for frame in subscription.frames:
+            delay = frame.due - trio.current_time()
+            if delay > 0:
+                await trio.sleep(delay)
+            if subscription.closed:
+                return  # dropped: queued frames are not delivered any more
+            # A frame goes out whole or the connection is given up: cancelling in the middle
+            # of a frame would leave garbage on the wire before the close frame.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_S) as send:
+                await websocket.send_text(frame.text)
+            if send.cancelled_caught:
+                subscription.close(1008, "send timed out: client not reading")
+                return
 
 
 async def _watch_client(websocket: WebSocket, cancel_scope: trio.CancelScope) -> None:
@@ -119,5 +133,7 @@ def routes() -> list[WebSocketRoute]:
         WebSocketRoute(f"{p}/funding/{{market}}", _public_endpoint("funding")),
         WebSocketRoute(f"{p}/prices/mark", _public_endpoint("mark")),
         WebSocketRoute(f"{p}/prices/mark/{{market}}", _public_endpoint("mark")),
+        WebSocketRoute(f"{p}/prices/index", _public_endpoint("index")),
+        WebSocketRoute(f"{p}/prices/index/{{market}}", _public_endpoint("index")),
         WebSocketRoute(f"{p}/account", _account_endpoint),
     ]
