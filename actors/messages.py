@@ -115,6 +115,7 @@ class TradingMode:
 
     active: bool
     reason: str = ""
+    size_fraction: float = 1.0  # half-open breaker: quote smaller while probing
 
 
 RiskIn = Proposal | Inventory | TradingMode

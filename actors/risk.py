@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import trio
 from loguru import logger
 
 from actors.messages import Approved, ExecIn, Inventory, Proposal, RiskIn, TradingMode
 from extmm.config import RiskConfig
 from extmm.domain.execution import SideTarget
-from extmm.domain.quoting import min_quote_lots
+from extmm.domain.quoting import QuoteIntent, min_quote_lots
 from extmm.domain.risk import RiskSnapshot, clamp_intent
 from extmm.domain.units import MarketSpec
 
@@ -74,6 +75,8 @@ async def risk_actor(
             min_order_lots=min_lots,
         )
         intent = decision.intent
+        if mode.size_fraction < 1.0:
+            intent = _scaled(intent, mode.size_fraction, min_lots)
         await out.send(
             Approved(
                 bid=SideTarget(ticks=intent.bid_ticks, lots=intent.bid_lots) if intent.has_bid else None,
@@ -83,3 +86,12 @@ async def risk_actor(
                 kill=decision.kill,
             )
         )
+
+
+def _scaled(intent: QuoteIntent, fraction: float, min_lots: int) -> QuoteIntent:
+    """Shrink both sides (never below the minimum size) while the breaker probes."""
+
+    def shrink(lots: int) -> int:
+        return max(int(lots * fraction), min_lots) if lots else 0
+
+    return attrs.evolve(intent, bid_lots=shrink(intent.bid_lots), ask_lots=shrink(intent.ask_lots))

@@ -73,7 +73,7 @@ async def run_bot(
     on_ready: Callable[[RootSupervisor], Any] | None = None,
     stop: trio.Event | None = None,
 ) -> RunSummary:
-    stop = stop or trio.Event()
+    stop = stop if stop is not None else trio.Event()
     result: list[RunSummary] = []
     async with trio.open_nursery() as nursery:
         if opts.network == "paper":

@@ -102,6 +102,7 @@ class RootSupervisor:
         self.started_at = 0.0
         self.ready = False
         self.quoting = True
+        self.size_fraction = 1.0
         self.dms_expires_at: float | None = None
         self.dms_countdown = cfg.dead_mans_switch_sec
         self.telemetry_send, self._telemetry_recv = trio.open_memory_channel[TelemetryMsg](1024)
@@ -280,6 +281,9 @@ class RootSupervisor:
                 self.breaker.record_drawdown(now, drawdown)
             action = self.breaker.poll(now)
             await self._apply_breaker(action)
+            fraction = self.breaker.quote_fraction(now)
+            if self.quoting and abs(fraction - self.size_fraction) >= 0.05:
+                self.set_quoting(True, f"breaker {self.breaker.state_name}", fraction)
 
     async def _apply_breaker(self, action: BreakerAction | None) -> None:
         if action is None:
@@ -301,15 +305,17 @@ class RootSupervisor:
             if left:
                 logger.error("{} orders still open after the breaker's mass cancel", left)
         elif action.resume_quoting:
-            logger.warning("circuit breaker {}: resuming quotes", action.state)
+            logger.warning("circuit breaker {}: resuming quotes at {:.0%} size", action.state,
+                           action.quote_fraction)
             self.dms_countdown = self.cfg.dead_mans_switch_sec
-            self.set_quoting(True, f"breaker {action.state}")
+            self.set_quoting(True, f"breaker {action.state}", action.quote_fraction)
 
-    def set_quoting(self, active: bool, reason: str) -> None:
+    def set_quoting(self, active: bool, reason: str, size_fraction: float = 1.0) -> None:
         self.quoting = active
+        self.size_fraction = size_fraction
         for name, wiring in self.wirings.items():
             if name not in self.halted:
-                wiring.set_trading_mode(TradingMode(active=active, reason=reason))
+                wiring.set_trading_mode(TradingMode(active=active, reason=reason, size_fraction=size_fraction))
 
     def operator_trip(self, detail: str = "operator signal") -> None:
         self.breaker.trip(trio.current_time(), detail)
