@@ -381,7 +381,7 @@ class RootSupervisor:
             dms_countdown_s=float(self.dms_countdown),
             dms_remaining_s=None if self.dms_expires_at is None else max(self.dms_expires_at - now, 0.0),
             rate_tokens=stats.tokens_available,
-            rate_capacity=float(getattr(self.port, "rate_capacity", 0.0) or 0.0),
+            rate_capacity=self._rate_capacity(),
             rest_latency_p50_ms=stats.latency_p50_ms,
             rest_latency_p99_ms=stats.latency_p99_ms,
             rest_requests=stats.requests,
@@ -394,6 +394,10 @@ class RootSupervisor:
             healthy=self.healthy(),
             ready=self.ready,
         )
+
+    def _rate_capacity(self) -> float:
+        limiter = getattr(self.port, "limiter", None)  # NetworkVenue; in-process ports have none
+        return float(limiter.statistics().capacity) if limiter is not None else 0.0
 
     def healthy(self) -> bool:
         """Every market quoting normally or safely halted, and the loops alive."""
