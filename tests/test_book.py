@@ -4,9 +4,7 @@ sequence gaps and recovery, malformed frames, and the reads the Quoter relies on
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,6 +16,7 @@ import extmm.domain.book as book_module
 from extmm.domain.book import Book, BookState, GapReason, MalformedBookFrame
 from extmm.domain.units import MarketSpec, OffGridError
 from extmm.markets import bundled_spec
+from tests.apifixtures import FIXTURES
 
 BTC = bundled_spec("BTC-USD")  # tick 1, lot 0.00001
 ETH = bundled_spec("ETH-USD")  # tick 0.1, lot 0.001
@@ -26,21 +25,6 @@ NVDA = MarketSpec(
 )
 
 
-def _fixtures_dir() -> Path | None:
-    root = Path(__file__).resolve().parents[1]
-    for candidate in (
-        os.environ.get("EXTMM_API_FIXTURES"),
-        root / "tests/fixtures/extended-api",
-        root.parent / "shared/extended-api/fixtures",
-        "/work/shared/extended-api/fixtures",
-    ):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-
-
-FIXTURES = _fixtures_dir()
-needs_fixtures = pytest.mark.skipif(FIXTURES is None, reason="Extended API fixtures not found")
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -225,7 +209,6 @@ def test_string_conversion_is_exact_and_agrees_with_decimal(spec: MarketSpec, te
 # -- real frames --------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_mainnet_rpc_snapshot_then_delta_gives_the_documented_top() -> None:
     snap = fixture("rpc_v2_orderbook_snapshot_btc_mainnet.top50.json")
     dlt = fixture("rpc_v2_orderbook_delta_btc_mainnet.json")
@@ -260,7 +243,6 @@ def test_mainnet_rpc_snapshot_then_delta_gives_the_documented_top() -> None:
     assert len(bids) == 51 and len(asks) == 50  # one new level, no deletes
 
 
-@needs_fixtures
 def test_v1_btc_snapshot_then_delta() -> None:
     snap = fixture("v1_orderbook_snapshot_btc_mainnet.trimmed.json")
     dlt = fixture("v1_orderbook_delta_btc_mainnet.trimmed.json")
@@ -273,7 +255,6 @@ def test_v1_btc_snapshot_then_delta() -> None:
     assert book.best_bid() == (63720, 1479329)
 
 
-@needs_fixtures
 def test_v1_delta_with_deletes() -> None:
     dlt = fixture("v1_orderbook_delta_with_deletes_nvda.json")
     book = Book(NVDA)
@@ -290,7 +271,6 @@ def test_v1_delta_with_deletes() -> None:
     assert book.best_bid() == (22420, 300) and book.best_ask() == (22447, 1790)
 
 
-@needs_fixtures
 def test_v1_empty_delta_then_periodic_snapshot_continuing_seq() -> None:
     empty = fixture("v1_orderbook_empty_delta_nvda.json")
     periodic = fixture("v1_orderbook_periodic_snapshot_nvda.json")
@@ -307,7 +287,6 @@ def test_v1_empty_delta_then_periodic_snapshot_continuing_seq() -> None:
     assert book.best_bid() == (22410, 67)
 
 
-@needs_fixtures
 def test_v1_depth1_frames_are_snapshots_of_the_touch() -> None:
     frame = fixture("v1_orderbook_depth1_btc.json")
     book = Book(BTC)
@@ -318,7 +297,6 @@ def test_v1_depth1_frames_are_snapshots_of_the_touch() -> None:
     assert book.levels() == ({82589: 100000}, {82591: 200000})
 
 
-@needs_fixtures
 def test_sdk_test_message_without_t_uses_the_envelope_type() -> None:
     msg = fixture("sdk_test_v1_orderbook_snapshot_message.json")
     book = Book(BTC)

@@ -6,7 +6,6 @@ import copy
 import json
 import random
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,8 @@ from extmm.sim.signing import (
     stark_amounts,
     verify_order_body,
 )
+from tests.apifixtures import FIXTURES
 
-FIXTURES = Path("/work/shared/extended-api/fixtures")
 SDK_TEST_PUBLIC_KEY = 0x61C5E7E8339B7D56F197F54EA91B776776690E3232313DE0F2ECBD0EF76F466
 SDK_TEST_VAULT = 10002
 

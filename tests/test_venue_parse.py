@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,22 +29,7 @@ from extmm.venue.parse import (
     unwrap_envelope,
 )
 from extmm.venue.types import BalanceUpdate, OrdersUpdate, PositionsUpdate, StreamMessage, TradesUpdate
-
-
-def _fixtures_dir() -> Path:
-    candidates = [
-        os.environ.get("EXTMM_API_FIXTURES"),
-        "tests/fixtures/extended-api",
-        "/work/shared/extended-api/fixtures",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    pytest.skip("Extended API fixtures not found (set EXTMM_API_FIXTURES)", allow_module_level=True)
-    raise AssertionError  # pragma: no cover
-
-
-FIXTURES = _fixtures_dir()
+from tests.apifixtures import FIXTURES
 
 
 def fixture(name: str) -> Any:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,22 +28,8 @@ from extmm.venue.signing import (
     is_ours,
 )
 from extmm.venue.types import OrderRequest
+from tests.apifixtures import FIXTURES
 
-
-def _fixtures_dir() -> Path:
-    candidates = [
-        os.environ.get("EXTMM_API_FIXTURES"),
-        "tests/fixtures/extended-api",
-        "/work/shared/extended-api/fixtures",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    pytest.skip("Extended API fixtures not found (set EXTMM_API_FIXTURES)", allow_module_level=True)
-    raise AssertionError  # pragma: no cover
-
-
-FIXTURES = _fixtures_dir()
 PRIVATE_KEY = "0x7a7ff6fd3cab02ccdcd4a572563f5976f8976899b03a39773795a3c486d4986"  # SDK public test pair
 PUBLIC_KEY = "0x61c5e7e8339b7d56f197f54ea91b776776690e3232313de0f2ecbd0ef76f466"
 CREDENTIALS = Credentials(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +17,8 @@ from extmm.venue.network import NetworkVenue
 from extmm.venue.signing import Credentials
 from extmm.venue.streams import StreamOptions, open_stream, orderbook_url
 from extmm.venue.types import BalanceUpdate, OrdersUpdate, PositionsUpdate, TradesUpdate
+from tests.apifixtures import FIXTURES
 
-
-def _fixtures_dir() -> Path:
-    candidates = [
-        os.environ.get("EXTMM_API_FIXTURES"),
-        "tests/fixtures/extended-api",
-        "/work/shared/extended-api/fixtures",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    pytest.skip("Extended API fixtures not found (set EXTMM_API_FIXTURES)", allow_module_level=True)
-    raise AssertionError  # pragma: no cover
-
-
-FIXTURES = _fixtures_dir()
 API_KEY = "stream-test-key"
 CREDENTIALS = Credentials(
     api_key=API_KEY,
