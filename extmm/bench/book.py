@@ -1,10 +1,12 @@
 """`bench book`: order-book frames per second through our Book, optionally against the SDK's.
 
 Input: a stream-v1 order-book recording, one envelope per line (scripts/gen_book_stream.py).
-Both paths decode each line's JSON inside the timed loop, apply the frame and read best
-bid/ask after it. Ours decodes with orjson when installed (`--json json`: the standard
-library). The SDK's is `WrappedStreamResponseModel[OrderbookUpdateModel]` parsing (what its
-stream connection does) into `x10.tools.orderbook.OrderBook`, driven without a network.
+Both paths decode each line's JSON inside the timed loop, apply the frame and read the best
+bid and ask levels (price and size) after it: ours `Book.best_bid()`/`best_ask()`, the SDK's
+`best_bid()`/`best_ask()` entries, so both read the same information. Ours
+decodes with orjson when installed (`--json json`: the standard library). The SDK's is
+`WrappedStreamResponseModel[OrderbookUpdateModel]` parsing (what its stream connection
+does) into `x10.tools.orderbook.OrderBook`, driven without a network.
 Each path runs `--repeat` times on a fresh book, the two paths taking turns, and the fastest
 run counts, as timeit does: other load on the machine only ever slows a run down.
 """
@@ -69,8 +71,6 @@ def run_book(
     """Our path. Returns (seconds, best bid, best ask, frames not applied)."""
     book = Book(spec)
     apply = book.apply
-    best_bid = book.best_bid
-    best_ask = book.best_ask
     not_applied = 0
     bid = ask = None
     gc.collect()
@@ -82,13 +82,14 @@ def run_book(
                 not_applied += 1
         except MalformedBookFrame:
             not_applied += 1
-        bid = best_bid()
-        ask = best_ask()
+        # The best levels, price and size, as the SDK path reads them.
+        bid = book.best_bid()
+        ask = book.best_ask()
     seconds = time.perf_counter() - start
     return (
         seconds,
-        spec.ticks_to_price(bid[0]) if bid else None,
-        spec.ticks_to_price(ask[0]) if ask else None,
+        spec.ticks_to_price(bid[0]) if bid is not None else None,
+        spec.ticks_to_price(ask[0]) if ask is not None else None,
         not_applied,
     )
 

@@ -169,8 +169,8 @@ class Book:
 
     No sorted index is kept: a new level only has to be compared with the best, and when the
     best level goes the next one is found by probing the ticks just behind it (levels near
-    the touch are dense on the tick grid), with a scan of the side when none of them holds
-    one. Ordered depth is built on request."""
+    the touch are dense on the tick grid), with a scan of the side (O(levels)) only when none
+    of them holds one. Ordered depth is built on request."""
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
