@@ -129,10 +129,6 @@ async def run_bot(
                 await inner.start(run_root)
                 await _after_ready(root, opts, inner, stop, on_ready)
         nursery.cancel_scope.cancel()
-    if opts.watchdog:
-        from extmm.ops import sdnotify
-
-        sdnotify.notify(STOPPING=1)
     if not result:
         raise StartupError("the bot stopped before it was ready")
     return result[0]
@@ -164,6 +160,12 @@ async def _after_ready(
     if opts.watchdog:
         sdnotify.notify(READY=1, STATUS=f"extmm {opts.network}: {len(root.markets)} markets ready")
         nursery.start_soon(lambda: sdnotify.watchdog_loop(root.healthy, status=lambda: _status_line(root)))
+
+        async def notify_stopping() -> None:
+            await stop.wait()
+            sdnotify.notify(STOPPING=1, STATUS="stopping: cancelling all orders")
+
+        nursery.start_soon(notify_stopping)
     if on_ready is not None:
         on_ready(root)
 

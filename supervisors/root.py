@@ -25,7 +25,7 @@ from loguru import logger
 from actors.messages import TradingMode
 from extmm.config import BotConfig
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
-from extmm.telemetry import AccountStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
+from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory, is_ours
@@ -103,6 +103,7 @@ class RootSupervisor:
         self.ready = False
         self.quoting = True
         self.size_fraction = 1.0
+        self.book_silence_s = max(30.0, cfg.risk.stale_book_ms / 1000.0 * 10)
         self.dms_expires_at: float | None = None
         self.dms_countdown = cfg.dead_mans_switch_sec
         self.telemetry_send, self._telemetry_recv = trio.open_memory_channel[TelemetryMsg](1024)
@@ -411,6 +412,12 @@ class RootSupervisor:
                 ex = self.view.get(name, ExecStats)
                 if ex is not None and ex.open_orders:
                     return False
+                continue
+            book = self.view.get(name, BookStats)
+            # A feed that has been silent for long is not healthy (the Risk actor has
+            # already pulled the quotes after stale_book_ms; this is for the watchdog).
+            if book is None or now - book.updated_at > self.book_silence_s:
+                return False
         return True
 
     # -- the run --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -71,10 +72,30 @@ def test_paper_run_of_60s_fills_and_ends_flat_on_orders(tmp_path):
 
 
 def test_sigterm_cancels_everything_and_exits_0_and_metrics_are_served(tmp_path):
+    """Also the systemd protocol, against a real Unix datagram NOTIFY_SOCKET."""
     port = free_port()
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.2)
+    messages: list[str] = []
+    listening = threading.Event()
+    listening.set()
+
+    def listen() -> None:
+        # Like systemd, read as they come: a Unix datagram queue holds only ~10 messages.
+        while listening.is_set():
+            try:
+                messages.append(notify.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "extmm", "--no-dashboard", "--metrics-port", str(port), "--seed", "9"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         deadline = time.monotonic() + 60
@@ -105,6 +126,16 @@ def test_sigterm_cancels_everything_and_exits_0_and_metrics_are_served(tmp_path)
     assert summary["open_orders_at_exit"] == 0
     assert summary["orders_sent"] > 0
     assert "SIGTERM" in err
+    time.sleep(0.5)
+    listening.clear()
+    listener.join(timeout=2)
+    notify.close()
+    fields = [line for m in messages for line in m.splitlines()]
+    assert "READY=1" in fields
+    assert "WATCHDOG=1" in fields  # pinged while healthy (every 1 s here)
+    assert any(f.startswith("STATUS=") for f in fields)
+    assert "STOPPING=1" in fields
+    assert fields.index("READY=1") < fields.index("WATCHDOG=1") < fields.index("STOPPING=1")
 
 
 async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, monkeypatch):
