@@ -24,9 +24,12 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from extmm.venue._ws_patch import apply as _apply_ws_patch
 from extmm.venue.errors import AuthError, MalformedResponse, SequenceGap, StreamClosed, VenueError
 from extmm.venue.parse import loads_stream, parse_account_update, parse_stream_message
 from extmm.venue.types import AccountUpdate, StreamMessage
+
+_apply_ws_patch()
 
 
 @attrs.frozen(kw_only=True)
