@@ -23,8 +23,8 @@ half-open by themselves: `reset(now)` (operator) does that.
 
 from __future__ import annotations
 
+import bisect
 import enum
-import heapq
 import math
 from collections import Counter, deque
 
@@ -191,6 +191,9 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._half_open_at: float | None = None
         self._requests: deque[_Request] = deque()
+        # Latencies of the window kept sorted: the p99 is then a lookup, not a sort of the
+        # whole window on every request (at 400 requests/s that cost a quarter of a core).
+        self._latencies_sorted: list[float] = []
         self._ok = 0
         self._errors = 0
         self._rate_limited: deque[float] = deque()
@@ -211,6 +214,8 @@ class CircuitBreaker:
             return self._emit(events)
         latency_ms = None if latency_s is None else latency_s * 1000.0
         self._requests.append(_Request(now, outcome, latency_ms))
+        if latency_ms is not None:
+            bisect.insort(self._latencies_sorted, latency_ms)
         if outcome is RequestOutcome.OK:
             self._ok += 1
         elif outcome is RequestOutcome.ERROR:
@@ -367,16 +372,18 @@ class CircuitBreaker:
         return None
 
     def _p99_latency(self) -> float | None:
-        samples = [r.latency_ms for r in self._requests if r.latency_ms is not None]
+        samples = self._latencies_sorted
         if not samples or len(samples) < self.settings.min_requests:
             return None
         rank = math.ceil(LATENCY_QUANTILE * len(samples))  # nearest rank, 1-based
-        return heapq.nlargest(len(samples) - rank + 1, samples)[-1]
+        return samples[rank - 1]
 
     def _prune(self, now: float) -> None:
         horizon = now - self.settings.window_s
         while self._requests and self._requests[0].at < horizon:
             gone = self._requests.popleft()
+            if gone.latency_ms is not None:
+                del self._latencies_sorted[bisect.bisect_left(self._latencies_sorted, gone.latency_ms)]
             if gone.outcome is RequestOutcome.OK:
                 self._ok -= 1
             elif gone.outcome is RequestOutcome.ERROR:
@@ -388,6 +395,7 @@ class CircuitBreaker:
 
     def _clear_windows(self) -> None:
         self._requests.clear()
+        self._latencies_sorted.clear()
         self._ok = self._errors = 0
         self._rate_limited.clear()
         self._escalations.clear()
