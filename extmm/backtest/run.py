@@ -1,0 +1,310 @@
+"""Run the production bot against the in-process simulator in virtual time.
+
+The actor tree and its supervisors are the production ones: `RootSupervisor` is built
+exactly as the test harness (`tests/botharness.py`) builds it, over an in-process
+`ExchangePort` — the simulator's synthetic flow, or a recording replayed with a
+queue-position model (`extmm.sim.replay`). Under trio's `MockClock` (autojump) hours of
+market time pass in seconds. A sampler task reads the root's telemetry every
+`sample_s` of virtual time; an `ObservedPort` counts the messages the actors receive and
+records our fills. Nothing in the bot is changed or patched.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from extmm.backtest.metrics import (
+    PNL_KEYS,
+    MarketSample,
+    fill_ratio,
+    max_abs_inventory_usd,
+    net_pnl_series,
+    per_minute_changes,
+    sharpe,
+)
+from extmm.backtest.observe import BOOK, ObservedFill, ObservedPort
+from extmm.config import BotConfig
+from extmm.telemetry import AccountStats, BookStats, ExecStats
+from extmm.venue.port import ExchangePort
+from extmm.venue.signing import is_ours
+from supervisors.root import RootSupervisor, RunSummary
+
+START_MS = 1_790_000_000_000  # synthetic runs start here: results never depend on the wall clock
+
+
+class BacktestError(Exception):
+    """The backtest cannot run as configured (e.g. a market the simulator does not know)."""
+
+
+@attrs.frozen(kw_only=True)
+class BacktestOptions:
+    """How to run. `hours` bounds the virtual duration (a replay also ends with its data).
+
+    Synthetic mode: `seed` drives the simulator's flow and the bot's jitter. Replay mode
+    (`replay` = recording files): `order_latency_ms` delays every order action on its way
+    to the matching engine; `feed_latency_ms` delivers market data that long after its
+    exchange timestamp (None: at the recorded receive time).
+    """
+
+    hours: float = 1.0
+    seed: int = 0
+    sample_s: float = 1.0
+    start_ms: int = START_MS
+    balance_usd: Decimal = Decimal(100_000)
+    replay: tuple[Path, ...] = ()
+    order_latency_ms: float = 0.0
+    feed_latency_ms: float | None = None
+    runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
+    book_interval_s: float = 0.1  # book frame cadence of the simulated venue (Extended: 100 ms)
+
+    @property
+    def duration_s(self) -> float:
+        return self.hours * 3600.0
+
+
+@attrs.frozen(kw_only=True)
+class World:
+    """What a backtest runs against: a port, the venue's epoch clock, when the data ends."""
+
+    port: ExchangePort
+    now_ms: Callable[[], int]
+    finished: trio.Event  # set when a replay runs out of data (never for synthetic flow)
+    mode: str  # synthetic | replay
+    details: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.define
+class BacktestResult:
+    summary: RunSummary
+    samples: list[MarketSample]
+    fills: list[ObservedFill]
+    events_by_kind: dict[str, int]
+    orders_placed: int
+    virtual_seconds: float
+    started_at: float  # trio time the bot was ready (fills' `at` counts from here)
+    limit_usd: float
+    quote_cap_usd: float
+    mode: str
+    details: dict[str, Any]
+    venue_open_orders: int  # our orders still open on the venue after shutdown
+
+    @property
+    def events(self) -> int:
+        return sum(self.events_by_kind.values())
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        return self.summary.markets
+
+    def to_json(self, *, wall_seconds: float) -> dict[str, Any]:
+        """The one-line summary the `backtest` command prints."""
+        fills = self.summary.fills
+        series = net_pnl_series(self.samples)
+        return {
+            "virtual_seconds": round(self.virtual_seconds, 3),
+            "wall_seconds": round(wall_seconds, 3),
+            "events": self.events,
+            "events_per_s": round(self.events / wall_seconds, 1) if wall_seconds > 0 else None,
+            "orders_sent": self.summary.orders_sent,
+            "fills": fills,
+            "pnl": {k: float(self.summary.pnl.get(k, Decimal(0))) for k in PNL_KEYS},
+            "max_abs_inventory_usd": round(max_abs_inventory_usd(self.samples, self.fills), 2),
+            "limit_usd": self.limit_usd,
+            "sharpe": _round(sharpe(per_minute_changes(series))),
+            "fill_ratio": _round(fill_ratio(fills, self.summary.orders_sent)),
+            "mode": self.mode,
+            "markets": list(self.markets),
+            "events_by_kind": dict(sorted(self.events_by_kind.items())),
+            "book_frames": self.events_by_kind.get(BOOK, 0),
+            "open_orders_at_exit": self.venue_open_orders,
+            "position": {k: float(v) for k, v in self.summary.position.items()},
+            **self.details,
+        }
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# -- worlds ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterator[World]:
+    """The simulator's own synthetic flow for every enabled market, in this trio run."""
+    from extmm.markets import bundled_markets
+    from extmm.sim.inproc import InProcessVenue
+    from extmm.sim.runner import SimRunner, build_engine
+
+    names = [m.name for m in cfg.enabled_markets]
+    unknown = [n for n in names if n not in bundled_markets()]
+    if unknown:
+        raise BacktestError(
+            f"the simulator has no market {', '.join(unknown)} (bundled: {', '.join(sorted(bundled_markets()))}); "
+            "replay a recording of it instead"
+        )
+    engine = build_engine(
+        markets=names,
+        seed=opts.seed,
+        start_ms=opts.start_ms,
+        verify_signatures=False,
+    )
+    info = engine.create_account(balance=opts.balance_usd)
+    runner = SimRunner(
+        engine, seed=opts.seed, tick_s=opts.runner_tick_s, book_interval_s=opts.book_interval_s
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        venue = InProcessVenue(runner, info, latency_s=opts.order_latency_ms / 1000.0)
+        yield World(
+            port=venue,
+            now_ms=runner.now_ms,
+            finished=trio.Event(),
+            mode="synthetic",
+            details={"seed": opts.seed},
+        )
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def replay_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterator[World]:
+    from extmm.sim.replay import replay_venue
+
+    async with replay_venue(
+        opts.replay,
+        markets=[m.name for m in cfg.enabled_markets],
+        balance=opts.balance_usd,
+        order_latency_s=opts.order_latency_ms / 1000.0,
+        feed_latency_s=None if opts.feed_latency_ms is None else opts.feed_latency_ms / 1000.0,
+        # The replay's runner only serves timers (expiries, DMS, funding) and the account stream,
+        # which order actions and fills publish at once; the recorded feed does not need its ticks.
+        runner_tick_s=max(opts.runner_tick_s, 0.5),
+        seed=opts.seed,
+    ) as replay:
+        details: dict[str, Any] = {
+            "replay": [str(p) for p in opts.replay],
+            "order_latency_ms": opts.order_latency_ms,
+            "feed_latency_ms": opts.feed_latency_ms,
+        }
+        yield World(
+            port=replay.venue, now_ms=replay.now_ms, finished=replay.finished, mode="replay", details=details
+        )
+        # After the run: how our fills came about, and what the recording held.
+        details["fills_by_reason"] = dict(replay.engine.fills)
+        details["replayed_frames"] = dict(replay.driver.stats.frames)
+        details["replay_bad_frames"] = replay.driver.stats.bad_frames
+        details["replay_book_gaps"] = replay.driver.stats.book_gaps
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Reads the root's telemetry for every market (no actor is touched)."""
+
+    def __init__(self, root: RootSupervisor, markets: tuple[str, ...], t0: float) -> None:
+        self.root = root
+        self.markets = markets
+        self.t0 = t0
+        self.samples: list[MarketSample] = []
+
+    def sample(self) -> None:
+        t = trio.current_time() - self.t0
+        if self.samples and self.samples[-1].t == t:
+            del self.samples[-len(self.markets) :]  # one sample per instant: the newest wins
+        view = self.root.view
+        for market in self.markets:
+            book = view.get(market, BookStats)
+            ex = view.get(market, ExecStats)
+            acc = view.get(market, AccountStats)
+            bids = [float(o.price) for o in ex.open_orders if o.side == "BUY"] if ex else []
+            asks = [float(o.price) for o in ex.open_orders if o.side == "SELL"] if ex else []
+            position = float(acc.position) if acc else 0.0
+            mid = book.mid if book is not None and book.valid else None
+            self.samples.append(
+                MarketSample(
+                    t=t,
+                    market=market,
+                    mid=mid,
+                    bid=max(bids) if bids else None,
+                    ask=min(asks) if asks else None,
+                    position=position,
+                    position_usd=position * mid if mid is not None else (acc.position_usd if acc else 0.0),
+                    pnl={k: float(acc.pnl.get(k, 0)) for k in PNL_KEYS}
+                    if acc
+                    else dict.fromkeys(PNL_KEYS, 0.0),
+                )
+            )
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            self.sample()
+            await trio.sleep(interval_s)
+
+
+async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
+    """Run the bot for `opts.hours` of virtual time (or until a replay ends); shut it down cleanly.
+
+    Call under `MockClock(autojump_threshold=0)` (see `backtest`) for virtual time; under
+    the real clock it runs in real time.
+    """
+    world_cm = replay_world(cfg, opts) if opts.replay else synthetic_world(cfg, opts)
+    async with world_cm as world:
+        port = ObservedPort(world.port)
+        root = RootSupervisor(
+            cfg=cfg, port=port, network="backtest", epoch_ms=world.now_ms, rng=random.Random(opts.seed)
+        )
+        stop = trio.Event()
+        done = trio.Event()
+        result: list[RunSummary] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    result.append(await root.run(stop=stop, task_status=task_status))
+                finally:
+                    done.set()
+
+            await nursery.start(run_root)
+            t0 = trio.current_time()
+            sampler = Sampler(root, tuple(root.markets), t0)
+            nursery.start_soon(sampler.run, opts.sample_s)
+            with trio.move_on_after(opts.duration_s):
+                await world.finished.wait()
+            virtual_seconds = trio.current_time() - t0
+            stop.set()
+            await done.wait()
+            sampler.sample()  # the final state, after shutdown
+            nursery.cancel_scope.cancel()
+        # The venue's own word on what is left open, independent of the bot's bookkeeping.
+        prefix = cfg.external_id_prefix
+        venue_open = [o for o in await world.port.get_open_orders() if is_ours(o.external_id, prefix)]
+    return BacktestResult(
+        summary=result[0],
+        samples=sampler.samples,
+        fills=port.fills,
+        events_by_kind=dict(port.counts),
+        orders_placed=port.orders_placed,
+        virtual_seconds=virtual_seconds,
+        started_at=t0,
+        limit_usd=cfg.risk.max_net_position_usd,
+        quote_cap_usd=max(m.quote_notional_cap_usd for m in cfg.enabled_markets),
+        mode=world.mode,
+        details=world.details,
+        venue_open_orders=len(venue_open),
+    )
+
+
+def backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
+    """`run_backtest` in a fresh trio run under an autojumping `MockClock`."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    return trio.run(run_backtest, cfg, opts, clock=clock)

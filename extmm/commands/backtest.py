@@ -1,0 +1,197 @@
+"""`python -m extmm backtest`: the production bot against the simulator in virtual time.
+
+Runs the real actor tree and supervisors against the in-process simulator under trio's
+MockClock, so hours of market time pass in seconds: on the simulator's synthetic flow
+(seeded), or replaying a recording (`--replay FILE`, from `python -m extmm record`) with a
+queue-position fill model and configurable latencies. Prints ONE JSON line:
+
+    {"virtual_seconds", "wall_seconds", "events", "events_per_s", "orders_sent", "fills",
+     "pnl": {"spread", "inventory", "fees", "funding", "net"}, "max_abs_inventory_usd",
+     "limit_usd", "sharpe", "fill_ratio", ...}
+
+events: messages delivered through the port to the actors — book frames (Feed → Book),
+funding and mark frames, and account-stream updates (each market's Account actor reads
+the account stream, so an update counts once per market). sharpe: of the per-minute
+changes of net PnL, annualised (×√525600). fill_ratio: fills / orders sent.
+With `--out DIR`: fills.csv, quotes.png, inventory.png, pnl.png (plots need matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "config/config.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "backtest",
+        help="run the bot against the simulator (synthetic flow or a replayed recording) in virtual time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"bot config (default {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--markets",
+        default=None,
+        help="comma separated subset of the config's enabled markets (default: all of them)",
+    )
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=1.0,
+        help="virtual hours to run (default 1; a replay also stops at the end of its data)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic flow and the bot's jitter")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write fills.csv, summary.json and PNG plots here",
+    )
+    p.add_argument(
+        "--replay",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="replay these recordings instead of the synthetic flow (rotated parts are found on their own)",
+    )
+    p.add_argument(
+        "--order-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay of every order action on its way to the matching engine (default 0)",
+    )
+    p.add_argument(
+        "--feed-latency-ms",
+        type=float,
+        default=None,
+        help="replay: deliver market data this long after its exchange timestamp "
+        "(default: at the recorded receive time)",
+    )
+    p.add_argument("--sample-s", type=float, default=1.0, help="virtual seconds between samples (default 1)")
+    p.add_argument(
+        "--book-interval-ms",
+        type=float,
+        default=100.0,
+        help="synthetic mode: book frame cadence of the simulated venue (default 100, as Extended)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--log-level", default="ERROR", help="bot log level on stderr (default ERROR)")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from decimal import Decimal
+
+    import extmm.ops.logs as logs
+    from extmm.backtest.metrics import write_fills_csv
+    from extmm.backtest.run import BacktestOptions, backtest
+    from extmm.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"config error: {line}", file=sys.stderr)
+        return 2
+    if args.markets:
+        import attrs
+
+        wanted = [m.strip() for m in args.markets.split(",") if m.strip()]
+        enabled = {m.name for m in cfg.enabled_markets}
+        unknown = [m for m in wanted if m not in enabled]
+        if unknown or not wanted:
+            print(
+                f"backtest: --markets: not enabled in {args.config}: {', '.join(unknown) or '(none given)'}",
+                file=sys.stderr,
+            )
+            return 2
+        cfg = attrs.evolve(cfg, markets=[m for m in cfg.markets if m.name in wanted])
+    if args.hours <= 0 or args.sample_s <= 0 or args.order_latency_ms < 0 or args.book_interval_ms <= 0:
+        print(
+            "backtest: --hours, --sample-s and --book-interval-ms must be > 0, latencies ≥ 0", file=sys.stderr
+        )
+        return 2
+    replay: tuple[Path, ...] = ()
+    if args.replay:
+        from extmm.record import RecordingError, expand_parts
+
+        try:
+            replay = tuple(expand_parts(args.replay))
+        except RecordingError as exc:
+            print(f"backtest: --replay: {exc}", file=sys.stderr)
+            return 2
+    logs.configure_logging(level=args.log_level)
+    opts = BacktestOptions(
+        hours=args.hours,
+        seed=args.seed,
+        sample_s=args.sample_s,
+        replay=replay,
+        order_latency_ms=args.order_latency_ms,
+        feed_latency_ms=args.feed_latency_ms,
+        book_interval_s=args.book_interval_ms / 1000.0,
+        balance_usd=Decimal(100_000),
+    )
+    started = time.perf_counter()  # wall time is measured here, at the edge, for the report only
+    try:
+        result = backtest(cfg, opts)
+    except Exception as exc:
+        known = _known_failures(exc)
+        if not known:
+            raise
+        for line in known:  # one clear line per problem instead of a traceback
+            print(f"backtest: {line}", file=sys.stderr)
+        return 1
+    wall = time.perf_counter() - started
+    line = result.to_json(wall_seconds=wall)
+    if args.out is not None:
+        out: Path = args.out
+        out.mkdir(parents=True, exist_ok=True)
+        write_fills_csv(result.fills, out / "fills.csv", t0=result.started_at)
+        written = ["fills.csv", "summary.json"]
+        if not args.no_plots:
+            from extmm.backtest.plots import PlotsUnavailable, write_plots
+
+            try:
+                paths = write_plots(
+                    out,
+                    result.samples,
+                    result.fills,
+                    result.markets,
+                    t0=result.started_at,
+                    limit_usd=result.limit_usd,
+                )
+                written += [p.name for p in paths]
+            except PlotsUnavailable as exc:
+                print(f"backtest: {exc}; plots skipped", file=sys.stderr)
+        line["out"] = {"dir": str(out), "files": written}
+        (out / "summary.json").write_text(json.dumps(line, indent=2) + "\n", encoding="utf-8")
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _known_failures(exc: BaseException) -> list[str]:
+    """Messages of the expected failures (bad recording, bot cannot start) inside `exc`, else []."""
+    from extmm.backtest.run import BacktestError
+    from extmm.record import RecordingError
+    from supervisors.root import StartupError
+
+    leaves = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else [exc]
+    out: list[str] = []
+    while leaves:
+        leaf = leaves.pop(0)
+        if isinstance(leaf, BaseExceptionGroup):
+            leaves.extend(leaf.exceptions)
+        elif isinstance(leaf, BacktestError | RecordingError | StartupError):
+            out.append(str(leaf))
+        else:
+            return []
+    return out

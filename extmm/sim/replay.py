@@ -1,0 +1,501 @@
+"""Replay a market-data recording as a venue: the recorded book, our orders queued in it.
+
+`ReplayEngine` is a `SimEngine` without synthetic flow whose markets follow a recording
+(`extmm.record`): our orders rest in the engine as usual (accounts, fees, funding,
+positions, the account stream — all the simulator's), while the *other* liquidity is the
+recorded L2 book, kept beside it. Fill model (conservative, queue-position):
+
+- a resting order joins the back of the queue: `ahead` = the recorded size at its price
+  when it arrives (0 when it improves on the recorded book);
+- a recorded print at our price by an aggressor on the other side first consumes
+  `ahead`; only what is left of the print fills us;
+- a print *through* our price (a buy above our ask, a sell below our bid) fills our
+  whole remainder: the aggressor swept our level;
+- when the recorded level shrinks below `ahead` (cancels), `ahead` shrinks with it —
+  cancels are assumed to be behind us otherwise;
+- nothing else fills us: a recorded book that merely crosses our price does not;
+- post-only orders that would cross the recorded touch are rejected (POST_ONLY_FAILED);
+  other crossing orders take the recorded liquidity as takers, level by level.
+
+Fills are executed as crowd IOC orders against our resting order, so every event the bot
+sees comes from the engine exactly as in the synthetic simulator. `ReplayDriver` walks the
+recording in (virtual) time, applies each frame to the world at its exchange timestamp
+and delivers it to the bot's subscriptions re-sequenced, at the recorded receive time or
+`feed_latency_s` after the exchange timestamp; order latency is the in-process port's
+per-request delay. `replay_venue(...)` wires engine, runner, driver and an
+`ExchangePort` (`ReplayVenue`) for `extmm.backtest`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+import trio
+from loguru import logger
+
+from extmm.backtest.l2 import BadFrame, L2Book, parse_prints
+from extmm.domain.units import Side
+from extmm.record import RecordingError, RecordingReader, expand_parts
+from extmm.sim.engine import EngineConfig, SimEngine
+from extmm.sim.inproc import InProcessStream, InProcessVenue
+from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
+from extmm.sim.runner import OutFrame, SimRunner, Subscription
+from extmm.sim.validation import grid_units, parse_order_body
+from extmm.venue.errors import OrderRejected
+from extmm.venue.types import PlacedOrder
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+@attrs.define
+class QueueSlot:
+    """One of our resting orders and the recorded size queued ahead of it at its price."""
+
+    order: SimOrder
+    ahead: int  # lots
+
+
+class ReplayEngine(SimEngine):
+    """A `SimEngine` whose markets' other liquidity is a recorded book (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig, *, start_ms: int, markets: Sequence[Mapping[str, Any]]) -> None:
+        if config.synthetic_flow:
+            config = attrs.evolve(config, synthetic_flow=False)
+        super().__init__(config, start_ms=start_ms, markets=markets)
+        self.books = {name: L2Book(self.market_spec(name)) for name in self.market_names()}
+        self.queues: dict[str, dict[int, QueueSlot]] = {name: {} for name in self.market_names()}
+        self.fills: Counter[str] = Counter()  # by reason: queue | through | taker
+        self._next_crowd_id = 9_000_000_000_000_000_001
+
+    def _crowd_order(self, market: str, side: Side, ticks: int, lots: int, tif: str) -> SimOrder:
+        self._next_crowd_id += 1
+        return SimOrder(
+            id=self._next_crowd_id,
+            account_id=CROWD_ACCOUNT_ID,
+            client_id=CROWD_ACCOUNT_ID,
+            external_id="",
+            market=market,
+            side=side,
+            type="LIMIT",
+            time_in_force=tif,
+            price_ticks=ticks,
+            qty_lots=lots,
+            stp="DISABLED",
+            created_ms=self._now,
+            updated_ms=self._now,
+        )
+
+    # -- our orders ----------------------------------------------------------------------
+    def place_order(
+        self, account_id: int, body: Mapping[str, Any], now_ms: int, *, force_reject: str | None = None
+    ) -> PlacedOrder:
+        try:
+            intent = parse_order_body(body, strict_nonce=self.config.strict_nonce)
+            book = self.books.get(intent.market)
+            ticks, lots = grid_units(self.market_spec(intent.market), intent) if book is not None else (0, 0)
+        except SimReject:
+            book = None  # the engine reports the problem itself
+        injected: list[SimOrder] = []
+        if book is not None and book.valid:
+            is_buy = intent.side is Side.BUY
+            touch = book.best_ask if is_buy else book.best_bid
+            crosses = touch is not None and (ticks >= touch if is_buy else ticks <= touch)
+            if crosses and intent.post_only and force_reject is None:
+                force_reject = "POST_ONLY_FAILED"
+            elif crosses and force_reject is None:
+                injected = self._inject_liquidity(intent.market, is_buy, ticks, lots)
+        try:
+            ack = super().place_order(account_id, body, now_ms, force_reject=force_reject)
+        finally:
+            m = self._market(intent.market) if injected else None
+            for order in injected:
+                if order.resting:
+                    assert m is not None
+                    m.book.remove(order)
+                if order.filled_lots:
+                    self.fills["taker"] += 1
+        order = self._accounts[account_id].orders_by_id.get(ack.id)
+        if order is not None and order.resting and order.market in self.books:
+            book = self.books[order.market]
+            ahead = book.lots_at(order.side is Side.BUY, order.price_ticks) if book.valid else 0
+            self.queues[order.market][order.id] = QueueSlot(order=order, ahead=ahead)
+        return ack
+
+    def _inject_liquidity(self, market: str, is_buy: bool, limit: int, lots: int) -> list[SimOrder]:
+        """The recorded levels a crossing taker would sweep, as crowd orders in the engine's book."""
+        book = self.books[market]
+        side = book.asks if is_buy else book.bids
+        prices = sorted((p for p in side if (p <= limit if is_buy else p >= limit)), reverse=not is_buy)
+        m = self._market(market)
+        out: list[SimOrder] = []
+        for price in prices:
+            if lots <= 0:
+                break
+            take = min(side[price], lots)
+            order = self._crowd_order(market, Side.SELL if is_buy else Side.BUY, price, take, "GTT")
+            m.book.add(order)
+            out.append(order)
+            lots -= take
+        return out
+
+    def _live_slots(self, market: str) -> dict[int, QueueSlot]:
+        slots = self.queues[market]
+        for order_id in [i for i, s in slots.items() if not s.order.resting or not s.order.is_open]:
+            del slots[order_id]
+        return slots
+
+    def _fill_ours(self, market: str, order: SimOrder, lots: int, reason: str) -> None:
+        lots = min(lots, order.remaining_lots)
+        if lots <= 0:
+            return
+        taker = self._crowd_order(market, order.side.opposite, order.price_ticks, lots, "IOC")
+        self._submit(self._market(market), taker)
+        self.fills[reason] += 1
+
+    # -- the recorded world ----------------------------------------------------------------
+    def on_book(self, market: str, frame_type: str | None, data: Mapping[str, Any], now_ms: int) -> bool:
+        """Apply a recorded book frame; returns whether the book is valid after it."""
+        self.advance(now_ms)
+        book = self.books[market]
+        try:
+            book.apply(frame_type, data)
+        except BadFrame as exc:
+            logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
+            return False
+        if book.valid:
+            for slot in self._live_slots(market).values():
+                level = book.lots_at(slot.order.side is Side.BUY, slot.order.price_ticks)
+                if level < slot.ahead:
+                    slot.ahead = level
+        return book.valid
+
+    def on_prints(self, market: str, prints: Sequence[tuple[bool, int, int, int]], now_ms: int) -> int:
+        """Recorded prints (taker is buy, ticks, lots, ts); fills our queued orders; returns fills made."""
+        self.advance(now_ms)
+        made = 0
+        for taker_buy, ticks, lots, _ts in prints:
+            slots = self._live_slots(market)
+            if not slots:
+                return made
+            for slot in list(slots.values()):
+                order = slot.order
+                ours_is_ask = order.side is Side.SELL
+                if ours_is_ask != taker_buy or not order.resting:
+                    continue
+                through = ticks > order.price_ticks if taker_buy else ticks < order.price_ticks
+                if through:
+                    self._fill_ours(market, order, order.remaining_lots, "through")
+                    made += 1
+                elif ticks == order.price_ticks:
+                    left = lots - slot.ahead
+                    slot.ahead = max(slot.ahead - lots, 0)
+                    if left > 0:
+                        self._fill_ours(market, order, left, "queue")
+                        made += 1
+        return made
+
+    def set_recorded_mark(self, market: str, price: Decimal) -> None:
+        m = self._market(market)
+        m.mark = price
+        m.index = price
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+@attrs.define
+class ReplayStats:
+    frames: Counter[str] = attrs.Factory(Counter)
+    bad_frames: int = 0
+    book_gaps: int = 0
+    last_ms: int = 0
+
+
+class ReplayDriver:
+    """Walks a recording in trio time: applies frames to the engine, delivers them to subscribers."""
+
+    def __init__(
+        self,
+        engine: ReplayEngine,
+        runner: SimRunner,
+        reader: RecordingReader,
+        *,
+        markets: Sequence[str],
+        start_ms: int,
+        feed_latency_s: float | None = None,
+        capacity: int = 4096,
+    ) -> None:
+        self.engine = engine
+        self.runner = runner
+        self.reader = reader
+        self.markets = frozenset(markets)
+        self.start_ms = start_ms
+        self.feed_latency_s = feed_latency_s
+        self.capacity = capacity
+        self.finished = trio.Event()
+        self.stats = ReplayStats()
+        self._t0 = trio.current_time()
+        self._subs: dict[tuple[str, str], set[Subscription]] = {}
+        self._awaiting_snapshot: set[Subscription] = set()
+        self._last_seq: dict[str, int | None] = {}
+        self._has_mark: set[str] = set()
+        self._last_mark: dict[str, Decimal] = {}
+        self._last_world_ms = start_ms
+        self._last_deliver_ms = start_ms
+
+    # -- subscriptions --------------------------------------------------------------------
+    def subscribe(self, kind: str, market: str) -> Subscription:
+        sub = Subscription(kind, market=market, capacity=self.capacity)  # type: ignore[arg-type]
+        self._subs.setdefault((kind, market), set()).add(sub)
+        now = trio.current_time()
+        if kind == "orderbook":
+            book = self.engine.books[market]
+            if book.valid:
+                self._push(
+                    sub, {"type": "SNAPSHOT", "data": book.snapshot_data(), "ts": self._last_world_ms}, now
+                )
+            else:
+                self._awaiting_snapshot.add(sub)
+        elif kind == "mark" and market in self._last_mark:
+            data = {"m": market, "p": str(self._last_mark[market]), "ts": 0}
+            self._push(sub, {"type": "MP", "data": data, "ts": self._last_world_ms}, now)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.close(1000, "unsubscribed")
+        self._awaiting_snapshot.discard(sub)
+        for subs in self._subs.values():
+            subs.discard(sub)
+
+    def _push(self, sub: Subscription, frame: dict[str, Any], due: float) -> None:
+        sub.seq += 1
+        frame = dict(frame)
+        frame["seq"] = sub.seq
+        sub.push(OutFrame(orjson.dumps(frame).decode(), due))
+
+    def _deliver(self, kind: str, market: str, frame: dict[str, Any], due: float, *, snapshot: bool) -> None:
+        subs = self._subs.get((kind, market))
+        if not subs:
+            return
+        for sub in list(subs):
+            if sub in self._awaiting_snapshot:
+                if not snapshot:
+                    continue
+                self._awaiting_snapshot.discard(sub)
+            self._push(sub, frame, due)
+            if sub.closed:
+                subs.discard(sub)
+
+    # -- time --------------------------------------------------------------------------------
+    def _times(self, record: dict[str, Any], frame: dict[str, Any]) -> tuple[int, int]:
+        """(world ms, delivery ms) of a recorded frame, both monotone."""
+        received = int(record.get("t") or self._last_deliver_ms)
+        ts = frame.get("ts")
+        exchange = ts if isinstance(ts, int) and ts > 0 and abs(ts - received) < 60_000 else received
+        world = max(
+            exchange if self.feed_latency_s is not None else min(exchange, received), self._last_world_ms
+        )
+        if self.feed_latency_s is None:
+            deliver = received
+        else:
+            deliver = world + int(round(self.feed_latency_s * 1000))
+        deliver = max(deliver, world, self._last_deliver_ms)
+        self._last_world_ms, self._last_deliver_ms = world, deliver
+        return world, deliver
+
+    def _trio_time(self, epoch_ms: int) -> float:
+        return self._t0 + (epoch_ms - self.start_ms) / 1000.0
+
+    # -- the walk ------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._t0 = trio.current_time()
+        task_status.started()
+        try:
+            for record in self.reader:
+                kind = record.get("k")
+                market = record.get("m")
+                if kind == "open":
+                    if record.get("s") == "orderbook" and market in self.markets:
+                        self._last_seq[market] = None
+                    continue
+                if kind not in ("orderbook", "trades", "funding", "mark") or market not in self.markets:
+                    continue
+                frame = record.get("f")
+                if not isinstance(frame, dict):
+                    self.stats.bad_frames += 1
+                    continue
+                world, deliver = self._times(record, frame)
+                await trio.sleep_until(self._trio_time(world))
+                self._apply(kind, market, frame, world, self._trio_time(deliver))
+                self.stats.frames[kind] += 1
+                self.stats.last_ms = world
+        finally:
+            self.finished.set()
+
+    def _apply(self, kind: str, market: str, frame: dict[str, Any], world_ms: int, due: float) -> None:
+        now_ms = self.runner.now_ms()
+        data = frame.get("data")
+        try:
+            if kind == "orderbook":
+                self._apply_book(market, frame, data, now_ms, due)
+            elif kind == "trades":
+                book = self.engine.books[market]
+                prints = parse_prints(data, book.spec, book.ticks, book.lots)
+                if self.engine.on_prints(market, prints, now_ms):
+                    self.runner.pump()
+                self._deliver(kind, market, frame, due, snapshot=False)
+            elif kind == "funding":
+                self.engine.set_funding_rate(market, Decimal(str(data["f"])))
+                self._deliver(kind, market, frame, due, snapshot=False)
+            else:
+                price = Decimal(str(data["p"]))
+                if not price.is_finite() or price <= 0:
+                    raise ValueError(f"mark price {price}")
+                self._has_mark.add(market)
+                self._last_mark[market] = price
+                self.engine.set_recorded_mark(market, price)
+                self._deliver(kind, market, frame, due, snapshot=False)
+        except (BadFrame, KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            self.stats.bad_frames += 1
+            logger.warning("replay {}/{}: frame skipped: {}", kind, market, exc)
+
+    def _apply_book(self, market: str, frame: dict[str, Any], data: Any, now_ms: int, due: float) -> None:
+        frame_type = frame.get("type") or (data.get("t") if isinstance(data, dict) else None)
+        seq = frame.get("seq")
+        last = self._last_seq.get(market)
+        book = self.engine.books[market]
+        if (
+            frame_type == "DELTA"
+            and last is not None
+            and isinstance(seq, int)
+            and seq != last + 1
+            and book.valid
+        ):
+            # Frames were lost while recording: the recorded book is unknown until a snapshot.
+            self.stats.book_gaps += 1
+            book.invalidate()
+        self._last_seq[market] = seq if isinstance(seq, int) else None
+        if not isinstance(data, dict):
+            raise BadFrame(f"{market} book frame without data")
+        valid = self.engine.on_book(market, frame_type, data, now_ms)
+        if valid:
+            self._deliver("orderbook", market, frame, due, snapshot=frame_type == "SNAPSHOT")
+            if market not in self._has_mark and book.mid is not None:
+                self.engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))
+
+
+# -- the port ---------------------------------------------------------------------------------
+
+
+class ReplayVenue:
+    """`ExchangePort`: public streams from the recording, everything else from the engine."""
+
+    def __init__(self, inner: InProcessVenue, driver: ReplayDriver) -> None:
+        self._inner = inner
+        self._driver = driver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def account_id(self) -> int:
+        return self._inner.account_id
+
+    @asynccontextmanager
+    async def _stream(self, kind: str, market: str, *, check_seq: bool) -> AsyncIterator[InProcessStream]:
+        if market not in self._driver.markets:
+            raise OrderRejected(1001, f"market {market!r} not found", 404)
+        sub = self._driver.subscribe(kind, market)
+        try:
+            yield InProcessStream(sub, check_seq=check_seq)
+        finally:
+            self._driver.unsubscribe(sub)
+
+    def orderbook_stream(self, market: str):
+        return self._stream("orderbook", market, check_seq=True)
+
+    def public_trades_stream(self, market: str):
+        return self._stream("trades", market, check_seq=False)
+
+    def funding_stream(self, market: str):
+        return self._stream("funding", market, check_seq=False)
+
+    def mark_price_stream(self, market: str):
+        return self._stream("mark", market, check_seq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Replay:
+    venue: ReplayVenue
+    engine: ReplayEngine
+    runner: SimRunner
+    driver: ReplayDriver
+    reader: RecordingReader
+
+    @property
+    def finished(self) -> trio.Event:
+        return self.driver.finished
+
+    def now_ms(self) -> int:
+        return self.runner.now_ms()
+
+
+def _start_ms(reader: RecordingReader) -> int:
+    for record in reader:
+        t = record.get("t")
+        if isinstance(t, int) and record.get("k") != "header":
+            return t
+    raise RecordingError(f"{reader.paths[0]}: the recording holds no frames")
+
+
+@asynccontextmanager
+async def replay_venue(
+    paths: Sequence[Path | str],
+    *,
+    markets: Sequence[str] | None = None,
+    balance: Decimal | int = Decimal(100_000),
+    order_latency_s: float = 0.0,
+    feed_latency_s: float | None = None,
+    runner_tick_s: float = 0.1,
+    seed: int = 0,
+    maker_fee: Decimal = Decimal("0.0000"),
+    taker_fee: Decimal = Decimal("0.00025"),
+) -> AsyncIterator[Replay]:
+    """Engine, runner, driver and port over a recording, running in this trio run's nursery."""
+    files = expand_parts(paths)
+    names = list(markets) if markets is not None else list(RecordingReader(files).markets)
+    probe = RecordingReader(files)
+    missing = [n for n in names if n not in probe.markets]
+    if missing:
+        raise RecordingError(
+            f"market(s) {', '.join(missing)} not in the recording (it has {', '.join(sorted(probe.markets)) or 'none'})"
+        )
+    start_ms = _start_ms(probe)
+    config = EngineConfig(
+        seed=seed,
+        verify_signatures=False,
+        strict_nonce=False,
+        synthetic_flow=False,
+        maker_fee=maker_fee,
+        taker_fee=taker_fee,
+    )
+    engine = ReplayEngine(config, start_ms=start_ms, markets=[probe.markets[n] for n in names])
+    info = engine.create_account(balance=balance)
+    runner = SimRunner(engine, seed=seed, tick_s=runner_tick_s)
+    reader = RecordingReader(files)
+    driver = ReplayDriver(
+        engine, runner, reader, markets=names, start_ms=start_ms, feed_latency_s=feed_latency_s
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await nursery.start(driver.run)
+        venue = ReplayVenue(InProcessVenue(runner, info, latency_s=order_latency_s), driver)
+        yield Replay(venue=venue, engine=engine, runner=runner, driver=driver, reader=reader)
+        nursery.cancel_scope.cancel()
