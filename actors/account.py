@@ -55,6 +55,7 @@ class _AccountState:
         self.seen_trade_order: deque[int] = deque()
         self.seen_funding: set[tuple[int, str]] = set()
         self.changed = trio.Event()
+        self.stream_up = False  # the account stream delivered its snapshots and is connected
 
     def position_from(self, positions: tuple[PositionInfo, ...] | list[PositionInfo]) -> int:
         lots = 0
@@ -85,6 +86,7 @@ class _AccountState:
             open_asks=len(self.open_orders) - bids,
             drawdown_usd=float(self.peak_pnl - pnl),
             at=trio.current_time(),
+            live=self.stream_up,
         )
 
 
@@ -184,12 +186,16 @@ async def account_actor(
                             case BalanceUpdate(balance=balance):
                                 state.balance = balance
                                 got.add("balance")
-                        if not ready.is_set() and {"orders", "positions"} <= got:
+                        if not state.stream_up and {"orders", "positions"} <= got:
+                            # Snapshots in: this connection is good, the backoff starts over.
                             failures = 0
+                            state.stream_up = True
                             ready.set()
                         state.changed.set()
             except RECOVERABLE as exc:
                 failures += 1
+                state.stream_up = False
+                state.changed.set()  # tell Quoter and Risk at once: inventory is not live
                 delay = reconnect_delay(failures)
                 logger.warning("{}: account stream failed ({}); reconnect #{} in {:.2f}s", market, exc, failures, delay)
                 await trio.sleep(delay)

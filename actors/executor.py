@@ -51,6 +51,7 @@ class ExecutorParams:
     reconcile_every_s: float = 2.0
     in_flight_grace_s: float = 3.0  # an unacknowledged order younger than this is not looked up
     reject_pause_s: float = 1.0  # first pause after a rejection; doubles up to 30 s
+    max_open_orders: int = 1_000_000  # never more orders that may be open than this
 
 
 class ReconcileFailed(Exception):
@@ -97,7 +98,12 @@ class _Executor:
     async def reconcile_at_start(self, timeout_s: float = 10.0) -> None:
         with trio.move_on_after(timeout_s) as scope:
             while True:
-                open_orders = await self.port.get_open_orders(self.market)
+                try:
+                    open_orders = await self.port.get_open_orders(self.market)
+                except VenueError as exc:
+                    logger.warning("{}: start-up reconciliation: {}; retrying", self.market, exc)
+                    await trio.sleep(0.5)
+                    continue
                 ours = [o for o in open_orders if is_ours(o.external_id, self.p.prefix)]
                 others = len(open_orders) - len(ours)
                 if others:
@@ -107,7 +113,10 @@ class _Executor:
                     return
                 logger.info("{}: cancelling {} open orders of ours left from before", self.market, len(ours))
                 self.orphans += len(ours)
-                await self.port.mass_cancel(external_ids=[o.external_id for o in ours])
+                try:
+                    await self.port.mass_cancel(external_ids=[o.external_id for o in ours])
+                except VenueError as exc:
+                    logger.warning("{}: start-up mass cancel: {}; retrying", self.market, exc)
                 await trio.sleep(0.2)
         if scope.cancelled_caught:
             raise ReconcileFailed(f"{self.market}: our open orders did not go away within {timeout_s}s")
@@ -119,6 +128,7 @@ class _Executor:
                 await self.reconcile_once()
             except VenueError as exc:
                 logger.warning("{}: reconciliation failed: {}", self.market, exc)
+                self.publish()
 
     async def reconcile_once(self) -> None:
         now = trio.current_time()
@@ -129,6 +139,19 @@ class _Executor:
             rec = self.records.get(ext)
             if rec is not None and rec.may_be_open:
                 self.on_venue_order(info)
+                rec = self.records.get(ext)
+                if (
+                    rec is not None
+                    and rec.state is om.OrderState.PENDING_CANCEL
+                    and now - rec.updated_at > self.p.in_flight_grace_s
+                ):
+                    # Our cancel (or the replace that was to cancel it) did not take: again.
+                    logger.warning("{}: order {} still open after its cancel; cancelling again", self.market, ext)
+                    self.apply(ext, om.CancelSent(at=now))
+                    try:
+                        await self.port.cancel_order_by_external_id(ext)
+                    except VenueError as exc:
+                        logger.warning("{}: repeated cancel of {} failed: {}", self.market, ext, exc)
                 continue
             if ext in self.orphan_cancels_in_flight:
                 continue
@@ -218,6 +241,9 @@ class _Executor:
         self.rejects += 1
         self.reject_reasons[reason] += 1
 
+    def may_be_open(self) -> int:
+        return sum(1 for rec in self.records.values() if rec.may_be_open)
+
     # -- side workers ----------------------------------------------------------------------
     def live_view(self, state: _SideState) -> LiveOrder | None:
         if state.live is None:
@@ -252,6 +278,10 @@ class _Executor:
             )
             if action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and now < state.retry_at:
                 action = Action(kind=ActionKind.NONE, wait_s=state.retry_at - now, reason="backing off")
+            elif action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and self.may_be_open() >= self.p.max_open_orders:
+                # Unsettled orders (cancel or place outcome unknown) still count: wait for
+                # reconciliation to settle them rather than stack new ones on top.
+                action = Action(kind=ActionKind.NONE, wait_s=0.5, reason="open-order cap")
             match action.kind:
                 case ActionKind.PLACE:
                     await self.place(state, action.target)
@@ -382,8 +412,10 @@ class _Executor:
                 qty=self.spec.lots_to_qty(rec.remaining_lots),
                 external_id=rec.external_id,
             )
+            # Everything that may rest at the venue, pending states included: these are
+            # the orders the Executor is watching (and will cancel or settle).
             for rec in self.records.values()
-            if rec.state in (om.OrderState.NEW, om.OrderState.PARTIALLY_FILLED)
+            if rec.may_be_open
         )
         lat = sorted(self.latencies)
         self.telemetry.publish(
@@ -423,6 +455,26 @@ async def executor(
             break
     await ex.reconcile_at_start()
     ex.publish()
+    try:
+        await _run(ex, inbox, task_status)
+    except BaseException:
+        # Whatever ended us (crash, injected fault, shutdown), our orders must not rest
+        # unwatched until the next incarnation reconciles: cancel them, shielded, bounded.
+        ours = [ext for ext, rec in ex.records.items() if rec.may_be_open]
+        if ours:
+            with trio.CancelScope(shield=True), trio.move_on_after(3.0):
+                try:
+                    await ex.port.mass_cancel(external_ids=ours)
+                except VenueError as exc:
+                    logger.warning("{}: cancel on exit failed: {}", ex.market, exc)
+        raise
+
+
+async def _run(
+    ex: _Executor,
+    inbox: trio.MemoryReceiveChannel[ExecIn],
+    task_status: trio.TaskStatus[None],
+) -> None:
     async with trio.open_nursery() as nursery:
         for state in ex.sides.values():
             nursery.start_soon(ex.side_worker, state)

@@ -89,6 +89,7 @@ class Inventory:
     open_asks: int
     drawdown_usd: float
     at: float
+    live: bool = True  # False while the account stream is down: the position may be stale
 
     @property
     def open_orders(self) -> int:

@@ -55,8 +55,10 @@ async def risk_actor(
         if not mode.active:
             await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",), decided_at=now))
             continue
-        if inventory is None:
-            await out.send(Approved(bid=None, ask=None, reasons=("inventory unknown",), decided_at=now))
+        if inventory is None or not inventory.live:
+            # Without a live account stream the position may be stale: quote nothing.
+            reason = "inventory unknown" if inventory is None else "account stream down"
+            await out.send(Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
             continue
         decision = clamp_intent(
             proposal.intent,

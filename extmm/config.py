@@ -267,6 +267,13 @@ def _format_path(path: str) -> str:
     return path.removeprefix("$").removeprefix(".") or "(top level)"
 
 
+def _child_path(path: str, key: str) -> str:
+    """`path.key`, or `path["odd key"]` for keys that are not plain names (one line each)."""
+    if key.isidentifier():
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
 def _problems(exc: BaseException, path: str = "$") -> list[str]:
     """Flatten cattrs' exception groups into `key.path: message` lines."""
     if isinstance(exc, ClassValidationError | IterableValidationError):
@@ -285,7 +292,7 @@ def _problems(exc: BaseException, path: str = "$") -> list[str]:
             out.extend(_problems(inner, path))
         return out
     if isinstance(exc, ForbiddenExtraKeysError):
-        return [f"{_format_path(f'{path}.{key}')}: unknown key" for key in sorted(exc.extra_fields)]
+        return [f"{_format_path(_child_path(path, key))}: unknown key" for key in sorted(exc.extra_fields)]
     if isinstance(exc, ValueError | TypeError):
         msg = str(exc)
         if isinstance(exc, TypeError) or "expected" not in msg:

@@ -112,7 +112,8 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
         maker_fee_rate=Decimal(str(ctx.maker_fee_rate)),
         taker_fee_rate=Decimal(str(ctx.taker_fee_rate)),
         prefix=bot.external_id_prefix,
-        stale_target_s=max(bot.risk.stale_book_ms / 1000.0 * 2, 2.0),
+        stale_target_s=max(bot.risk.stale_book_ms / 1000.0, 1.0),
+        max_open_orders=bot.risk.max_open_orders,
     )
     starts = {
         "account": functools.partial(

@@ -197,7 +197,13 @@ class Book:
         RPC `ORDERBOOKS.*`) defaults to `data["t"]`. Returns None when applied, a BookGap
         when a delta was not; raises MalformedBookFrame (and discards the book) on bad content.
         """
-        kind = data.get("t") if frame_type is None else frame_type
+        try:
+            kind = data.get("t") if frame_type is None else frame_type
+        except AttributeError:  # `data` is not an object
+            kind = None
+        if not isinstance(kind, str):
+            self._discard()
+            raise MalformedBookFrame(f"{self._name}: order book frame without a usable type: {kind!r}")
         if kind != "DELTA":
             if kind == "SNAPSHOT":
                 self.apply_snapshot(data, seq)
