@@ -30,6 +30,7 @@ async def risk_actor(
     inbox: trio.MemoryReceiveChannel[RiskIn],
     out: trio.MemorySendChannel[ExecIn],
     initially_active: bool = True,
+    inventory_stale_s: float = 3.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     inventory: Inventory | None = None
@@ -55,9 +56,10 @@ async def risk_actor(
         if not mode.active:
             await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",), decided_at=now))
             continue
-        if inventory is None or not inventory.live:
-            # Without a live account stream the position may be stale: quote nothing.
-            reason = "inventory unknown" if inventory is None else "account stream down"
+        if inventory is None or not inventory.live or now - inventory.at > inventory_stale_s:
+            # Without a live, recent account view the position may be stale (the Account
+            # publishes every second; silence means it is down or restarting): quote nothing.
+            reason = "inventory unknown" if inventory is None else "inventory stale"
             await out.send(Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
             continue
         decision = clamp_intent(
