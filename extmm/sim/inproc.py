@@ -108,7 +108,25 @@ class InProcessAccountStream:
                 return update
 
 
-class InProcessVenue:
+class PublicStreams:
+    """The four public stream methods of the port over a `_stream(kind, market, check_seq)`
+    context manager; shared by the in-process and the replay ports. Only book streams
+    check `seq` (trades, funding and mark may skip, SPEC §5.3)."""
+
+    def orderbook_stream(self, market: str):
+        return self._stream("orderbook", market, check_seq=True)
+
+    def public_trades_stream(self, market: str):
+        return self._stream("trades", market, check_seq=False)
+
+    def funding_stream(self, market: str):
+        return self._stream("funding", market, check_seq=False)
+
+    def mark_price_stream(self, market: str):
+        return self._stream("mark", market, check_seq=False)
+
+
+class InProcessVenue(PublicStreams):
     """`ExchangePort` over a `SimRunner`'s engine, for one account.
 
     `account` is an `AccountInfo` or `SimCredentials` of an engine account (with its
@@ -340,18 +358,6 @@ class InProcessVenue:
             yield InProcessStream(sub, check_seq=check_seq)
         finally:
             self._runner.unsubscribe(sub)
-
-    def orderbook_stream(self, market: str):
-        return self._stream("orderbook", market, check_seq=True)
-
-    def public_trades_stream(self, market: str):
-        return self._stream("trades", market, check_seq=False)
-
-    def funding_stream(self, market: str):
-        return self._stream("funding", market, check_seq=False)
-
-    def mark_price_stream(self, market: str):
-        return self._stream("mark", market, check_seq=False)
 
     @asynccontextmanager
     async def account_stream(self) -> AsyncIterator[InProcessAccountStream]:

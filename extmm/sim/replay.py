@@ -44,7 +44,7 @@ from extmm.backtest.l2 import BadFrame, L2Book, parse_prints
 from extmm.domain.units import Side
 from extmm.record import RecordingError, RecordingReader, expand_parts
 from extmm.sim.engine import EngineConfig, SimEngine
-from extmm.sim.inproc import InProcessStream, InProcessVenue
+from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
 from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
 from extmm.sim.runner import OutFrame, SimRunner, Subscription
 from extmm.sim.validation import grid_units, parse_order_body
@@ -394,7 +394,7 @@ class ReplayDriver:
 # -- the port ---------------------------------------------------------------------------------
 
 
-class ReplayVenue:
+class ReplayVenue(PublicStreams):
     """`ExchangePort`: public streams from the recording, everything else from the engine."""
 
     def __init__(self, inner: InProcessVenue, driver: ReplayDriver) -> None:
@@ -417,18 +417,6 @@ class ReplayVenue:
             yield InProcessStream(sub, check_seq=check_seq)
         finally:
             self._driver.unsubscribe(sub)
-
-    def orderbook_stream(self, market: str):
-        return self._stream("orderbook", market, check_seq=True)
-
-    def public_trades_stream(self, market: str):
-        return self._stream("trades", market, check_seq=False)
-
-    def funding_stream(self, market: str):
-        return self._stream("funding", market, check_seq=False)
-
-    def mark_price_stream(self, market: str):
-        return self._stream("mark", market, check_seq=False)
 
 
 @attrs.frozen(kw_only=True)
