@@ -48,6 +48,7 @@ class ExecutorParams:
     prefix: str
     refresh_margin_s: float = 60.0  # replace an order this long before it expires
     stale_target_s: float = 5.0  # no approval for this long → cancel everything
+    stale_book_s: float | None = None  # targets computed from a book older than this → cancel
     reconcile_every_s: float = 2.0
     in_flight_grace_s: float = 3.0  # an unacknowledged order younger than this is not looked up
     reject_pause_s: float = 1.0  # first pause after a rejection; doubles up to 30 s
@@ -66,6 +67,7 @@ class _SideState:
         self.wake = trio.Event()
         self.reject_streak = 0
         self.retry_at = 0.0  # after a rejection, no new order on this side before this time
+        self.needs_approval = False  # filled since the last approval: Risk must judge again
 
 
 class _Executor:
@@ -89,10 +91,12 @@ class _Executor:
         self.records: dict[str, om.OrderRecord] = {}
         self.sides = {Side.BUY: _SideState(Side.BUY), Side.SELL: _SideState(Side.SELL)}
         self.last_approved_at = trio.current_time()
+        self.book_updated_at: float | None = None  # of the book behind the current targets
         self.sent = self.replaces = self.cancels = self.rejects = self.orphans = 0
         self.reject_reasons: Counter[str] = Counter()
         self.latencies: deque[float] = deque(maxlen=512)
         self.orphan_cancels_in_flight: set[str] = set()
+        self.in_flight: set[str] = set()  # externalIds a place, replace or cancel is about
 
     # -- reconciliation --------------------------------------------------------------------
     async def reconcile_at_start(self, timeout_s: float = 10.0) -> None:
@@ -140,12 +144,15 @@ class _Executor:
             if rec is not None and rec.may_be_open:
                 self.on_venue_order(info)
                 rec = self.records.get(ext)
+                # Open, yet no side's order and no request about it in flight: our cancel
+                # (or the replace that was to cancel it) did not take. (Its age cannot tell:
+                # the venue update just applied has refreshed `updated_at`.)
                 if (
                     rec is not None
-                    and rec.state is om.OrderState.PENDING_CANCEL
-                    and now - rec.updated_at > self.p.in_flight_grace_s
+                    and rec.may_be_open
+                    and ext not in self.in_flight
+                    and all(side.live != ext for side in self.sides.values())
                 ):
-                    # Our cancel (or the replace that was to cancel it) did not take: again.
                     logger.warning("{}: order {} still open after its cancel; cancelling again", self.market, ext)
                     self.apply(ext, om.CancelSent(at=now))
                     try:
@@ -194,12 +201,17 @@ class _Executor:
         rec = self.records.get(ext)
         if rec is None:
             return
+        filled_before = rec.filled_lots
         try:
             rec = rec.apply(event)
         except om.OrderError as exc:
             logger.error("{}: order {}: {}; will look it up", self.market, ext, exc)
             rec = attrs.evolve(rec, needs_lookup=True)
         self.records[ext] = rec
+        if rec.filled_lots > filled_before:
+            # Risk sized this side for the position before the fill: no new exposure here
+            # until it has judged the new one (a silent Quoter would otherwise be refilled).
+            self.sides[rec.side].needs_approval = True
         for side in self.sides.values():
             if side.live == ext and rec.is_terminal:
                 side.live = None
@@ -231,11 +243,21 @@ class _Executor:
 
     def on_approved(self, msg: Approved) -> None:
         self.last_approved_at = msg.decided_at or trio.current_time()
+        self.book_updated_at = msg.book_updated_at
         for side, target in ((Side.BUY, msg.bid), (Side.SELL, msg.ask)):
             state = self.sides[side]
-            if state.target != target:
+            if state.target != target or state.needs_approval:
                 state.target = target
+                state.needs_approval = False
                 state.wake.set()
+
+    def stale_at(self) -> float:
+        """When the current targets stop counting: no approval for `stale_target_s`, or
+        their book older than `stale_book_s` (whether or not Quoter and Risk are alive)."""
+        at = self.last_approved_at + self.p.stale_target_s
+        if self.p.stale_book_s is not None and self.book_updated_at is not None:
+            at = min(at, self.book_updated_at + self.p.stale_book_s)
+        return at
 
     def count_reject(self, reason: str) -> None:
         self.rejects += 1
@@ -264,8 +286,9 @@ class _Executor:
         while True:
             now = trio.current_time()
             target = state.target
-            if now - self.last_approved_at > self.p.stale_target_s:
-                target = None  # Risk/Quoter went quiet: take our quotes down
+            stale_at = self.stale_at()
+            if now > stale_at:
+                target = None  # Risk/Quoter went quiet, or their book went stale: quotes down
             live = self.live_view(state)
             if live is not None and live.lots <= 0:
                 live = None
@@ -278,6 +301,9 @@ class _Executor:
             )
             if action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and now < state.retry_at:
                 action = Action(kind=ActionKind.NONE, wait_s=state.retry_at - now, reason="backing off")
+            elif action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and state.needs_approval:
+                # The approved size assumed the position before the last fill.
+                action = Action(kind=ActionKind.NONE, reason="filled: waiting for Risk")
             elif action.kind in (ActionKind.PLACE, ActionKind.REPLACE) and self.may_be_open() >= self.p.max_open_orders:
                 # Unsettled orders (cancel or place outcome unknown) still count: wait for
                 # reconciliation to settle them rather than stack new ones on top.
@@ -291,6 +317,8 @@ class _Executor:
                     await self.cancel(state, live.external_id)
                 case ActionKind.NONE:
                     wait = action.wait_s if action.wait_s > 0 else self.p.stale_target_s
+                    if target is not None:
+                        wait = min(wait, stale_at - now + 0.001)  # wake when the targets go stale
                     if live is not None:
                         wait = min(wait, max(live.expires_at - now, 0.0) + 0.001)
                     # Never a zero wait: a timer that is already due would spin the loop.
@@ -323,6 +351,8 @@ class _Executor:
     async def send(self, state: _SideState, ext: str, req: OrderRequest) -> bool:
         """Place (or replace); True when the venue acknowledged it."""
         started = trio.current_time()
+        involved = {ext} if req.cancel_id is None else {ext, req.cancel_id}
+        self.in_flight |= involved
         try:
             placed = await self.port.place_order(req)
         except OrderRejected as exc:
@@ -344,6 +374,8 @@ class _Executor:
             logger.warning("{}: place of {} has an unknown outcome: {}", self.market, ext, exc)
             self.apply(ext, om.Unknown(at=trio.current_time(), detail=str(exc)))
             return False
+        finally:
+            self.in_flight -= involved
         self.latencies.append(trio.current_time() - started)
         self.sent += 1
         self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
@@ -391,6 +423,7 @@ class _Executor:
         if state.live == ext:
             state.live = None
         self.cancels += 1
+        self.in_flight.add(ext)
         try:
             await self.port.cancel_order_by_external_id(ext)
         except VenueError as exc:
@@ -401,6 +434,8 @@ class _Executor:
                 self.records[ext] = attrs.evolve(rec, needs_lookup=True)
             if isinstance(exc, RateLimited):
                 await trio.sleep(exc.retry_after or 1.0)
+        finally:
+            self.in_flight.discard(ext)
         self.publish()
 
     # -- telemetry -------------------------------------------------------------------------
@@ -463,10 +498,13 @@ async def executor(
         ours = [ext for ext, rec in ex.records.items() if rec.may_be_open]
         if ours:
             with trio.CancelScope(shield=True), trio.move_on_after(3.0):
-                try:
-                    await ex.port.mass_cancel(external_ids=ours)
-                except VenueError as exc:
-                    logger.warning("{}: cancel on exit failed: {}", ex.market, exc)
+                while True:  # a 5xx burst must not leave them behind: retry while we may
+                    try:
+                        await ex.port.mass_cancel(external_ids=ours)
+                        break
+                    except VenueError as exc:
+                        logger.warning("{}: cancel on exit failed: {}", ex.market, exc)
+                    await trio.sleep(0.25)
         raise
 
 

@@ -132,6 +132,9 @@ class Approved:
     reasons: tuple[str, ...] = ()
     decided_at: float = 0.0
     kill: bool = False
+    # When the book the targets were computed from last changed (trio time): the Executor
+    # takes them down once that book is older than the stale threshold, Risk alive or not.
+    book_updated_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -88,6 +88,7 @@ async def risk_actor(
                 reasons=tuple(r.value for r in decision.reasons) + ((intent.note,) if intent.note else ()),
                 decided_at=now,
                 kill=decision.kill,
+                book_updated_at=proposal.book_updated_at,
             )
         )
 

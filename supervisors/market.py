@@ -92,7 +92,9 @@ class MarketContext:
     intensity: int = 5
     period: float = 30.0
     rng: random.Random = attrs.field(factory=random.Random, eq=False)
-    initially_active: bool = True
+    # Read at every (re)start of Risk: one restarted while the breaker is open must not
+    # resume quoting.
+    trading_active: Callable[[], bool] = lambda: True
 
 
 def _reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
@@ -113,6 +115,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
         taker_fee_rate=Decimal(str(ctx.taker_fee_rate)),
         prefix=bot.external_id_prefix,
         stale_target_s=max(bot.risk.stale_book_ms / 1000.0, 1.0),
+        stale_book_s=bot.risk.stale_book_ms / 1000.0,
         max_open_orders=bot.risk.max_open_orders,
     )
     starts = {
@@ -137,14 +140,14 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             epoch_ms=ctx.epoch_ms,
             telemetry=ctx.telemetry,
         ),
-        "risk": functools.partial(
-            risk_actor,
+        "risk": lambda task_status=trio.TASK_STATUS_IGNORED: risk_actor(
             spec=spec,
             limits=bot.risk,
             min_order_size=market.min_order_size,
             inbox=w.risk_in[1],
             out=w.exec_in[0],
-            initially_active=ctx.initially_active,
+            initially_active=ctx.trading_active(),
+            task_status=task_status,
         ),
         "quoter": functools.partial(
             quoter,

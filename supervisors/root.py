@@ -203,7 +203,7 @@ class RootSupervisor:
                 intensity=self.market_intensity,
                 period=self.market_period,
                 rng=self.rng,
-                initially_active=self.quoting,
+                trading_active=lambda: self.quoting and name not in self.halted,
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status

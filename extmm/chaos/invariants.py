@@ -7,7 +7,9 @@ few are described for the report. The rules (tolerances in `Tolerances`):
 
 - orphans: an order of ours open on the venue for more than 2 s that the bot neither
   reports open nor has tried to cancel in the last 5 s; while the venue refuses every
-  request nothing can be cancelled, so the clock starts over when it answers again;
+  request nothing can be cancelled, so the clocks start over when it answers again;
+- lost cancels: an order still open on the venue 5 s after the bot last asked to cancel
+  it (a cancel that did not take must be retried, known to the bot or not);
 - duplicates: no externalId is sent twice as a new order;
 - inventory: equals the venue's position whenever the account stream has been up and no
   fill happened for `settle_s`;
@@ -20,7 +22,7 @@ few are described for the report. The rules (tolerances in `Tolerances`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 import attrs
@@ -57,7 +59,10 @@ class MarketObservation:
     market: str
     venue_open: frozenset[str]  # externalIds of our orders open on the venue
     bot_open: frozenset[str]  # externalIds the bot's Executor reports open
-    cancelling: frozenset[str] = frozenset()  # venue-open orders the bot tried to cancel lately
+    # Of the venue-open orders: when the bot last asked to cancel each one (by id, or as
+    # the order a replace cancels), and when it last cancelled the whole market.
+    cancel_requested_at: Mapping[str, float] = attrs.field(factory=dict)
+    market_cancel_at: float | None = None
     venue_position: Decimal
     bot_position: Decimal | None  # None: the bot has not reported one yet
     account_stream_up: bool  # the bot's account stream has been up for `settle_s`
@@ -69,6 +74,7 @@ class MarketObservation:
 @attrs.frozen(kw_only=True)
 class InvariantReport:
     orphan_orders: int
+    lost_cancels: int  # orders still open long after the bot's cancel, never retried
     duplicate_orders: int
     position_drift: int  # episodes of inventory ≠ venue position with the stream up and settled
     max_position_drift: Decimal
@@ -86,6 +92,7 @@ class InvariantReport:
     def passed(self) -> bool:
         return not (
             self.orphan_orders
+            or self.lost_cancels
             or self.duplicate_orders
             or self.position_drift
             or self.notional_breaches
@@ -102,6 +109,7 @@ class InvariantChecker:
         self._reachable_since = float("-inf")  # end of the last venue outage
         self._reachable = True
         self._orphans: set[str] = set()
+        self._lost: set[str] = set()
         self._drifting: set[str] = set()  # markets in a drift episode
         self._stale: set[str] = set()  # markets in a stale-quote episode
         self._over_notional: set[str] = set()
@@ -150,11 +158,25 @@ class InvariantChecker:
     def _orders(self, now: float, obs: MarketObservation) -> None:
         self._samples += 1
         self._quoting += bool(obs.venue_open)
+        window = self.tol.cancel_window_s
         for ext in obs.venue_open:
             first = self._first_open.setdefault(ext, now)
-            if ext in self._orphans or ext in obs.bot_open or ext in obs.cancelling or not self._reachable:
+            cancel_at = obs.cancel_requested_at.get(ext)
+            if obs.market_cancel_at is not None and obs.market_cancel_at >= first:
+                cancel_at = max(cancel_at or obs.market_cancel_at, obs.market_cancel_at)
+            if not self._reachable:
                 continue
-            if now - max(first, self._reachable_since) > self.tol.orphan_after_s:
+            since = max(first, self._reachable_since)
+            if cancel_at is not None and now - cancel_at <= window:
+                continue  # being cancelled
+            if cancel_at is not None:
+                if ext not in self._lost and now - max(cancel_at, self._reachable_since) > window:
+                    self._lost.add(ext)
+                    self._violation(
+                        now, f"{obs.market}: {ext} still open {now - cancel_at:.1f}s after its cancel"
+                    )
+                continue
+            if ext not in self._orphans and ext not in obs.bot_open and now - since > self.tol.orphan_after_s:
                 self._orphans.add(ext)
                 self._violation(
                     now, f"{obs.market}: orphan {ext} open {now - first:.1f}s and not tracked by the bot"
@@ -227,6 +249,7 @@ class InvariantChecker:
         limit = round(limit * (1 + self.tol.notional_price_drift), 2)
         return InvariantReport(
             orphan_orders=len(self._orphans),
+            lost_cancels=len(self._lost),
             duplicate_orders=len(self.duplicates),
             position_drift=self.position_drift,
             max_position_drift=self.max_position_drift,

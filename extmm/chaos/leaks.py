@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -34,11 +34,15 @@ def count_tasks() -> int:
     return count
 
 
-def retained_bytes(exclude: Iterable[object] = (), skip_types: tuple[type, ...] = ()) -> int:
+def retained_bytes(
+    exclude: Iterable[object] = (),
+    skip_types: tuple[type, ...] = (),
+    bounded: Callable[[object], Iterable[object]] | None = None,
+) -> int:
     """`sys.getsizeof` summed over objects reachable from the running tasks, minus
-    `exclude` (and everything only reachable through it), instances of `skip_types`
-    (structures bounded by design whose size wanders, e.g. the order book) and
-    module-level state."""
+    `exclude` (and everything only reachable through it), instances of `skip_types`, what
+    `bounded(obj)` names for each object visited (structures capped by design whose size
+    wanders, e.g. the order book or a dedup window) and module-level state."""
     gc.collect()
     stop = {id(o) for o in exclude}
     # Module namespaces are global state, not the bot's: walking them would count everything.
@@ -54,6 +58,8 @@ def retained_bytes(exclude: Iterable[object] = (), skip_types: tuple[type, ...] 
         seen.add(key)
         if isinstance(obj, _NOT_STATE) or isinstance(obj, skip_types):
             continue
+        if bounded is not None:
+            stop.update(id(o) for o in bounded(obj))
         total += sys.getsizeof(obj, 0)
         stack.extend(gc.get_referents(obj))
     return total

@@ -276,6 +276,7 @@ async def run_process_kill(
     problems += [f"externalId {ext} sent twice as a new order" for ext in duplicates]
     report = InvariantReport(
         orphan_orders=orphans,
+        lost_cancels=0,
         duplicate_orders=len(duplicates),
         position_drift=drift,
         max_position_drift=Decimal(0),

@@ -1,9 +1,10 @@
 """A pass-through `ExchangePort` that remembers what the bot asked of the venue.
 
 The invariant checker needs facts only the port sees: every externalId sent as a new
-order (duplicates), every cancel the bot is attempting (an order it is cancelling is not
-an orphan), when the bot's feed last delivered a book frame (stale books) and whether
-its account stream is up (inventory comparisons). Everything else is forwarded as is.
+order (duplicates), when the bot last asked to cancel each order (one being cancelled is
+not an orphan; one still open long after is a lost cancel), whether the venue answers at
+all (outages), when the bot's feed last delivered a book frame (stale books) and whether
+its account streams are up (inventory comparisons). Everything is forwarded as is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any, TypeVar
 
 import trio
 
-from extmm.venue.errors import NetworkError, RateLimited, TransientServerError, VenueError
+from extmm.venue.errors import (
+    AuthError,
+    NetworkError,
+    OrderRejected,
+    RateLimited,
+    TransientServerError,
+    VenueError,
+)
 from extmm.venue.port import AccountStream, ExchangePort, MessageStream
 from extmm.venue.types import (
     BalanceInfo,
@@ -77,14 +85,15 @@ class RecordingPort:
         return self._inner
 
     # -- what the checker asks ------------------------------------------------------------
-    def cancelling(self, external_id: str, market: str, *, within_s: float) -> bool:
-        """Whether the bot tried to cancel this order (directly, by market or all) lately."""
-        since = self._clock() - within_s
-        return (
-            self.cancels_by_external_id.get(external_id, float("-inf")) >= since
-            or self.cancels_by_market.get(market, float("-inf")) >= since
-            or self.cancel_all_at >= since
-        )
+    def cancel_requested_at(self, external_id: str) -> float | None:
+        """When the bot last asked to cancel this very order (by externalId, in a mass
+        cancel by id, or as the order a replace cancels); None: never."""
+        return self.cancels_by_external_id.get(external_id)
+
+    def market_cancel_at(self, market: str) -> float | None:
+        """When the bot last asked to cancel everything in `market` (or everything)."""
+        at = max(self.cancels_by_market.get(market, float("-inf")), self.cancel_all_at)
+        return None if at == float("-inf") else at
 
     def account_streams_up(self, *, for_at_least_s: float) -> int:
         """How many account streams have delivered updates for at least this long."""
@@ -147,9 +156,19 @@ class RecordingPort:
         self.new_orders[ext] += 1
         if self.new_orders[ext] == 2:
             self.duplicates.append(ext)
-        if order.cancel_id is not None:
-            self.cancels_by_external_id[order.cancel_id] = self._clock()
-        return await self._call(self._inner.place_order(order))
+        if order.cancel_id is None:
+            return await self._call(self._inner.place_order(order))
+        before = self.cancels_by_external_id.get(order.cancel_id)
+        self.cancels_by_external_id[order.cancel_id] = self._clock()
+        try:
+            return await self._call(self._inner.place_order(order))
+        except (OrderRejected, RateLimited, AuthError):
+            # Refused outright: the order to be replaced was not touched and stays wanted.
+            if before is None:
+                self.cancels_by_external_id.pop(order.cancel_id, None)
+            else:
+                self.cancels_by_external_id[order.cancel_id] = before
+            raise
 
     async def cancel_order(self, order_id: int) -> None:
         await self._call(self._inner.cancel_order(order_id))

@@ -114,6 +114,7 @@ class ScenarioResult:
             "restarts": self.restarts,
             "breaker_trips": self.breaker_trips,
             "crashes": self.crashes,
+            "lost_cancels": r.lost_cancels,
             "seed": self.seed,
             "duration_s": self.duration_s,
             "kills": self.kills,
@@ -211,10 +212,10 @@ class ChaosRun:
                     market=market,
                     venue_open=venue_open,
                     bot_open=frozenset(o.external_id for o in ex.open_orders) if ex else frozenset(),
-                    cancelling=frozenset(
-                        e for e in venue_open
-                        if port.cancelling(e, market, within_s=self.tolerances.cancel_window_s)
-                    ),
+                    cancel_requested_at={
+                        e: at for e in venue_open if (at := port.cancel_requested_at(e)) is not None
+                    },
+                    market_cancel_at=port.market_cancel_at(market),
                     venue_position=_signed_position(engine, account_id, market),
                     bot_position=acc.position if acc is not None else None,
                     account_stream_up=streams_up and market not in root.halted,
