@@ -32,7 +32,9 @@ async def test_bot_quotes_both_markets_and_stops_clean(autojump_clock):
         await trio.sleep(60)
         for market in ("BTC-USD", "ETH-USD"):
             assert bot.orders_sent(market) > 0
-            assert bot.venue_open_orders(market), f"{market}: nothing quoted"
+            # Right after a fill a side waits for Risk's next approval, so a market may be
+            # momentarily bare: it must be quoting again within a second.
+            await wait_until(lambda m=market: bool(bot.venue_open_orders(m)), within=1.0, step=0.05)
             assert_consistent(bot, market)
     summary = bot.result[0]
     assert summary.open_orders_at_exit == 0
@@ -66,7 +68,7 @@ async def test_killing_an_actor_restarts_it_and_loses_nothing(autojump_clock, ac
         # The other market kept quoting and restarted nothing.
         assert bot.orders_sent("ETH-USD") > eth_before
         assert not [p for p in bot.root.restarts if p.startswith("ETH-USD/")]
-        assert bot.venue_open_orders("BTC-USD"), "BTC-USD stopped quoting after the restart"
+        await wait_until(lambda: bool(bot.venue_open_orders("BTC-USD")), within=1.0, step=0.05)
 
 
 async def test_market_crashing_past_intensity_is_halted_others_keep_trading(autojump_clock):
@@ -83,14 +85,14 @@ async def test_market_crashing_past_intensity_is_halted_others_keep_trading(auto
         await trio.sleep(20)
         assert bot.venue_open_orders("BTC-USD") == []
         assert bot.orders_sent("ETH-USD") > eth_before
-        assert bot.venue_open_orders("ETH-USD")
+        await wait_until(lambda: bool(bot.venue_open_orders("ETH-USD")), within=1.0, step=0.05)
         assert bot.root.healthy()  # halted with nothing open counts as safe
 
 
 async def test_429_storm_trips_breaker_cancels_all_then_resumes(autojump_clock):
     async with running_bot() as bot:
         await trio.sleep(20)
-        assert bot.venue_open_orders()
+        await wait_until(lambda: bool(bot.venue_open_orders()), within=1.0, step=0.05)
         bot.runner.faults.burst_429(10.0)
         await wait_until(lambda: bot.root.breaker_trips > 0, within=30)
         # Everything is cancelled within a bounded (virtual) time after the trip.
