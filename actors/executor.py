@@ -89,6 +89,9 @@ class _Executor:
         self.epoch_ms = epoch_ms
         self.telemetry = telemetry
         self.records: dict[str, om.OrderRecord] = {}
+        # Index of `records` that may rest at the venue: the per-order checks (open-order
+        # cap, telemetry) must not scan the settled history, thousands long at high rates.
+        self.open_ids: dict[str, None] = {}  # insertion-ordered set
         self.sides = {Side.BUY: _SideState(Side.BUY), Side.SELL: _SideState(Side.SELL)}
         self.last_approved_at = trio.current_time()
         self.book_updated_at: float | None = None  # of the book behind the current targets
@@ -172,8 +175,9 @@ class _Executor:
             finally:
                 self.orphan_cancels_in_flight.discard(ext)
         # Tracked as possibly open but not open at the venue: settle by externalId.
-        for ext, rec in list(self.records.items()):
-            if not rec.may_be_open or ext in venue_open:
+        for rec in self.open_records():
+            ext = rec.external_id
+            if ext in venue_open:
                 continue
             if rec.state is om.OrderState.PENDING_NEW and now - rec.created_at < self.p.in_flight_grace_s:
                 continue
@@ -183,7 +187,7 @@ class _Executor:
         # Forget settled orders after a while (bounded memory).
         for ext, rec in list(self.records.items()):
             if rec.is_terminal and now - rec.updated_at > 60.0:
-                del self.records[ext]
+                self.forget(ext)
         self.publish()
 
     async def lookup(self, ext: str) -> None:
@@ -196,6 +200,22 @@ class _Executor:
         else:
             self.apply(ext, om.NotFound(at=now))
 
+    # -- records ---------------------------------------------------------------------------
+    def store(self, rec: om.OrderRecord) -> None:
+        self.records[rec.external_id] = rec
+        if rec.may_be_open:
+            self.open_ids[rec.external_id] = None
+        else:
+            self.open_ids.pop(rec.external_id, None)
+
+    def forget(self, ext: str) -> None:
+        self.records.pop(ext, None)
+        self.open_ids.pop(ext, None)
+
+    def open_records(self) -> list[om.OrderRecord]:
+        """The records that may rest at the venue (pending states included), oldest first."""
+        return [self.records[ext] for ext in self.open_ids]
+
     # -- events ----------------------------------------------------------------------------
     def apply(self, ext: str, event: om.OrderEvent) -> None:
         rec = self.records.get(ext)
@@ -207,7 +227,7 @@ class _Executor:
         except om.OrderError as exc:
             logger.error("{}: order {}: {}; will look it up", self.market, ext, exc)
             rec = attrs.evolve(rec, needs_lookup=True)
-        self.records[ext] = rec
+        self.store(rec)
         if rec.filled_lots > filled_before:
             # Risk sized this side for the position before the fill: no new exposure here
             # until it has judged the new one (a silent Quoter would otherwise be refilled).
@@ -264,7 +284,7 @@ class _Executor:
         self.reject_reasons[reason] += 1
 
     def may_be_open(self) -> int:
-        return sum(1 for rec in self.records.values() if rec.may_be_open)
+        return len(self.open_ids)
 
     # -- side workers ----------------------------------------------------------------------
     def live_view(self, state: _SideState) -> LiveOrder | None:
@@ -345,7 +365,7 @@ class _Executor:
         now = trio.current_time()
         rec = om.OrderRecord.new(external_id=ext, market=self.market, side=side, price_ticks=target.ticks,
                                  qty_lots=target.lots, at=now, replaces=replaces)
-        self.records[ext] = rec.apply(om.Sent(at=now))
+        self.store(rec.apply(om.Sent(at=now)))
         return ext
 
     async def send(self, state: _SideState, ext: str, req: OrderRequest) -> bool:
@@ -431,7 +451,7 @@ class _Executor:
             logger.warning("{}: cancel of {} failed: {}", self.market, ext, exc)
             rec = self.records.get(ext)
             if rec is not None:
-                self.records[ext] = attrs.evolve(rec, needs_lookup=True)
+                self.store(attrs.evolve(rec, needs_lookup=True))
             if isinstance(exc, RateLimited):
                 await trio.sleep(exc.retry_after or 1.0)
         finally:
@@ -449,8 +469,7 @@ class _Executor:
             )
             # Everything that may rest at the venue, pending states included: these are
             # the orders the Executor is watching (and will cancel or settle).
-            for rec in self.records.values()
-            if rec.may_be_open
+            for rec in self.open_records()
         )
         lat = sorted(self.latencies)
         self.telemetry.publish(
@@ -495,7 +514,7 @@ async def executor(
     except BaseException:
         # Whatever ended us (crash, injected fault, shutdown), our orders must not rest
         # unwatched until the next incarnation reconciles: cancel them, shielded, bounded.
-        ours = [ext for ext, rec in ex.records.items() if rec.may_be_open]
+        ours = list(ex.open_ids)
         if ours:
             with trio.CancelScope(shield=True), trio.move_on_after(3.0):
                 while True:  # a 5xx burst must not leave them behind: retry while we may
