@@ -166,10 +166,15 @@ async def account_actor(
                     got: set[str] = set()
                     while True:
                         update = await stream.receive()
+                        # The account stream carries every market's updates: only this
+                        # market's (and the balance) change what Quoter and Risk see.
+                        relevant = False
                         match update:
                             case OrdersUpdate(orders=orders, is_snapshot=snap):
-                                for o in on_orders(orders, snap):
+                                mine = on_orders(orders, snap)
+                                for o in mine:
                                     offer(to_executor, OrderEvent(order=o))
+                                relevant = snap or bool(mine)
                                 got.add("orders")
                             case TradesUpdate(trades=trades, is_snapshot=snap):
                                 for t in trades:
@@ -178,20 +183,25 @@ async def account_actor(
                                         state.remember_trade(t.id)
                                     elif on_trade(t):
                                         offer(to_executor, FillEvent(trade=t))
+                                        relevant = True
                             case PositionsUpdate(positions=positions, is_snapshot=snap):
                                 mine = [p for p in positions if p.market == market]
                                 if snap or mine:
                                     state.position_lots = state.position_from(mine)
+                                    relevant = True
                                 got.add("positions")
                             case BalanceUpdate(balance=balance):
                                 state.balance = balance
+                                relevant = True
                                 got.add("balance")
                         if not state.stream_up and {"orders", "positions"} <= got:
                             # Snapshots in: this connection is good, the backoff starts over.
                             failures = 0
                             state.stream_up = True
                             ready.set()
-                        state.changed.set()
+                            relevant = True
+                        if relevant:
+                            state.changed.set()
             except RECOVERABLE as exc:
                 failures += 1
                 state.stream_up = False

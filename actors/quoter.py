@@ -43,15 +43,23 @@ async def quoter(
                 batch.append(inbox.receive_nowait())
             except trio.WouldBlock:
                 break
+        # Re-quote on a new book (its age matters downstream even when the top is the same),
+        # on a quiet interval, or when what the model reads of inventory/funding changed;
+        # the Account publishes for open-order counts too, which the model does not read.
+        requote = not batch
         for msg in batch:
             match msg:
                 case TopOfBook():
                     top = msg
+                    requote = True
                 case Inventory():
+                    if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
+                        requote = True
                     inventory = msg
                 case FundingRate():
+                    requote = requote or msg.rate != funding_rate
                     funding_rate = msg.rate
-        if top is None:
+        if top is None or not requote:
             continue
         intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
         now = trio.current_time()

@@ -95,6 +95,7 @@ class RootSupervisor:
         self.markets: dict[str, MarketInfo] = {}
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
+        self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
         self.restarts: Counter[str] = Counter()
         self.breaker = CircuitBreaker(cfg.breaker)
         self.breaker_trips = 0
@@ -190,6 +191,7 @@ class RootSupervisor:
             wiring = MarketWiring.create()
             self.wirings[name] = wiring
             self.halted.discard(name)
+            self.halt_left.pop(name, None)
             ctx = MarketContext(
                 bot=self.cfg,
                 market=market_cfg,
@@ -213,8 +215,15 @@ class RootSupervisor:
             logger.error("{}: market escalated; halting it and cancelling its orders", name)
             self.halted.add(name)
             left = await self._cancel_ours([name], timeout_s=8.0)
+            self.halt_left[name] = left
             if left:
                 logger.error("{}: {} orders still open after halt; the DMS is the backstop", name, left)
+            else:
+                # The dead Executor's last report may still list orders the halt cancelled;
+                # say what the venue confirmed (through the same channel, so it comes last).
+                last = self.view.get(name, ExecStats)
+                if last is not None:
+                    self.telemetry.publish(attrs.evolve(last, open_orders=(), at=trio.current_time()))
             self.breaker.record_escalation(trio.current_time(), name)
             return EscalationDecision.HALT
 
@@ -409,8 +418,8 @@ class RootSupervisor:
             return False
         for name in self.markets:
             if name in self.halted:
-                ex = self.view.get(name, ExecStats)
-                if ex is not None and ex.open_orders:
+                # Safe when the halt's cancel was confirmed at the venue (0 left).
+                if self.halt_left.get(name, 1):
                     return False
                 continue
             book = self.view.get(name, BookStats)
