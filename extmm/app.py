@@ -43,6 +43,7 @@ class RunOptions:
     metrics_host: str = "127.0.0.1"
     seed: int | None = None
     watchdog: bool = True
+    settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
 
 
 def wall_clock_ms() -> int:
@@ -150,6 +151,10 @@ async def _after_ready(
         metrics.update(st)
         return st
 
+    if opts.settle_gc:
+        from extmm.ops.gctune import settle_heap
+
+        logger.debug("start-up heap frozen: {} objects", settle_heap())
     if opts.duration_s is not None:
         nursery.start_soon(_stop_after, opts.duration_s, stop)
     if opts.metrics_port is not None:

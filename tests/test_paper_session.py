@@ -184,7 +184,7 @@ async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, mo
             stop.set()
 
         opts = RunOptions(network="custom", rest_url=handle.rest_url, stream_url=handle.stream_url,
-                          dashboard=False, metrics_port=None, watchdog=False)
+                          dashboard=False, metrics_port=None, watchdog=False, settle_gc=False)
         try:
             summary = await run_bot(cfg, opts, secrets, warnings=buffer.lines,
                                     on_ready=lambda root: nursery.start_soon(observe, root), stop=stop)

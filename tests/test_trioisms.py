@@ -303,3 +303,15 @@ async def test_tasks_inherit_context_from_their_spawner_at_spawn_time() -> None:
         await nursery.start(child)
     assert seen == ["child"]
     assert var.get() == "unset"
+
+
+def test_settle_heap_freezes_what_start_up_left_alive():
+    import gc
+
+    from extmm.ops.gctune import settle_heap
+
+    try:
+        frozen = settle_heap()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

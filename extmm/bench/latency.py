@@ -13,6 +13,7 @@ HTTP up to the socket, socket → simulator), CPU load of both processes and of 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -26,11 +27,11 @@ from functools import partial
 from typing import Any
 
 import attrs
-import httpcore
 import httpx
 import trio
 
 from extmm.config import BotConfig, parse_config
+from extmm.ops.gctune import settle_heap
 from extmm.venue.network import NetworkVenue
 from extmm.venue.signing import Credentials, NonceSource, OrderSigner
 from extmm.venue.types import OrderRequest, StreamMessage
@@ -212,15 +213,16 @@ def bench_config(markets: Sequence[str], opts: LatencyOptions) -> BotConfig:
 
 class BotStamps:
     """When book frames reached the bot, orders entered `place_order` and their requests
-    started to go out on the socket (CLOCK_MONOTONIC, the probe's axis), and the orders
-    themselves for the signing floor. Bounded."""
+    went out on the socket (CLOCK_MONOTONIC, the probe's axis), and the orders themselves
+    for the signing floor. Bounded."""
 
     def __init__(self) -> None:
         self.frames: OrderedDict[tuple[str, int], float] = OrderedDict()
         self.orders: OrderedDict[str, float] = OrderedDict()
-        # externalId → (headers written, body written)
-        self.written: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # externalId → when its request went out on the socket
+        self.written: OrderedDict[str, float] = OrderedDict()
         self.requests: deque[OrderRequest] = deque(maxlen=FLOOR_ORDERS)
+        self.round_trips: deque[float] = deque(maxlen=STAMPS_KEPT)  # place_order entered → returned
 
     def frame(self, market: str, seq: int) -> None:
         self.frames[(market, seq)] = time.monotonic()
@@ -233,71 +235,15 @@ class BotStamps:
             self.orders.popitem(last=False)
         self.requests.append(order)
 
-    def body_written(self, data: bytes, request_started_at: float) -> None:
-        # An order body follows its headers on the same connection and starts with its externalId.
-        if data.startswith(ORDER_BODY_HEAD):
-            end = data.find(b'"', len(ORDER_BODY_HEAD))
+    def request_written(self, body: bytes, _at: float) -> None:
+        """The write lane's hook: an order request (headers and body in one write) goes out
+        now. An order body starts with its externalId."""
+        if body.startswith(ORDER_BODY_HEAD):
+            end = body.find(b'"', len(ORDER_BODY_HEAD))
             if end > 0:
-                ext = data[len(ORDER_BODY_HEAD) : end].decode(errors="replace")
-                self.written[ext] = (request_started_at, time.monotonic())
+                self.written[body[len(ORDER_BODY_HEAD) : end].decode(errors="replace")] = time.monotonic()
                 if len(self.written) > STAMPS_KEPT:
                     self.written.popitem(last=False)
-
-
-class _StampingStream(httpcore.AsyncNetworkStream):
-    """Notes when each POST starts to go out (its headers); the body, written next, names the order."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream, stamps: BotStamps) -> None:
-        self._inner = inner
-        self._stamps = stamps
-        self._post_started_at = 0.0
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore API
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore API
-        if buffer.startswith(b"POST "):
-            self._post_started_at = time.monotonic()
-        else:
-            self._stamps.body_written(buffer, self._post_started_at)
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return await self._inner.start_tls(*args, **kwargs)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _StampingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, stamps: BotStamps) -> None:
-        self._inner = httpcore.TrioBackend()
-        self._stamps = stamps
-
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return _StampingStream(await self._inner.connect_tcp(*args, **kwargs), self._stamps)
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return _StampingStream(await self._inner.connect_unix_socket(*args, **kwargs), self._stamps)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def stamping_transport(stamps: BotStamps) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport with httpx's default limits, over a backend that stamps order
-    bodies as they are written. httpx takes no network backend, hence the swapped pool."""
-    transport = httpx.AsyncHTTPTransport()
-    transport._pool = httpcore.AsyncConnectionPool(  # noqa: SLF001
-        network_backend=_StampingBackend(stamps),
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=5.0,
-    )
-    return transport
 
 
 class _StampedSubscription:
@@ -324,7 +270,11 @@ class StampedVenue(NetworkVenue):
 
     async def place_order(self, order: OrderRequest) -> Any:
         self.stamps.order(order)
-        return await super().place_order(order)
+        started = time.monotonic()
+        try:
+            return await super().place_order(order)
+        finally:
+            self.stamps.round_trips.append(time.monotonic() - started)
 
     def orderbook_stream(self, market: str, *, depth: int | None = None) -> Any:
         return self._stamped(market, depth)
@@ -351,6 +301,27 @@ def signing_floor(
         signer.sign_json(order)
         times.append(time.perf_counter() - started)
     return times
+
+
+class GcPauses:
+    """Durations of the bot's cyclic garbage collections while inside the `with` block."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.durations.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -453,7 +424,7 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
         sim.credentials,
         observer=ChannelObserver(outcomes_send),
         rate_limit_per_min=opts.rate_limit_per_min,
-        transport=stamping_transport(stamps),
+        lane_on_write=stamps.request_written,
         stamps=stamps,
     ) as venue:
         root = RootSupervisor(
@@ -463,6 +434,7 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
         report: dict[str, Any] | None = None
         failed: dict[str, str] = {}
         bot_cpu_s = 0.0
+        gc_pauses = GcPauses()
         async with trio.open_nursery() as nursery, httpx.AsyncClient(
             base_url=sim.probe_url, timeout=30.0
         ) as probe:
@@ -470,6 +442,7 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
                 await nursery.start(partial(root.run, stop=stop))
             if startup.cancelled_caught:
                 raise BenchError(f"the bot was not ready within {opts.startup_timeout_s}s")
+            settle_heap()  # as `python -m extmm` does once the bot is ready
             try:
                 await probe.post("/start")
                 calibration = await _wait_calibrated(probe, opts.startup_timeout_s)
@@ -481,7 +454,8 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
                         profiler = cProfile.Profile()
                         profiler.enable()
                     cpu_before = time.process_time()
-                    await trio.sleep(opts.duration_s)
+                    with GcPauses() as gc_pauses:
+                        await trio.sleep(opts.duration_s)
                     bot_cpu_s = time.process_time() - cpu_before
                     if profiler is not None:
                         profiler.disable()
@@ -496,7 +470,7 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
     floor = signing_floor(list(stamps.requests), sim.credentials, domain, market_infos)
     if profiler is not None and opts.profile_path:
         _dump_profile(profiler, opts.profile_path)
-    return _result(report, stamps, floor, opts, failed, bot_cpu_s)
+    return _result(report, stamps, floor, opts, failed, bot_cpu_s, gc_pauses.durations)
 
 
 def _dump_profile(profiler: Any, path: str) -> None:
@@ -516,6 +490,7 @@ def _result(
     opts: LatencyOptions,
     failed: dict[str, str],
     bot_cpu_s: float,
+    gc_pauses: Sequence[float] = (),
 ) -> LatencyResult:
     samples = report["samples"]
     latencies = [s["received_at"] - s["written_at"] for s in samples]
@@ -523,7 +498,6 @@ def _result(
     pipeline: list[float] = []
     wire_out: list[float] = []
     to_socket: list[float] = []
-    headers_to_body: list[float] = []
     socket_to_sim: list[float] = []
     sim_queue = [s["written_at"] - s["pushed_at"] for s in samples]
     for s in samples:
@@ -538,9 +512,8 @@ def _result(
         wire_out.append(s["received_at"] - entered)
         written = stamps.written.get(s["external_id"])
         if written is not None:
-            to_socket.append(written[0] - entered)
-            headers_to_body.append(written[1] - written[0])
-            socket_to_sim.append(s["received_at"] - written[0])
+            to_socket.append(written - entered)
+            socket_to_sim.append(s["received_at"] - written)
     overall = summary_ms(latencies)
     floor_summary = summary_ms(floor)
     detail = {
@@ -563,13 +536,15 @@ def _result(
         # ... of which: place_order entered → the request starts to go out (sign, httpx; also
         # the other side's signing when both sides move at once)
         "place_to_socket": summary_ms(to_socket),
-        # ... and: request starts to go out → complete at the simulator's app (headers and body
-        # writes, kernel, scheduling of both processes, HTTP parsing)
+        # ... and: request written → complete at the simulator's app (kernel, scheduling of
+        # both processes, the simulator's HTTP parsing)
         "socket_to_sim": summary_ms(socket_to_sim),
-        # ... within which httpx writes headers and body separately, with a checkpoint between
-        "headers_to_body": summary_ms(headers_to_body),
+        # place_order entered → the venue's answer is back (the side waits this long)
+        "place_round_trip": summary_ms(list(stamps.round_trips)),
         # frame queued in the simulator → written to the socket (simulator's own delay, not counted)
         "sim_queue": summary_ms(sim_queue),
+        # the bot's garbage-collector pauses during the measured window (they stop everything)
+        "gc_pauses": summary_ms(gc_pauses),
         "probe": {k: v for k, v in report.items() if k != "samples"},
         "failed_markets": failed,
     }

@@ -114,6 +114,7 @@ from extmm.sim.validation import grid_units, parse_order_body
 from extmm.venue.types import PlacedOrder
 
 DAY_MS = 86_400_000
+UNCHECKED = object()  # `place_order(signature=...)`: no verdict given, check it there
 HOUR_MS = 3_600_000
 
 
@@ -569,6 +570,23 @@ class SimEngine:
         return events
 
     # == orders: writes ======================================================================
+    def check_signature(self, account_id: int, body: Mapping[str, Any]) -> SignatureError | None:
+        """The signature verdict for an order body (None: valid, or not checkable yet —
+        an unknown market or account is refused by `place_order` itself). Reads only
+        immutable configuration: safe to run in a worker thread."""
+        market = body.get("market")
+        m = self._markets.get(market) if isinstance(market, str) else None
+        account = self._accounts.get(account_id)
+        if m is None or account is None:
+            return None
+        try:
+            verify_order_body(
+                body, m.l2, self.config.domain, public_key=account.info.public_key, vault=account.info.vault
+            )
+        except SignatureError as exc:
+            return exc
+        return None
+
     def place_order(
         self,
         account_id: int,
@@ -576,12 +594,17 @@ class SimEngine:
         now_ms: int,
         *,
         force_reject: str | None = None,
+        signature: SignatureError | None | object = UNCHECKED,
     ) -> PlacedOrder:
         """`POST /user/order`: validate, then accept and match. Returns the ack.
 
         `force_reject` (fault injection) accepts the order and rejects it in the engine
         with that status reason, like a matching-engine refusal after a 200 (a replaced
         order is cancelled all the same, as for a post-only cross).
+        `signature`: the verdict of `check_signature` computed beforehand (the served
+        simulator checks in a worker thread, as a venue's front end would not stall on
+        it); by default the signature is checked here. Either way a bad signature is
+        refused at the same point of the validation order.
         """
         self.advance(now_ms)
         now = self._now
@@ -606,16 +629,10 @@ class SimEngine:
         if intent.fee < required_fee:
             raise SimReject(1128, f"fee {intent.fee} is below the applicable rate {required_fee}")
         if self.config.verify_signatures:
-            try:
-                verify_order_body(
-                    body,
-                    m.l2,
-                    self.config.domain,
-                    public_key=account.info.public_key,
-                    vault=account.info.vault,
-                )
-            except SignatureError as exc:
-                raise SimReject(exc.code, str(exc)) from None
+            if signature is UNCHECKED:
+                signature = self.check_signature(account_id, body)
+            if isinstance(signature, SignatureError):
+                raise SimReject(signature.code, str(signature))
         if intent.external_id in account.orders_by_external:
             raise SimReject(1134, f"duplicate order id {intent.external_id!r}")
         previous = account.open_by_external.get(intent.cancel_id) if intent.cancel_id is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,7 @@ from extmm.venue.errors import (
     TransientServerError,
     VenueError,
 )
+from extmm.venue.lane import WriteLane
 from extmm.venue.parse import (
     parse_balance,
     parse_fee_rates,
@@ -124,6 +125,8 @@ class NetworkVenue:
         rng: random.Random | None = None,
         rate_limited_pause_s: float = 1.0,
         sent_id_memory: int = 100_000,
+        write_lane: bool | None = None,
+        lane_on_write: Callable[[bytes, float], None] | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.stream_url = stream_url.rstrip("/")
@@ -150,6 +153,11 @@ class NetworkVenue:
         # externalIds already sent as new orders (bounded): a second send is refused.
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
         self._sent_id_memory = sent_id_memory
+        # Order writes (place, cancel, mass cancel) go through `WriteLane` unless told not
+        # to; by default not when a custom httpx transport is given (tests mock that one).
+        self._use_lane = transport is None if write_lane is None else write_lane
+        self._lane_on_write = lane_on_write
+        self._lane: WriteLane | None = None
 
     @classmethod
     def for_endpoint(
@@ -163,15 +171,21 @@ class NetworkVenue:
         return f"NetworkVenue(rest_url={self.rest_url!r}, vault={vault})"
 
     async def __aenter__(self) -> NetworkVenue:
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
         self._client = httpx.AsyncClient(
             base_url=self.rest_url,
             transport=self._transport,
             timeout=httpx.Timeout(self._timeout_s),
-            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+            headers=headers,
             follow_redirects=False,
         )
+        if self._use_lane:
+            self._lane = WriteLane(
+                self.rest_url, headers=headers, timeout_s=self._timeout_s, on_write=self._lane_on_write
+            )
         self._rest = RestClient(
             self._client,
+            lane=self._lane,
             limiter=self._limiter,
             api_key=self._credentials.api_key if self._credentials else None,
             retry=self._retry,
@@ -183,8 +197,11 @@ class NetworkVenue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         client, self._client, self._rest = self._client, None, None
-        if client is not None:
-            with trio.CancelScope(shield=True):
+        lane, self._lane = self._lane, None
+        with trio.CancelScope(shield=True):
+            if lane is not None:
+                await lane.aclose()
+            if client is not None:
                 await client.aclose()
 
     @property
@@ -290,6 +307,7 @@ class NetworkVenue:
                 body=body,
                 private=True,
                 priority=Priority.PLACE,
+                fast=True,
             )
             return parse_placed_order(data)
         except (NetworkError, TransientServerError, MalformedResponse) as exc:
@@ -303,6 +321,7 @@ class NetworkVenue:
             private=True,
             priority=Priority.CANCEL,
             allow_empty=True,
+            fast=True,
         )
 
     async def cancel_order_by_external_id(self, external_id: str) -> None:
@@ -314,6 +333,7 @@ class NetworkVenue:
             private=True,
             priority=Priority.CANCEL,
             allow_empty=True,
+            fast=True,
         )
 
     async def mass_cancel(
@@ -342,6 +362,7 @@ class NetworkVenue:
             private=True,
             priority=Priority.CANCEL,
             allow_empty=True,
+            fast=True,
         )
 
     async def set_dead_mans_switch(self, countdown_s: int) -> None:
@@ -356,6 +377,7 @@ class NetworkVenue:
             private=True,
             priority=Priority.CANCEL,
             allow_empty=True,
+            fast=True,
         )
 
     # -- streams ----------------------------------------------------------------------------------
@@ -426,6 +448,9 @@ class NetworkVenue:
     async def _signer_for(self, market: str) -> OrderSigner:
         if self._credentials is None:
             raise RuntimeError("placing orders needs credentials (public-only venue)")
+        signer = self._signer
+        if signer is not None and signer.has_market(market):
+            return signer  # the hot path: no lock, no scheduling point before the order goes out
         async with self._signer_lock:
             if self._signer is None:
                 domain = await self.get_signing_domain()
