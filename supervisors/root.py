@@ -28,8 +28,10 @@ from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
+from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import MarketInfo
+from supervisors.backoff import Backoff
 from supervisors.breaker import BreakerAction, CircuitBreaker
 from supervisors.events import ChildRestarting, EventHub
 from supervisors.market import ACTORS, MarketContext, MarketWiring, market_supervisor_spec
@@ -67,6 +69,9 @@ class RunSummary:
         }
 
 
+ACCOUNT_RECONNECT = Backoff(initial=0.5, factor=2.0, cap=15.0, jitter=0.2)  # as the markets' streams
+
+
 class RootSupervisor:
     def __init__(
         self,
@@ -83,6 +88,11 @@ class RootSupervisor:
     ) -> None:
         self.cfg = cfg
         self.port = port
+        # Every market's Account reads one shared account-stream connection.
+        self.account_hub = SharedAccountStream(
+            port, reconnect_delay=lambda n: ACCOUNT_RECONNECT.delay(max(n - 1, 0), self.rng)
+        )
+        self.market_port = SharingPort(port, self.account_hub)
         self.network = network
         self.epoch_ms = epoch_ms
         self.rng = rng or random.Random()
@@ -196,7 +206,7 @@ class RootSupervisor:
                 bot=self.cfg,
                 market=market_cfg,
                 spec=self.markets[name].spec,
-                port=self.port,
+                port=self.market_port,
                 maker_fee_rate=fees[0],
                 taker_fee_rate=fees[1],
                 ids=ids,
@@ -461,6 +471,7 @@ class RootSupervisor:
             nursery.start_soon(self._dms_loop)
             nursery.start_soon(self._outcomes_loop)
             nursery.start_soon(self._breaker_loop)
+            await nursery.start(self.account_hub.run)
             await nursery.start(self._run_supervisor)
             self.ready = True
             logger.info("all markets ready: {}", ", ".join(names))

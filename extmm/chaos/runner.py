@@ -198,7 +198,12 @@ class ChaosRun:
         prefix = self.cfg.external_id_prefix
         root, port = self.root, self.port
         active = [m for m in self.markets if m not in root.halted]
-        streams_up = port.account_streams_up(for_at_least_s=self.tolerances.settle_s) >= len(active)
+        # Every active market's Account has been receiving (from the one shared connection,
+        # which the recording port sees upstream) for the settle time.
+        streams_up = (
+            port.account_streams_up(for_at_least_s=self.tolerances.settle_s) >= 1
+            and root.account_hub.subscriptions_up(for_at_least_s=self.tolerances.settle_s) >= len(active)
+        )
         observations = []
         for market in self.markets:
             venue_open = frozenset(
