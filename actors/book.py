@@ -2,10 +2,14 @@
 
 Checks `seq` (through `extmm.domain.book`), asks the Feed for a resync when the book
 breaks, keeps the rolling volatility, and publishes a `TopOfBook` after every frame to
-the Quoter and the Account (both conflate: they keep only the newest).
+the Quoter and the Account (both conflate: they keep only the newest). Public trades
+(only streamed for a market that recalibrates online) go to the Quoter as `TradePrints`,
+with the mid and spread of the book they hit.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
 
 import trio
 from loguru import logger
@@ -19,9 +23,11 @@ from actors.messages import (
     FeedReset,
     FundingRate,
     MarkPrice,
+    PublicTrades,
     QuoterIn,
     Resync,
     TopOfBook,
+    TradePrints,
 )
 from extmm.domain.book import Book, MalformedBookFrame
 from extmm.domain.units import MarketSpec
@@ -76,6 +82,9 @@ async def book_actor(
                 continue
             case MarkPrice():
                 continue
+            case PublicTrades():
+                _forward_prints(spec, book, msg, to_quoter)
+                continue
         if top.valid and top.mid is not None:
             vol.update(top.updated_at, top.mid)
         if last_top is None or _changed(last_top, top):
@@ -99,6 +108,36 @@ async def book_actor(
                     malformed=malformed,
                 )
             )
+
+
+def _forward_prints(
+    spec: MarketSpec, book: Book, msg: PublicTrades, to_quoter: trio.MemorySendChannel[QuoterIn]
+) -> None:
+    """Prints measured against the book they hit; none while the book is not two-sided."""
+    t = book.top()
+    if not t.valid or t.mid is None or t.best_bid_ticks is None or t.best_ask_ticks is None:
+        return
+    try:
+        prints = parse_prints(spec, msg.data)
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        logger.warning("{}: malformed public trades frame skipped: {!r}", spec.name, exc)
+        return
+    if prints:
+        touch = (t.best_ask_ticks - t.best_bid_ticks) / 2.0
+        offer(to_quoter, TradePrints(prints=prints, mid=t.mid, touch_ticks=touch, at=msg.received_at))
+
+
+def parse_prints(spec: MarketSpec, data: object) -> tuple[tuple[bool, int], ...]:
+    """Public trades `[{S, p, ...}]` → (taker is buy, price ticks); raises on anything unreadable."""
+    if not isinstance(data, list):
+        raise TypeError(f"expected a list of trades, got {type(data).__name__}")
+    prints = []
+    for trade in data:
+        side = trade["S"]
+        if side not in ("BUY", "SELL"):
+            raise ValueError(f"trade side {side!r}")
+        prints.append((side == "BUY", spec.price_to_ticks(Decimal(str(trade["p"])))))
+    return tuple(prints)
 
 
 def _top(spec: MarketSpec, book: Book, vol: EwmaVolatility, at: float) -> TopOfBook:

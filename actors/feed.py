@@ -1,7 +1,8 @@
-"""Feed: the public streams of one market (order book, funding, mark price).
+"""Feed: the public streams of one market (order book, funding, mark price; public trades
+when the market's model recalibrates online).
 
-Sends raw book frames on to the Book without parsing them; reconnects with the given
-backoff on stream failures (and when the Book asks for a resync); reports readiness
+Sends raw book and trades frames on to the Book without parsing them; reconnects with the
+given backoff on stream failures (and when the Book asks for a resync); reports readiness
 only after the first snapshot has arrived and been handed on.
 """
 
@@ -13,7 +14,17 @@ from decimal import Decimal, InvalidOperation
 import trio
 from loguru import logger
 
-from actors.messages import BookFrame, FeedControl, FeedOut, FeedReset, FundingRate, MarkPrice, Resync
+from actors.channels import send
+from actors.messages import (
+    BookFrame,
+    FeedControl,
+    FeedOut,
+    FeedReset,
+    FundingRate,
+    MarkPrice,
+    PublicTrades,
+    Resync,
+)
 from extmm.venue.errors import StreamError, VenueError
 from extmm.venue.port import ExchangePort
 
@@ -34,6 +45,7 @@ async def feed(
     reconnect_delay: Callable[[int], float],
     first_snapshot_timeout_s: float = 30.0,
     side_streams: bool = True,
+    trades_stream: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     ready = trio.Event()
@@ -46,14 +58,15 @@ async def feed(
                     await out.send(FeedReset(reason="connected" if failures == 0 else "reconnected"))
                     while True:
                         msg = await stream.receive()
-                        await out.send(
+                        await send(
+                            out,
                             BookFrame(
                                 type=msg.type,
                                 data=msg.data,
                                 seq=msg.seq,
                                 exchange_ts_ms=msg.ts,
                                 received_at=trio.current_time(),
-                            )
+                            ),
                         )
                         if msg.type == "SNAPSHOT":
                             failures = 0
@@ -71,16 +84,25 @@ async def feed(
 
     async def side_loop(kind: str) -> None:
         failures = 0
-        opener = port.funding_stream if kind == "funding" else port.mark_price_stream
+        opener = {
+            "funding": port.funding_stream,
+            "mark": port.mark_price_stream,
+            "trades": port.public_trades_stream,
+        }[kind]
         while True:
             try:
                 async with opener(market) as stream:
                     while True:
                         msg = await stream.receive()
                         failures = 0
-                        parsed = _parse_side_message(kind, msg.data, msg.ts)
+                        if kind == "trades":  # raw, like book frames: the Book reads the prints
+                            parsed: FeedOut | None = PublicTrades(
+                                data=msg.data, exchange_ts_ms=msg.ts, received_at=trio.current_time()
+                            )
+                        else:
+                            parsed = _parse_side_message(kind, msg.data, msg.ts)
                         if parsed is not None:
-                            await out.send(parsed)
+                            await send(out, parsed)
             except RECOVERABLE as exc:
                 failures += 1
                 delay = reconnect_delay(failures)
@@ -92,6 +114,8 @@ async def feed(
         if side_streams:
             nursery.start_soon(side_loop, "funding")
             nursery.start_soon(side_loop, "mark")
+        if trades_stream:
+            nursery.start_soon(side_loop, "trades")
         with trio.fail_after(first_snapshot_timeout_s):
             await ready.wait()
         task_status.started()

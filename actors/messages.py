@@ -47,7 +47,17 @@ class MarkPrice:
     exchange_ts_ms: int
 
 
-FeedOut = BookFrame | FeedReset | FundingRate | MarkPrice
+@attrs.frozen(kw_only=True)
+class PublicTrades:
+    """One public trades frame, unparsed (`[{S, p, q, T, ...}]`); the Feed opens the trades
+    stream only for a market whose model recalibrates online."""
+
+    data: Any
+    exchange_ts_ms: int
+    received_at: float  # trio time
+
+
+FeedOut = BookFrame | FeedReset | FundingRate | MarkPrice | PublicTrades
 
 
 # -- Book → Feed ----------------------------------------------------------------------
@@ -96,7 +106,18 @@ class Inventory:
         return self.open_bids + self.open_asks
 
 
-QuoterIn = TopOfBook | Inventory | FundingRate
+@attrs.frozen(kw_only=True)
+class TradePrints:
+    """The prints of one public trades frame, with the book as it stood when they arrived:
+    what the online calibration measures aggressor depths against."""
+
+    prints: tuple[tuple[bool, int], ...]  # (taker is buy, price ticks)
+    mid: float  # book mid before the prints
+    touch_ticks: float  # half the book's spread, in ticks
+    at: float  # trio time
+
+
+QuoterIn = TopOfBook | Inventory | FundingRate | TradePrints
 
 
 # -- Quoter → Risk ----------------------------------------------------------------------

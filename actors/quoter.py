@@ -4,19 +4,33 @@ Event-driven: it re-quotes as soon as a message arrives, draining its inbox firs
 never works through a backlog (conflation), and at least every `quote_loop_ms` so a
 quiet or stalled book is re-judged (Risk then sees its age). The model is
 `extmm.domain.quoting.compute_quote`, the same code the tests exercise.
+
+With `model.recalibrate` the Quoter estimates σ, A and k online over a rolling window
+(`extmm.calibrate.OnlineCalibrator`: mids from the book tops, aggressor depths from the
+prints the Book forwards) at most once per `estimate_every_s`, and once the data covers
+`min(recalibrate_window_s, warmup_s)` quotes with them instead of the Book's σ and the
+configured A and k. The estimates are logged and published in `QuoteStats.estimate`.
 """
 
 from __future__ import annotations
 
 import math
 
+import attrs
 import trio
+from loguru import logger
 
-from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook
+from actors.channels import send
+from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
+from extmm.calibrate import OnlineCalibrator
 from extmm.config import MarketConfig
 from extmm.domain.quoting import QuoteIntent, compute_quote
 from extmm.domain.units import MarketSpec
-from extmm.telemetry import QuoteStats, Telemetry
+from extmm.telemetry import ModelEstimate, QuoteStats, Telemetry
+
+ESTIMATE_EVERY_S = 1.0  # a fit over a full 900 s window costs ~0.5 ms: not more often than this
+WARMUP_S = 60.0  # estimates are used once the data covers min(window, this)
+LOG_EVERY_S = 60.0
 
 
 async def quoter(
@@ -28,11 +42,13 @@ async def quoter(
     quote_loop_s: float,
     maker_fee_rate: float,
     telemetry: Telemetry,
+    estimate_every_s: float = ESTIMATE_EVERY_S,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     top: TopOfBook | None = None
     inventory: Inventory | None = None
     funding_rate = 0.0
+    recal = Recalibration(spec, market, every_s=estimate_every_s) if market.model.recalibrate else None
     task_status.started()
     while True:
         batch: list[QuoterIn] = []
@@ -52,6 +68,11 @@ async def quoter(
                 case TopOfBook():
                     top = msg
                     requote = True
+                    if recal is not None:
+                        recal.on_top(msg)
+                case TradePrints():
+                    if recal is not None:
+                        recal.on_prints(msg)
                 case Inventory():
                     if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
                         requote = True
@@ -61,9 +82,13 @@ async def quoter(
                     funding_rate = msg.rate
         if top is None or not requote:
             continue
-        intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
         now = trio.current_time()
-        await out.send(Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
+        if recal is not None:
+            recal.refresh(now)
+            intent = _intent(spec, recal.market, top, inventory, funding_rate, maker_fee_rate, recal.sigma_rel)
+        else:
+            intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
+        await send(out, Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
         telemetry.publish(
             QuoteStats(
                 market=spec.name,
@@ -74,8 +99,79 @@ async def quoter(
                 model=intent.model,
                 reasons=(intent.note,) if intent.note else (),
                 at=now,
+                estimate=recal.estimate if recal is not None else None,
             )
         )
+
+
+class Recalibration:
+    """The Quoter's online σ, A, k: what it quotes with while `model.recalibrate` is on.
+
+    `market` is the configured market with A and k replaced by the estimates (A–S, GLFT),
+    `sigma_rel` the estimated relative σ (every model), both only once the data covers
+    min(window, `warmup_s`); until then the configuration and the Book's σ stand. A part
+    the estimator cannot give for a moment (too few prints for a fit) keeps its last value,
+    and `estimate` always shows the values in use."""
+
+    def __init__(
+        self, spec: MarketSpec, market: MarketConfig, *,
+        every_s: float = ESTIMATE_EVERY_S, warmup_s: float = WARMUP_S,
+    ) -> None:
+        self.spec = spec
+        self.configured = market
+        self.market = market
+        self.sigma_rel: float | None = None
+        self.estimate: ModelEstimate | None = None
+        self.every_s = every_s
+        self.warmup_s = min(warmup_s, market.model.recalibrate_window_s)
+        self._tick = float(spec.tick_size)
+        self.calibrator = OnlineCalibrator(
+            spec.name, window_s=market.model.recalibrate_window_s, tick=self._tick
+        )
+        self._next_at = -math.inf
+        self._logged_at = -math.inf
+
+    def on_top(self, top: TopOfBook) -> None:
+        if top.valid and top.mid is not None:
+            self.calibrator.on_mid(top.updated_at, top.mid)
+
+    def on_prints(self, msg: TradePrints) -> None:
+        tick = self._tick
+        prints = [(is_buy, ticks * tick) for is_buy, ticks in msg.prints]
+        self.calibrator.on_prints(msg.at, msg.mid, prints, touch=msg.touch_ticks * tick)
+
+    def refresh(self, now: float) -> None:
+        """Estimate again if `every_s` has passed since the last estimate."""
+        if now < self._next_at:
+            return
+        self._next_at = now + self.every_s
+        cal = self.calibrator.estimate(now)
+        if cal is None or cal.duration_s < self.warmup_s or (cal.sigma is None and cal.fit is None):
+            return
+        last = self.estimate
+        sigma, a, k = cal.sigma, cal.A, cal.k
+        if cal.sigma is None and last is not None:
+            sigma = last.sigma
+        if cal.fit is None and last is not None:
+            a, k = last.A, last.k
+        self.estimate = ModelEstimate(
+            sigma=sigma, sigma_rel=cal.sigma_rel if cal.sigma is not None else self.sigma_rel,
+            A=a, k=k, covered_s=cal.duration_s, at=now,
+        )
+        self.sigma_rel = self.estimate.sigma_rel
+        model = self.configured.model
+        if cal.fit is not None and model.type in ("avellaneda_stoikov", "glft"):
+            self.market = attrs.evolve(self.configured, model=attrs.evolve(model, A=cal.fit.A, k=cal.fit.k))
+        if now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            logger.info(
+                "{}: recalibrated over {:.0f}s: sigma={} ({} rel/√s) A={} k={}",
+                self.spec.name, cal.duration_s, _g(cal.sigma), _g(cal.sigma_rel), _g(cal.A), _g(cal.k),
+            )
+
+
+def _g(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _intent(
@@ -85,6 +181,7 @@ def _intent(
     inventory: Inventory | None,
     funding_rate: float,
     maker_fee_rate: float,
+    sigma_rel: float | None = None,
 ) -> QuoteIntent:
     if not top.valid or top.mid is None or not math.isfinite(top.mid):
         return QuoteIntent.empty(spec.name, model=market.model.type, note="book invalid")
@@ -96,7 +193,7 @@ def _intent(
         best_bid_ticks=top.bid_ticks,
         best_ask_ticks=top.ask_ticks,
         mid=top.mid,
-        sigma=top.sigma if top.sigma is not None else 0.0,
+        sigma=sigma_rel if sigma_rel is not None else top.sigma if top.sigma is not None else 0.0,
         inventory_lots=inventory.position_lots,
         funding_rate=funding_rate,
         maker_fee_rate=maker_fee_rate,

@@ -17,6 +17,7 @@ fills per second per side.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,15 +67,10 @@ def resample(times: Sequence[float], values: Sequence[float], interval_s: float)
     if not times:
         return []
     out: list[float] = []
-    i, last = 0, values[0]
     t = times[0]
     end = times[-1]
-    n = len(times)
     while t <= end + 1e-9:
-        while i < n and times[i] <= t + 1e-9:
-            last = values[i]
-            i += 1
-        out.append(last)
+        out.append(values[bisect.bisect_right(times, t + 1e-9) - 1])
         t += interval_s
     return out
 
@@ -110,18 +106,19 @@ def fit_intensity(
     """
     if duration_s <= 0 or not depths:
         return None
-    ordered = sorted(max(d, 0.0) for d in depths)
+    ordered = sorted(depths)
+    if ordered[0] < 0.0:
+        ordered = [max(d, 0.0) for d in ordered]
     n = len(ordered)
     points: list[tuple[float, int]] = []
-    previous = None
-    for i, d in enumerate(ordered):
-        key = round(d, 9)
-        if key == previous:
+    # Depths from min_depth on, while at least min_count aggressors reach them; a depth
+    # equal (to 1e-9) to the one before it is the same point. Two depths 2e-9 apart or
+    # more never are, which spares rounding nearly all of them.
+    for i in range(bisect.bisect_left(ordered, min_depth - 1e-9), n - max(min_count, 1) + 1):
+        d = ordered[i]
+        if i and d - ordered[i - 1] < 2e-9 and round(d, 9) == round(ordered[i - 1], 9):
             continue
-        previous = key
-        count = n - i  # aggressors with depth ≥ d (ordered ascending)
-        if count >= min_count and d >= min_depth - 1e-9:
-            points.append((d, count))
+        points.append((d, n - i))  # n - i: aggressors with depth ≥ d (ordered ascending)
     if len(points) > max_points:
         step = len(points) / max_points
         points = [points[int(j * step)] for j in range(max_points)]
@@ -282,17 +279,21 @@ class OnlineCalibrator:
 
     Feed it every mid (`on_mid`) and every aggressor's depth (`on_aggressor`, or the prints
     of a trade message with `on_prints`); `estimate(now)` fits over the last `window_s`
-    and returns None until there is enough data."""
+    and returns None until there is enough data. With the market's `tick` and the touch
+    distance of each trade message (`on_prints(touch=…)`), the intensity fit starts where
+    `MarketObserver`'s does, one tick beyond the usual touch (`censoring_depth`)."""
 
     def __init__(
-        self, market: str, *, window_s: float = 900.0, interval_s: float = 1.0, min_count: int = 10
+        self, market: str, *, window_s: float = 900.0, interval_s: float = 1.0, min_count: int = 10, tick: float = 0.0
     ) -> None:
         self.market = market
         self.window_s = window_s
         self.interval_s = interval_s
         self.min_count = min_count
+        self.tick = tick
         self._mids: deque[tuple[float, float]] = deque()
         self._depths: deque[tuple[float, float]] = deque()
+        self._touches: deque[tuple[float, float]] = deque()
         self._started: float | None = None
 
     def on_mid(self, t: float, mid: float) -> None:
@@ -309,16 +310,21 @@ class OnlineCalibrator:
     def on_aggressor(self, t: float, depth: float) -> None:
         self._depths.append((t, max(depth, 0.0)))
 
-    def on_prints(self, t: float, mid: float, prints: Iterable[tuple[bool, float]]) -> None:
+    def on_prints(
+        self, t: float, mid: float, prints: Iterable[tuple[bool, float]], *, touch: float | None = None
+    ) -> None:
+        """The prints of one trade message `[(taker is buy, price)]`, against the mid before
+        them; `touch`: the touch's distance from that mid (half the spread), price units."""
         for depth in aggressor_depths(mid, prints):
             self.on_aggressor(t, depth)
+        if touch is not None:
+            self._touches.append((t, touch))
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window_s
-        while self._mids and self._mids[0][0] < horizon:
-            self._mids.popleft()
-        while self._depths and self._depths[0][0] < horizon:
-            self._depths.popleft()
+        for rows in (self._mids, self._depths, self._touches):
+            while rows and rows[0][0] < horizon:
+                rows.popleft()
 
     def estimate(self, now: float) -> Calibration | None:
         self._trim(now)
@@ -330,7 +336,10 @@ class OnlineCalibrator:
         mids = [m for _, m in self._mids]
         sigma = sigma_from_mids(times, mids, interval_s=self.interval_s)
         mean_mid = sum(mids) / len(mids)
-        fit = fit_intensity([d for _, d in self._depths], duration, min_count=self.min_count)
+        min_depth = censoring_depth([d for _, d in self._touches], self.tick) if self.tick > 0 else 0.0
+        fit = fit_intensity(
+            [d for _, d in self._depths], duration, min_depth=min_depth, min_count=self.min_count
+        )
         if sigma is None and fit is None:
             return None
         return Calibration(

@@ -32,6 +32,18 @@ class BookStats:
 
 
 @attrs.frozen(kw_only=True)
+class ModelEstimate:
+    """The Quoter's online calibration (`model.recalibrate`): the σ, A, k it quotes with."""
+
+    sigma: float | None  # price units per √s
+    sigma_rel: float | None  # relative per √s (what replaces the Book's σ)
+    A: float | None  # noqa: N815 - the models' name: fills per second per side at δ = 0
+    k: float | None  # per price unit
+    covered_s: float  # how much of the rolling window the data covers
+    at: float  # trio time of the estimate
+
+
+@attrs.frozen(kw_only=True)
 class QuoteStats:
     market: str
     bid: Decimal | None
@@ -41,6 +53,7 @@ class QuoteStats:
     model: str
     reasons: tuple[str, ...]
     at: float
+    estimate: ModelEstimate | None = None  # set while the model recalibrates online
 
 
 @attrs.frozen(kw_only=True)

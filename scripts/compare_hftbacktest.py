@@ -15,11 +15,15 @@
 4. Replays the same recording through extmm's production bot (`glft` model with A and k
    calibrated from the recording by `extmm.calibrate`).
 
-Reported per engine: wall time, rows of the data set per second (the same rows for both:
-level updates and prints), extmm's own events (book frames and account updates through
-the actor tree), PnL, and the inventory spread (std, min, max of the position in USD,
-sampled every second). hftbacktest is not a dependency: without it the script says so and
-exits 0.
+Reported per engine: wall time; `events` and `events_per_s` with one definition for both,
+hftbacktest's: the data set's L2 level updates plus its trade prints (the same count for
+both engines, per each engine's wall second; hftbacktest's `rows` also hold its 2
+DEPTH_CLEAR markers per snapshot); for extmm also what its actors received (the backtest's
+`market_events`: level updates, mark and funding updates — prints reach its replay fill
+model, not the actors, unless a model recalibrates online — and `messages`), with a check
+that the level updates its actors received are exactly the data set's; PnL, and the
+inventory spread (std, min, max of the position in USD, sampled every second).
+hftbacktest is not a dependency: without it the script says so and exits 0.
 """
 
 from __future__ import annotations
@@ -347,8 +351,11 @@ def run_extmm(
     positions = np.array([s.position_usd for s in result.samples if s.market == market])
     return {
         "wall_seconds": round(wall, 3),
-        "events": line["events"],
-        "events_per_s": line["events_per_s"],
+        "market_events": line["market_events"],
+        "market_events_per_s": line["market_events_per_s"],
+        "market_events_by_kind": line["events_by_kind"],
+        "messages": line["messages"],
+        "messages_per_s": line["messages_per_s"],
         "orders_sent": line["orders_sent"],
         "trades": line["fills"],
         "pnl": line["pnl"],
@@ -434,7 +441,18 @@ def main(argv: list[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         gamma=args.gamma,
     )
+    # One definition for both engines: the data set's level updates and prints per wall second.
+    data_events = counts["level_updates"] + counts["prints"]
+    for engine in (hbt, ours):
+        engine["events"] = data_events
+        engine["events_per_s"] = round(data_events / engine["wall_seconds"], 1)
     ours["rows_per_s"] = round(counts["rows"] / ours["wall_seconds"], 1)
+    received = ours["market_events_by_kind"].get("book_levels", 0)
+    check = {
+        "level_updates_in_data": counts["level_updates"],
+        "level_updates_extmm_actors_received": received,
+        "agree": received == counts["level_updates"],
+    }
     print(
         json.dumps(
             {
@@ -453,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "hftbacktest": {"version": hftbacktest.__version__, **hbt},
                 "extmm": ours,
-                "note": "rows = the data set's level updates and prints, the unit hftbacktest processes; extmm's "
-                "events = book frames and account updates through the actor tree (one frame carries many rows)",
+                "events_check": check,
+                "note": "events = the data set's L2 level updates + trade prints (hftbacktest's unit), per "
+                "each engine's wall second; extmm's market_events = what its actors received (level "
+                "updates, mark, funding); messages = stream messages through its actor tree",
             }
         )
     )

@@ -175,6 +175,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             out=w.feed_out[0],
             control=w.feed_control[1],
             reconnect_delay=reconnect,
+            trades_stream=market.model.recalibrate,  # prints feed the Quoter's online calibration
         ),
     }
     return SupervisorSpec(

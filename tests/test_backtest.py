@@ -46,7 +46,7 @@ def test_one_virtual_hour_of_two_markets_keeps_the_invariants(hour_of_two_market
     summary = result.summary
     assert summary.markets == ("BTC-USD", "ETH-USD")
     assert summary.orders_sent > 0 and summary.fills > 0
-    assert result.events_by_kind["book"] > 2 * 3600 * 5  # ~10 book frames a second per market
+    assert result.messages_by_kind["book"] > 2 * 3600 * 5  # ~10 book frames a second per market
 
     # Inventory: within the per-market limit plus one quote, at every sample and every fill.
     for market in cfg.enabled_markets:
@@ -83,6 +83,10 @@ def test_summary_line_has_the_documented_keys(hour_of_two_markets):
         "wall_seconds",
         "events",
         "events_per_s",
+        "market_events",
+        "market_events_per_s",
+        "messages",
+        "messages_per_s",
         "orders_sent",
         "fills",
         "pnl",
@@ -93,8 +97,18 @@ def test_summary_line_has_the_documented_keys(hour_of_two_markets):
     ):
         assert key in line
     assert set(line["pnl"]) == {"spread", "inventory", "fees", "funding", "net"}
-    assert line["events"] == sum(result.events_by_kind.values())
-    assert line["events_per_s"] == pytest.approx(line["events"] / 2.0, rel=1e-3)
+    # events are market events: level updates + prints + mark + funding updates the actors got.
+    assert line["events"] == line["market_events"] == sum(result.market_events_by_kind.values())
+    assert line["events_per_s"] == line["market_events_per_s"] == pytest.approx(line["events"] / 2.0, rel=1e-3)
+    assert set(line["events_by_kind"]) == {"book_levels", "mark", "funding"}  # no trades stream opened
+    messages = line["messages_by_kind"]
+    assert line["messages"] == sum(messages.values()) and line["messages_per_s"] == pytest.approx(
+        line["messages"] / 2.0, rel=1e-3
+    )
+    assert line["book_frames"] == messages["book"]
+    assert line["events_by_kind"]["mark"] == messages["mark"]  # one price per mark frame
+    # Full-depth snapshots (2 × 400 levels a market) and multi-level deltas: many levels a frame.
+    assert line["events_by_kind"]["book_levels"] > 5 * messages["book"]
     assert line["fill_ratio"] == pytest.approx(result.summary.fills / result.summary.orders_sent, abs=1e-6)
     assert line["limit_usd"] == cfg.risk.max_net_position_usd
     assert line["sharpe"] is not None and math.isfinite(line["sharpe"])
@@ -179,3 +193,55 @@ def test_backtest_command_explains_a_market_it_cannot_simulate(tmp_path, capsys,
     assert cli_main(["backtest", "--config", str(cfg), "--hours", "0.01"]) == 1
     err = capsys.readouterr().err
     assert "SOL-USD" in err and "Traceback" not in err
+
+
+async def test_the_observed_port_counts_levels_prints_marks_and_funding():
+    from contextlib import asynccontextmanager
+
+    from extmm.backtest.observe import ObservedPort
+    from extmm.venue.types import StreamMessage
+
+    frames = {
+        "book": [
+            ("SNAPSHOT", {"b": [{"p": "3", "q": "1"}] * 3, "a": [{"p": "4", "q": "1"}] * 2}),
+            ("DELTA", {"b": [{"p": "3", "q": "-1", "c": "0"}], "a": [{"p": "5", "q": "2", "c": "2"}]}),
+            ("DELTA", {"b": [], "a": []}),  # a heartbeat: a message, no market event
+        ],
+        "trades": [(None, [{"p": "4", "q": "1"}] * 3)],
+        "mark": [("MP", {"p": "4"})] * 2,
+        "funding": [(None, {"f": "0.0001"})],
+    }
+
+    class Stream:
+        def __init__(self, items):
+            self.items = list(items)
+
+        async def receive(self):
+            kind, data = self.items.pop(0)
+            return StreamMessage(type=kind, data=data, ts=0, seq=0)
+
+    class Port:
+        def _opener(kind):
+            @asynccontextmanager
+            async def open_stream(self, market):
+                yield Stream(frames[kind])
+
+            return open_stream
+
+        orderbook_stream = _opener("book")
+        public_trades_stream = _opener("trades")
+        mark_price_stream = _opener("mark")
+        funding_stream = _opener("funding")
+
+    port = ObservedPort(Port())
+    for opener, kind in (
+        (port.orderbook_stream, "book"),
+        (port.public_trades_stream, "trades"),
+        (port.mark_price_stream, "mark"),
+        (port.funding_stream, "funding"),
+    ):
+        async with opener("BTC-USD") as stream:
+            for _ in frames[kind]:
+                await stream.receive()
+    assert port.market_events == {"book_levels": 5 + 2, "trades": 3, "mark": 2, "funding": 1}
+    assert port.messages == {"book": 3, "trades": 1, "mark": 2, "funding": 1}

@@ -12,6 +12,7 @@ import math
 import random
 
 import pytest
+import trio
 from loguru import logger
 
 from extmm.calibrate import (
@@ -30,6 +31,7 @@ from extmm.markets import spec_from_market
 from extmm.record import read_recording, record_synthetic
 
 MARKETS = ("BTC-USD", "ETH-USD")
+WINDOW_S = 600.0  # online recalibration window of the bot tests
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +180,170 @@ def test_the_estimators_are_pure_enough_for_the_quoter():
 
     assert scan([PACKAGE / "calibrate.py", PACKAGE / "backtest" / "l2.py"]) == {}
     assert scan([PACKAGE / "record.py"])  # the check does see impurity
+
+
+# -- online, in the Quoter -----------------------------------------------------------------------
+
+
+def _recalibrating_config(recalibrate: bool):
+    from tests.botharness import test_config
+
+    model = {"type": "glft", "gamma": 0.002, "A": 0.2, "k": 0.01}  # deliberately far from the truth
+    model |= {"recalibrate": True, "recalibrate_window_s": WINDOW_S} if recalibrate else {}
+    return test_config(
+        markets=[
+            {"name": "BTC-USD", "quote_notional_cap_usd": 50, "replace_threshold_bps": 2,
+             "min_order_size": 0.0001, "model": model},
+            {"name": "ETH-USD", "quote_notional_cap_usd": 50, "replace_threshold_bps": 2,
+             "min_order_size": 0.01, "model": model},
+        ]
+    )
+
+
+async def test_the_quoter_recalibrates_online_to_the_simulators_truth(autojump_clock):
+    from extmm.telemetry import QuoteStats
+    from tests.botharness import running_bot
+
+    logger.disable("")
+    try:
+        async with running_bot(_recalibrating_config(True), seed=5) as bot:
+            assert bot.runner.statistics()["subscriptions"]["trades"] == 2  # one per market
+            await trio.sleep(WINDOW_S)  # the window, full
+            sent_before = {m: bot.orders_sent(m) for m in MARKETS}
+            await trio.sleep(60.0)
+            for market in MARKETS:
+                stats = bot.root.view.get(market, QuoteStats)
+                est, true = stats.estimate, bot.engine.flow_params(market)
+                assert est is not None and est.covered_s == pytest.approx(WINDOW_S, abs=1.0), market
+                assert trio.current_time() - est.at <= 1.5  # estimated about once a second
+                assert est.sigma == pytest.approx(true.sigma, rel=0.25), market
+                assert est.A == pytest.approx(true.taker_rate, rel=0.25), market
+                assert est.k == pytest.approx(true.k, rel=0.25), market
+                assert est.sigma_rel == pytest.approx(est.sigma / bot.engine.mid(market), rel=0.05)
+                # Quoting goes on, with the estimates.
+                assert (stats.bid or stats.ask) is not None and stats.model == "glft"  # (size skew: may be one-sided)
+                assert bot.orders_sent(market) > sent_before[market]
+    finally:
+        logger.enable("")
+
+
+async def test_without_recalibration_there_is_no_trades_stream_and_no_estimate(autojump_clock):
+    from extmm.telemetry import QuoteStats
+    from tests.botharness import running_bot
+
+    logger.disable("")
+    try:
+        async with running_bot(_recalibrating_config(False), seed=5) as bot:
+            await trio.sleep(90.0)
+            assert "trades" not in bot.runner.statistics()["subscriptions"]
+            for market in MARKETS:
+                stats = bot.root.view.get(market, QuoteStats)
+                assert stats.estimate is None and stats.bid is not None
+    finally:
+        logger.enable("")
+
+
+def test_recalibration_replaces_a_k_and_sigma_once_warm():
+    from actors.messages import TopOfBook, TradePrints
+    from actors.quoter import Recalibration
+
+    cfg = _recalibrating_config(True).markets[0]
+    spec = spec_from_market(__import__("extmm.markets", fromlist=["x"]).bundled_markets()["BTC-USD"])
+    recal = Recalibration(spec, cfg, every_s=1.0, warmup_s=60.0)
+    rng = random.Random(8)
+    mid, tick = 80_000.0, float(spec.tick_size)
+    for step in range(1200):  # 120 s of 100 ms frames; aggressors reach Exp(k = 0.1) depths
+        t = step * 0.1
+        mid += 2.0 * rng.gauss(0.0, 1.0)
+        ticks = round(mid / tick)
+        recal.on_top(
+            TopOfBook(market="BTC-USD", bid_ticks=ticks - 1, bid_lots=1, ask_ticks=ticks + 1, ask_lots=1,
+                      mid=ticks * tick, sigma=None, valid=True, updated_at=t, seq=step)
+        )
+        if rng.random() < 0.2:
+            buy = rng.random() < 0.5
+            depth = rng.expovariate(0.1)
+            price = ticks * tick + (depth if buy else -depth)
+            recal.on_prints(TradePrints(prints=((buy, round(price / tick)),), mid=ticks * tick,
+                                        touch_ticks=1.0, at=t))
+        recal.refresh(t)
+        if t < 59.0:
+            assert recal.estimate is None and recal.market is cfg and recal.sigma_rel is None
+    est = recal.estimate
+    assert est is not None and est.at == pytest.approx(119.0) and est.covered_s > 110  # once a second
+    assert recal.market.model.A == est.A and recal.market.model.k == est.k
+    assert recal.market.model.gamma == cfg.model.gamma and recal.market.model.type == "glft"
+    assert recal.sigma_rel == est.sigma_rel
+    assert est.k == pytest.approx(0.1, rel=0.3) and est.sigma == pytest.approx(2.0 / math.sqrt(0.1), rel=0.3)
+
+
+async def test_the_book_forwards_prints_with_the_book_they_hit():
+    from actors.book import book_actor
+    from actors.messages import BookFrame, PublicTrades, TradePrints
+    from extmm.markets import bundled_markets
+    from extmm.telemetry import Telemetry
+
+    spec = spec_from_market(bundled_markets()["BTC-USD"])
+
+    def trades(*prints):
+        return PublicTrades(data=list(prints), exchange_ts_ms=1, received_at=5.0)
+
+    snapshot = {"t": "SNAPSHOT", "m": "BTC-USD", "b": [{"p": "99", "q": "1"}], "a": [{"p": "103", "q": "1"}]}
+    inbox = [
+        trades({"S": "BUY", "p": "103", "q": "0.1"}),  # no book yet: nothing to measure against
+        BookFrame(type="SNAPSHOT", data=snapshot, seq=1, exchange_ts_ms=1, received_at=1.0),
+        trades({"S": "BUY", "p": "103", "q": "0.1"}, {"S": "SELL", "p": "98", "q": "0.2"}),
+        trades({"S": "SIDEWAYS", "p": "103", "q": "0.1"}),  # malformed frames are skipped...
+        trades({"S": "BUY", "p": "103.5", "q": "0.1"}),  # (off the 1 USD tick)
+        PublicTrades(data={"not": "a list"}, exchange_ts_ms=1, received_at=5.0),
+        trades(),  # ... and an empty one is nothing
+    ]
+    send_in, recv_in = trio.open_memory_channel(len(inbox))
+    to_quoter, from_book = trio.open_memory_channel(100)
+    to_account, _ = trio.open_memory_channel(100)
+    control, _control = trio.open_memory_channel(1)
+    for msg in inbox:
+        send_in.send_nowait(msg)
+    send_in.close()
+    logger.disable("")
+    try:
+        await book_actor(spec=spec, inbox=recv_in, to_quoter=to_quoter, to_account=to_account,
+                         feed_control=control, telemetry=Telemetry.disabled())
+    finally:
+        logger.enable("")
+    forwarded = [m for m in _drain(from_book) if isinstance(m, TradePrints)]
+    assert forwarded == [TradePrints(prints=((True, 103), (False, 98)), mid=101.0, touch_ticks=2.0, at=5.0)]
+
+
+def _drain(channel):
+    out = []
+    while True:
+        try:
+            out.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+def test_the_estimates_reach_the_dashboard():
+    import io
+    from decimal import Decimal
+
+    import attrs
+    from rich.console import Console
+
+    from extmm.ops.dashboard import render
+    from extmm.ops.status import MarketStatus, example_status
+    from extmm.telemetry import ModelEstimate, QuoteStats, TelemetryView
+
+    view = TelemetryView()
+    estimate = ModelEstimate(sigma=7.1, sigma_rel=8.5e-5, A=1.02, k=0.119, covered_s=600.0, at=1.0)
+    view.update(QuoteStats(market="BTC-USD", bid=Decimal(1), bid_qty=Decimal(1), ask=None, ask_qty=None,
+                           model="glft", reasons=(), at=1.0, estimate=estimate))
+    market = MarketStatus.from_telemetry("BTC-USD", view, state="ACTIVE", now=1.0)
+    assert market.recalibrated == "recal σ 7.1 A 1.02 k 0.119 (600s)"
+    status = example_status()
+    status = attrs.evolve(status, markets=(attrs.evolve(status.markets[0], recalibrated=market.recalibrated),))
+    console = Console(width=100, record=True, file=io.StringIO(), force_terminal=True)
+    console.print(render(status))
+    assert "recal σ 7.1 A 1.02 k 0.119" in console.export_text()
+    assert MarketStatus.from_telemetry("BTC-USD", TelemetryView(), state="ACTIVE", now=1.0).recalibrated is None

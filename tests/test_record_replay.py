@@ -23,6 +23,7 @@ import pytest
 import trio
 from loguru import logger
 
+from extmm.backtest.observe import book_levels
 from extmm.backtest.run import BacktestOptions, backtest
 from extmm.commands.record import record_main
 from extmm.config import load_config
@@ -423,7 +424,12 @@ def test_the_bot_trades_a_replay_and_ends_clean(five_minutes):
     summary = result.summary
     assert result.mode == "replay"
     assert result.virtual_seconds == pytest.approx(300.0, abs=1.0)  # ended by the data, not --hours
-    assert result.events_by_kind["book"] == stats.frames["orderbook"]  # every recorded book frame, once
+    assert result.messages_by_kind["book"] == stats.frames["orderbook"]  # every recorded book frame, once
+    # Market events: every price level of every recorded book frame, once (hftbacktest's rows).
+    levels = sum(
+        book_levels(r["f"].get("data")) for r in read_recording([path]) if r.get("k") == "orderbook"
+    )
+    assert result.market_events_by_kind["book_levels"] == levels
     assert summary.orders_sent > 0 and summary.fills > 0
     assert set(result.details["fills_by_reason"]) <= {"queue", "through"}  # post-only: never a taker
     assert summary.open_orders_at_exit == 0 and result.venue_open_orders == 0

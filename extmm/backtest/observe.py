@@ -1,9 +1,13 @@
 """`ObservedPort`: an `ExchangePort` wrapper that counts what the actor tree receives.
 
-Every stream message handed to an actor (book frames, funding and mark frames, account
-updates) is counted by kind — the backtest's "events" — and our fills are recorded off
-the account stream exactly as the Account actor sees them, with the trio time they
-arrived. Nothing is changed on the way through.
+Two counts, both of what reaches the actors:
+- market events, in the unit backtesting engines use (hftbacktest: one event per L2 level
+  update, one per trade print): every price level of every book SNAPSHOT or DELTA frame,
+  every public trade print, every mark price and every funding rate update;
+- messages: stream messages by kind (book frames, funding, mark and trades frames,
+  account updates).
+Our fills are recorded off the account stream exactly as the Account actor sees them,
+with the trio time they arrived. Nothing is changed on the way through.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ FUNDING = "funding"
 MARK = "mark"
 TRADES = "trades"
 ACCOUNT = "account"
+BOOK_LEVELS = "book_levels"  # market events of book frames: one per price level
 _ACCOUNT_KINDS = {
     OrdersUpdate: "account_orders",
     TradesUpdate: "account_trades",
@@ -58,14 +63,35 @@ class ObservedFill:
     position_after: Decimal  # signed, base asset, from the fills alone (fresh account)
 
 
+def book_levels(data: Any) -> int:
+    """Price levels in one book frame's data (`b` and `a`), SNAPSHOT or DELTA."""
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(side) for side in (data.get("b"), data.get("a")) if isinstance(side, list))
+
+
+def trade_prints(data: Any) -> int:
+    """Prints in one public trades frame's data (a list of trades)."""
+    return len(data) if isinstance(data, list) else 0
+
+
+# Stream kind → (market event kind, events in one message's data).
+_MARKET_EVENTS: dict[str, tuple[str, Callable[[Any], int]]] = {
+    BOOK: (BOOK_LEVELS, book_levels),
+    TRADES: (TRADES, trade_prints),
+    MARK: (MARK, lambda _: 1),
+    FUNDING: (FUNDING, lambda _: 1),
+}
+
+
 class _CountingStream:
-    def __init__(self, inner: MessageStream, on_message: Callable[[], None]) -> None:
+    def __init__(self, inner: MessageStream, on_message: Callable[[StreamMessage], None]) -> None:
         self._inner = inner
         self._on_message = on_message
 
     async def receive(self) -> StreamMessage:
         message = await self._inner.receive()
-        self._on_message()
+        self._on_message(message)
         return message
 
 
@@ -81,11 +107,12 @@ class _ObservedAccountStream:
 
 
 class ObservedPort:
-    """Delegates everything to `inner`; counts stream messages and records fills."""
+    """Delegates everything to `inner`; counts market events and messages, records fills."""
 
     def __init__(self, inner: ExchangePort) -> None:
         self._inner = inner
-        self.counts: Counter[str] = Counter()
+        self.messages: Counter[str] = Counter()  # stream messages by kind
+        self.market_events: Counter[str] = Counter()  # level updates, prints, marks, funding
         self.orders_placed = 0
         self.fills: list[ObservedFill] = []
         self._seen_trades: set[int] = set()
@@ -99,11 +126,6 @@ class ObservedPort:
     def inner(self) -> ExchangePort:
         return self._inner
 
-    @property
-    def events(self) -> int:
-        """Market and account messages delivered to the actors so far."""
-        return sum(self.counts.values())
-
     async def place_order(self, order: OrderRequest) -> PlacedOrder:
         self.orders_placed += 1
         return await self._inner.place_order(order)
@@ -113,9 +135,11 @@ class ObservedPort:
         @asynccontextmanager
         async def wrapped() -> AsyncIterator[MessageStream]:
             async with opener as stream:
+                event_kind, events_in = _MARKET_EVENTS[kind]
 
-                def count() -> None:
-                    self.counts[kind] += 1
+                def count(message: StreamMessage) -> None:
+                    self.messages[kind] += 1
+                    self.market_events[event_kind] += events_in(message.data)
 
                 yield _CountingStream(stream, count)
 
@@ -139,7 +163,7 @@ class ObservedPort:
             yield _ObservedAccountStream(stream, self)
 
     def _on_account_update(self, update: AccountUpdate) -> None:
-        self.counts[_ACCOUNT_KINDS.get(type(update), ACCOUNT)] += 1
+        self.messages[_ACCOUNT_KINDS.get(type(update), ACCOUNT)] += 1
         if not isinstance(update, TradesUpdate) or update.is_snapshot:
             return
         now = trio.current_time()

@@ -5,7 +5,8 @@ exactly as the test harness (`tests/botharness.py`) builds it, over an in-proces
 `ExchangePort` — the simulator's synthetic flow, or a recording replayed with a
 queue-position model (`extmm.sim.replay`). Under trio's `MockClock` (autojump) hours of
 market time pass in seconds. A sampler task reads the root's telemetry every
-`sample_s` of virtual time; an `ObservedPort` counts the messages the actors receive and
+`sample_s` of virtual time; an `ObservedPort` counts what the actors receive (market
+events: L2 level updates, trade prints, marks, funding updates; and stream messages) and
 records our fills. Nothing in the bot is changed or patched.
 """
 
@@ -87,7 +88,8 @@ class BacktestResult:
     summary: RunSummary
     samples: list[MarketSample]
     fills: list[ObservedFill]
-    events_by_kind: dict[str, int]
+    market_events_by_kind: dict[str, int]  # book_levels, trades (prints), mark, funding
+    messages_by_kind: dict[str, int]  # stream messages: book frames, mark, funding, account updates...
     orders_placed: int
     virtual_seconds: float
     started_at: float  # trio time the bot was ready (fills' `at` counts from here)
@@ -98,8 +100,19 @@ class BacktestResult:
     venue_open_orders: int  # our orders still open on the venue after shutdown
 
     @property
+    def market_events(self) -> int:
+        """L2 level updates + trade prints + mark + funding updates the actors received."""
+        return sum(self.market_events_by_kind.values())
+
+    @property
+    def messages(self) -> int:
+        """Stream messages the actors received (market frames and account updates)."""
+        return sum(self.messages_by_kind.values())
+
+    @property
     def events(self) -> int:
-        return sum(self.events_by_kind.values())
+        """The backtest's "events" are market events (hftbacktest's unit)."""
+        return self.market_events
 
     @property
     def markets(self) -> tuple[str, ...]:
@@ -109,11 +122,19 @@ class BacktestResult:
         """The one-line summary the `backtest` command prints."""
         fills = self.summary.fills
         series = net_pnl_series(self.samples)
+
+        def per_s(count: int) -> float | None:
+            return round(count / wall_seconds, 1) if wall_seconds > 0 else None
+
         return {
             "virtual_seconds": round(self.virtual_seconds, 3),
             "wall_seconds": round(wall_seconds, 3),
-            "events": self.events,
-            "events_per_s": round(self.events / wall_seconds, 1) if wall_seconds > 0 else None,
+            "events": self.market_events,
+            "events_per_s": per_s(self.market_events),
+            "market_events": self.market_events,
+            "market_events_per_s": per_s(self.market_events),
+            "messages": self.messages,
+            "messages_per_s": per_s(self.messages),
             "orders_sent": self.summary.orders_sent,
             "fills": fills,
             "pnl": {k: float(self.summary.pnl.get(k, Decimal(0))) for k in PNL_KEYS},
@@ -123,8 +144,9 @@ class BacktestResult:
             "fill_ratio": _round(fill_ratio(fills, self.summary.orders_sent)),
             "mode": self.mode,
             "markets": list(self.markets),
-            "events_by_kind": dict(sorted(self.events_by_kind.items())),
-            "book_frames": self.events_by_kind.get(BOOK, 0),
+            "events_by_kind": dict(sorted(self.market_events_by_kind.items())),
+            "messages_by_kind": dict(sorted(self.messages_by_kind.items())),
+            "book_frames": self.messages_by_kind.get(BOOK, 0),
             "open_orders_at_exit": self.venue_open_orders,
             "position": {k: float(v) for k, v in self.summary.position.items()},
             **self.details,
@@ -292,7 +314,8 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
         summary=result[0],
         samples=sampler.samples,
         fills=port.fills,
-        events_by_kind=dict(port.counts),
+        market_events_by_kind=dict(port.market_events),
+        messages_by_kind=dict(port.messages),
         orders_placed=port.orders_placed,
         virtual_seconds=virtual_seconds,
         started_at=t0,

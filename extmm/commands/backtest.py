@@ -5,14 +5,21 @@ MockClock, so hours of market time pass in seconds: on the simulator's synthetic
 (seeded), or replaying a recording (`--replay FILE`, from `python -m extmm record`) with a
 queue-position fill model and configurable latencies. Prints ONE JSON line:
 
-    {"virtual_seconds", "wall_seconds", "events", "events_per_s", "orders_sent", "fills",
+    {"virtual_seconds", "wall_seconds", "events", "events_per_s", "market_events",
+     "market_events_per_s", "messages", "messages_per_s", "orders_sent", "fills",
      "pnl": {"spread", "inventory", "fees", "funding", "net"}, "max_abs_inventory_usd",
      "limit_usd", "sharpe", "fill_ratio", ...}
 
-events: messages delivered through the port to the actors — book frames (Feed → Book),
-funding and mark frames, and account-stream updates (each market's Account actor reads
-the account stream, so an update counts once per market). sharpe: of the per-minute
-changes of net PnL, annualised (×√525600). fill_ratio: fills / orders sent.
+events (= market_events): market data delivered through the port to the actors, counted
+as backtesting engines count it (hftbacktest: one event per L2 level update and one per
+trade print): every price level of every book SNAPSHOT/DELTA frame the Book receives,
+plus public trade prints (only when a market's model recalibrates online, the one user of
+the trades stream), mark price and funding rate updates; events_by_kind splits them.
+messages: stream messages delivered to the actors — book frames (Feed → Book), funding,
+mark and trades frames, account-stream updates (once per account-stream connection
+opened through the port); messages_by_kind splits them.
+*_per_s: per wall-clock second of the run. sharpe: of the per-minute changes of net PnL,
+annualised (×√525600). fill_ratio: fills / orders sent.
 With `--out DIR`: fills.csv, quotes.png, inventory.png, pnl.png (plots need matplotlib).
 """
 

@@ -296,6 +296,8 @@ def _market_panel(m: MarketStatus) -> Panel:
         title.append(" · stale book", style="bold yellow")
     if m.model:
         title.append(f" · {m.model}", style="dim")
+    if m.recalibrated:
+        title.append(f" · {m.recalibrated}", style="dim")
     body: list[RenderableType] = [
         _Beside(_book_table(m), _market_stats(m)),
         _pnl_table(m),

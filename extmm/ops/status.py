@@ -10,7 +10,15 @@ from decimal import Decimal
 
 import attrs
 
-from extmm.telemetry import AccountStats, BookStats, ExecStats, LiveOrderView, QuoteStats, TelemetryView
+from extmm.telemetry import (
+    AccountStats,
+    BookStats,
+    ExecStats,
+    LiveOrderView,
+    ModelEstimate,
+    QuoteStats,
+    TelemetryView,
+)
 
 NETWORKS = ("paper", "testnet", "mainnet", "custom")
 BREAKER_STATES = ("CLOSED", "HALF_OPEN", "OPEN")
@@ -88,6 +96,7 @@ class MarketStatus:
     quote_ask: QuoteSide | None = None
     quote_reasons: tuple[str, ...] = ()
     model: str | None = None
+    recalibrated: str | None = None  # the online σ, A, k the Quoter uses (model.recalibrate)
     live_bid: QuoteSide | None = None
     live_ask: QuoteSide | None = None
     # inventory: contracts (base asset) and USD at the mid
@@ -159,6 +168,7 @@ class MarketStatus:
                 quote_ask=_side(quote.ask, quote.ask_qty),
                 quote_reasons=quote.reasons,
                 model=quote.model,
+                recalibrated=_estimate_text(quote.estimate),
             )
         if execution is not None:
             fields.update(
@@ -426,3 +436,13 @@ def example_status() -> AppStatus:
         healthy=True,
         ready=True,
     )
+
+
+def _estimate_text(estimate: ModelEstimate | None) -> str | None:
+    if estimate is None:
+        return None
+
+    def g(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3g}"
+
+    return f"recal σ {g(estimate.sigma)} A {g(estimate.A)} k {g(estimate.k)} ({estimate.covered_s:.0f}s)"

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from extmm.domain.units import Side
 from extmm.sim.model import SimOrder
 
+LevelUnits = tuple[int, int, int]  # a changed level: (price ticks, signed change in lots, lots now)
+
 
 class PriceLevel:
     __slots__ = ("price", "orders", "lots")
@@ -123,10 +125,10 @@ class OrderBook:
             index = bisect.bisect_left(side.prices, level.price)
             del side.prices[index]
 
-    def drain_changes(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    def drain_changes(self) -> tuple[list[LevelUnits], list[LevelUnits]]:
         """Levels whose size differs from the last drain: `(price, delta, new size)`, best first."""
-        bids: list[tuple[int, int, int]] = []
-        asks: list[tuple[int, int, int]] = []
+        bids: list[LevelUnits] = []
+        asks: list[LevelUnits] = []
         for (is_bid, price), before in self._baseline.items():
             side = self.bids if is_bid else self.asks
             now = side.lots_at(price)

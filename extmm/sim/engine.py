@@ -64,7 +64,7 @@ from extmm.sim.account import (
     to_decimal,
     to_plain_decimal,
 )
-from extmm.sim.book import OrderBook
+from extmm.sim.book import LevelUnits, OrderBook
 from extmm.sim.flow import FlowParams, MarketFlow
 from extmm.sim.model import (
     CANCELLED,
@@ -540,6 +540,16 @@ class SimEngine:
             delta = self.drain_book_delta(name)
             if delta.bids or delta.asks:
                 out.append(delta)
+        return out
+
+    def drain_level_changes(self) -> list[tuple[str, list[LevelUnits], list[LevelUnits]]]:
+        """`drain_book_changes` in integers, for publishers that render their own text:
+        `(market, bids, asks)` of changed markets, levels `(ticks, Δlots, lots)` best first."""
+        out = []
+        for name, m in self._markets.items():
+            bids, asks = m.book.drain_changes()
+            if bids or asks:
+                out.append((name, bids, asks))
         return out
 
     def drain_book_delta(self, name: str) -> BookDelta:

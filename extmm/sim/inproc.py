@@ -77,7 +77,7 @@ class InProcessStream:
             if self._sub.closed:  # dropped or overflowed: like a socket, nothing more arrives
                 raise StreamClosed(self._closed_text())
             try:
-                message = parse.parse_stream_message(parse.loads(frame.text))
+                message = parse.parse_stream_message(parse.loads_stream(frame.text))
             except MalformedResponse as exc:
                 self.malformed += 1
                 logger.warning("in-process stream {}: malformed frame skipped: {}", self._sub.describe(), exc)

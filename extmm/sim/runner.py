@@ -21,27 +21,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
 import attrs
+import orjson
 import trio
 from loguru import logger
 
 from extmm.markets import bundled_markets
 from extmm.sim import wire
+from extmm.sim.book import LevelUnits
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.faults import FaultController, FaultSpec, parse_faults
 from extmm.sim.model import (
     AccountEvent,
     AccountInfo,
     BalanceEvent,
-    BookDelta,
     FundingRateEvent,
     FundingRatePoint,
     IndexPriceEvent,
-    LevelChange,
     MarkPriceEvent,
     OrderEvent,
     PositionEvent,
@@ -58,7 +58,11 @@ CLOSE_RESTART = 1012  # fault injection: "service restart"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON text (orjson; the stdlib for what orjson refuses, e.g. ints beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 @attrs.frozen
@@ -195,7 +199,9 @@ class SimRunner:
         self.queue_capacity = queue_capacity
         self.market_names = frozenset(engine.market_names())
         self._subs: dict[tuple[StreamKind, str | int | None], set[Subscription]] = {}
-        self._pending_changes: dict[str, list[BookDelta]] = {}
+        # Per market: level changes drained from the engine, not yet published (stalls).
+        self._pending_changes: dict[str, list[tuple[list[LevelUnits], list[LevelUnits]]]] = {}
+        self._texts: dict[str, tuple[Callable[[int], str], Callable[[int], str]]] = {}
         self._next_drop_at: float | None = None
         self.frames_sent = 0
         # Frozen: the engine stops advancing on its own (REST calls still move it); book
@@ -361,7 +367,8 @@ class SimRunner:
                 continue
             self._flush_account_batch(account_batch)
             if isinstance(event, PublicTradesEvent):
-                self._fan_out(("trades", event.market), None, wire.public_trades(event.trades), event.ts)
+                if self._subs.get(("trades", event.market)):  # rendering prints is not free
+                    self._fan_out(("trades", event.market), None, wire.public_trades(event.trades), event.ts)
             elif isinstance(event, MarkPriceEvent):
                 marks[event.market] = event
             elif isinstance(event, IndexPriceEvent):
@@ -420,9 +427,9 @@ class SimRunner:
     # -- order books -------------------------------------------------------------------------
     def flush_books(self) -> None:
         """Publish book changes since the last flush: deltas, owed and periodic snapshots."""
-        for delta in self.engine.drain_book_changes():
-            if self._subs.get(("orderbook", delta.market)):
-                self._pending_changes.setdefault(delta.market, []).append(delta)
+        for market, bids, asks in self.engine.drain_level_changes():
+            if self._subs.get(("orderbook", market)):
+                self._pending_changes.setdefault(market, []).append((bids, asks))
         now = trio.current_time()
         ts = self.engine.now_ms
         for market in sorted(self.market_names):
@@ -432,13 +439,36 @@ class SimRunner:
                 continue
             if self.faults.books_stalled(market):
                 continue  # hold the changes back; they go out merged after the stall
-            merged = _merge_deltas(self._pending_changes.pop(market, []))
+            merged = _merge_level_changes(self._pending_changes.pop(market, []))
             self._publish_book(market, subs, merged, now, ts)
 
+    def _text(self, market: str) -> tuple[Callable[[int], str], Callable[[int], str]]:
+        """Price and size text of `market`'s ticks and lots (memoised per runner)."""
+        texts = self._texts.get(market)
+        if texts is None:
+            spec = self.engine.market_spec(market)
+            texts = self._texts[market] = (
+                wire.UnitText(spec.ticks_to_price).__getitem__,
+                wire.UnitText(spec.lots_to_qty).__getitem__,
+            )
+        return texts
+
+    def _snapshot_json(self, market: str, depth: int | None = None) -> str:
+        bids, asks = self.engine.book_levels(market, depth)
+        level_depth = "f" if depth is None else "1"
+        return _dumps(wire.book_snapshot_levels(market, bids, asks, *self._text(market), depth=level_depth))
+
     def _publish_book(
-        self, market: str, subs: set[Subscription], merged: BookDelta | None, now: float, ts: int
+        self,
+        market: str,
+        subs: set[Subscription],
+        merged: tuple[list[LevelUnits], list[LevelUnits]] | None,
+        now: float,
+        ts: int,
     ) -> None:
-        delta_json: str | None = _dumps(wire.book_delta(merged)) if merged is not None else None
+        delta_json: str | None = None
+        if merged is not None:
+            delta_json = _dumps(wire.book_delta_levels(market, *merged, *self._text(market)))
         snapshot_json: str | None = None
         empty_json: str | None = None
         top_json: str | None = None
@@ -446,9 +476,8 @@ class SimRunner:
         for sub in list(subs):
             if sub.depth_one:
                 if top is None:
-                    snapshot = self.engine.book_snapshot(market, depth=1)
-                    top = (snapshot.bids, snapshot.asks)
-                    top_json = _dumps(wire.book_snapshot(snapshot, depth="1"))
+                    top = self.engine.book_levels(market, 1)
+                    top_json = self._snapshot_json(market, 1)
                 if sub.last_top.get(market) != top or market in sub.snapshot_owed:
                     sub.snapshot_owed.discard(market)
                     sub.last_top[market] = top
@@ -456,7 +485,7 @@ class SimRunner:
                     self._emit(sub, "SNAPSHOT", top_json, ts)
             elif market in sub.snapshot_owed or now >= sub.next_snapshot_at.get(market, float("inf")):
                 if snapshot_json is None:
-                    snapshot_json = _dumps(wire.book_snapshot(self.engine.book_snapshot(market)))
+                    snapshot_json = self._snapshot_json(market)
                 sub.snapshot_owed.discard(market)
                 sub.next_snapshot_at[market] = now + self.snapshot_interval_s
                 sub.last_frame_at[market] = now
@@ -473,32 +502,34 @@ class SimRunner:
                 subs.discard(sub)
 
 
-def _merge_deltas(deltas: Sequence[BookDelta]) -> BookDelta | None:
-    """Several drained deltas of one market as one (signed changes add, last size wins)."""
-    if not deltas:
+def _merge_level_changes(
+    drained: Sequence[tuple[list[LevelUnits], list[LevelUnits]]],
+) -> tuple[list[LevelUnits], list[LevelUnits]] | None:
+    """Several drains of one market's level changes as one (signed changes add, last size wins)."""
+    if not drained:
         return None
-    if len(deltas) == 1:
-        return deltas[0]
+    if len(drained) == 1:
+        return drained[0]
 
-    def merge(sides: Iterable[tuple[LevelChange, ...]], descending: bool) -> tuple[LevelChange, ...]:
-        acc: dict[Decimal, list[Decimal]] = {}
+    def merge(sides: Iterable[list[LevelUnits]], descending: bool) -> list[LevelUnits]:
+        acc: dict[int, list[int]] = {}
         for side in sides:
-            for change in side:
-                entry = acc.get(change.price)
+            for price, change, lots in side:
+                entry = acc.get(price)
                 if entry is None:
-                    acc[change.price] = [change.delta, change.qty]
+                    acc[price] = [change, lots]
                 else:
-                    entry[0] += change.delta
-                    entry[1] = change.qty
-        merged = [LevelChange(price=price, delta=d, qty=q) for price, (d, q) in acc.items() if d != 0]
-        merged.sort(key=lambda c: c.price, reverse=descending)
-        return tuple(merged)
+                    entry[0] += change
+                    entry[1] = lots
+        merged = [(price, d, q) for price, (d, q) in acc.items() if d != 0]
+        merged.sort(reverse=descending)
+        return merged
 
-    bids = merge((d.bids for d in deltas), True)
-    asks = merge((d.asks for d in deltas), False)
+    bids = merge((b for b, _ in drained), True)
+    asks = merge((a for _, a in drained), False)
     if not bids and not asks:
         return None
-    return BookDelta(market=deltas[-1].market, ts=deltas[-1].ts, bids=bids, asks=asks)
+    return bids, asks
 
 
 # -- on a socket ---------------------------------------------------------------------------------

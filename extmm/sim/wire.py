@@ -9,7 +9,7 @@ talks to the simulator. Envelopes (`{"status":"OK","data":…}`, stream frames w
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -282,24 +282,80 @@ def mark_price(market_name: str, price: Decimal) -> dict[str, Any]:
     return {"m": market_name, "p": _s(price), "ts": 0}
 
 
+class UnitText(dict[int, str]):
+    """The canonical decimal text of integer ticks or lots of one market, memoised.
+
+    A book stream renders the same few hundred prices and sizes over and over; `text[n]`
+    is exactly `str(to_decimal(n))` (e.g. `spec.ticks_to_price`), computed once. A dict
+    lookup is the fast path; `__missing__` fills it."""
+
+    def __init__(self, to_decimal: Callable[[int], Decimal], *, limit: int = 65_536) -> None:
+        super().__init__()
+        self._to_decimal = to_decimal
+        self._limit = limit  # a drifting price never grows the cache without bound
+
+    def __missing__(self, units: int) -> str:
+        if len(self) >= self._limit:
+            self.clear()
+        text = self[units] = str(self._to_decimal(units))
+        return text
+
+
 def book_snapshot(snapshot: BookSnapshot, *, depth: str = "f") -> dict[str, Any]:
     """Book SNAPSHOT data (SPEC §5.3): absolute `q` only, best first; `depth` "f" or "1"."""
+    return book_snapshot_levels(
+        snapshot.market,
+        [(level.price, level.qty) for level in snapshot.bids],
+        [(level.price, level.qty) for level in snapshot.asks],
+        _s,
+        _s,
+        depth=depth,
+    )
+
+
+def book_snapshot_levels(
+    market: str,
+    bids: Iterable[tuple[Any, Any]],
+    asks: Iterable[tuple[Any, Any]],
+    price_text: Callable[[Any], str],
+    qty_text: Callable[[Any], str],
+    *,
+    depth: str = "f",
+) -> dict[str, Any]:
+    """`book_snapshot` from `(price, qty)` levels in any units, with their text functions."""
     return {
         "t": "SNAPSHOT",
-        "m": snapshot.market,
-        "b": [{"p": _s(level.price), "q": _s(level.qty)} for level in snapshot.bids],
-        "a": [{"p": _s(level.price), "q": _s(level.qty)} for level in snapshot.asks],
+        "m": market,
+        "b": [{"p": price_text(p), "q": qty_text(q)} for p, q in bids],
+        "a": [{"p": price_text(p), "q": qty_text(q)} for p, q in asks],
         "d": depth,
     }
 
 
 def book_delta(delta: BookDelta) -> dict[str, Any]:
     """Book DELTA data (SPEC §5.3): signed change `q`, absolute size after it `c`."""
+    return book_delta_levels(
+        delta.market,
+        [(c.price, c.delta, c.qty) for c in delta.bids],
+        [(c.price, c.delta, c.qty) for c in delta.asks],
+        _s,
+        _s,
+    )
+
+
+def book_delta_levels(
+    market: str,
+    bids: Iterable[tuple[Any, Any, Any]],
+    asks: Iterable[tuple[Any, Any, Any]],
+    price_text: Callable[[Any], str],
+    qty_text: Callable[[Any], str],
+) -> dict[str, Any]:
+    """`book_delta` from `(price, change, size)` levels in any units, with their text functions."""
     return {
         "t": "DELTA",
-        "m": delta.market,
-        "b": [{"q": _s(c.delta), "p": _s(c.price), "c": _s(c.qty)} for c in delta.bids],
-        "a": [{"q": _s(c.delta), "p": _s(c.price), "c": _s(c.qty)} for c in delta.asks],
+        "m": market,
+        "b": [{"q": qty_text(d), "p": price_text(p), "c": qty_text(q)} for p, d, q in bids],
+        "a": [{"q": qty_text(d), "p": price_text(p), "c": qty_text(q)} for p, d, q in asks],
         "d": "f",
     }
 
