@@ -98,6 +98,8 @@ class _Executor:
         self.sent = self.replaces = self.cancels = self.rejects = self.orphans = 0
         self.reject_reasons: Counter[str] = Counter()
         self.latencies: deque[float] = deque(maxlen=512)
+        self._latency_stats = (0.0, 0.0)  # p50, p99 ms, recomputed at most twice a second
+        self._latency_stats_at = float("-inf")
         self.orphan_cancels_in_flight: set[str] = set()
         self.in_flight: set[str] = set()  # externalIds a place, replace or cancel is about
 
@@ -471,7 +473,14 @@ class _Executor:
             # the orders the Executor is watching (and will cancel or settle).
             for rec in self.open_records()
         )
-        lat = sorted(self.latencies)
+        now = trio.current_time()
+        if now >= self._latency_stats_at + 0.5:  # sorting 512 samples at every action is waste
+            lat = sorted(self.latencies)
+            self._latency_stats = (
+                lat[len(lat) // 2] * 1000 if lat else 0.0,
+                lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0,
+            )
+            self._latency_stats_at = now
         self.telemetry.publish(
             ExecStats(
                 market=self.market,
@@ -482,9 +491,9 @@ class _Executor:
                 rejects=self.rejects,
                 reject_reasons=tuple(sorted(self.reject_reasons.items())),
                 orphans_cancelled=self.orphans,
-                latency_p50_ms=lat[len(lat) // 2] * 1000 if lat else 0.0,
-                latency_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0,
-                at=trio.current_time(),
+                latency_p50_ms=self._latency_stats[0],
+                latency_p99_ms=self._latency_stats[1],
+                at=now,
             )
         )
 

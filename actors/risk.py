@@ -14,6 +14,7 @@ import attrs
 import trio
 from loguru import logger
 
+from actors.channels import send
 from actors.messages import Approved, ExecIn, Inventory, Proposal, RiskIn, TradingMode
 from extmm.config import RiskConfig
 from extmm.domain.execution import SideTarget
@@ -47,20 +48,20 @@ async def risk_actor(
                     logger.info("{}: trading mode {} ({})", spec.name, "ACTIVE" if msg.active else "OFF", msg.reason)
                 mode = msg
                 if not mode.active:
-                    await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",),
+                    await send(out, Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",),
                                             decided_at=trio.current_time()))
                 continue
             case Proposal():
                 proposal = msg
         now = trio.current_time()
         if not mode.active:
-            await out.send(Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",), decided_at=now))
+            await send(out, Approved(bid=None, ask=None, reasons=(f"off: {mode.reason}",), decided_at=now))
             continue
         if inventory is None or not inventory.live or now - inventory.at > inventory_stale_s:
             # Without a live, recent account view the position may be stale (the Account
             # publishes every second; silence means it is down or restarting): quote nothing.
             reason = "inventory unknown" if inventory is None else "inventory stale"
-            await out.send(Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
+            await send(out, Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
             continue
         decision = clamp_intent(
             proposal.intent,
@@ -81,7 +82,7 @@ async def risk_actor(
         intent = decision.intent
         if mode.size_fraction < 1.0:
             intent = _scaled(intent, mode.size_fraction, min_lots)
-        await out.send(
+        await send(out,
             Approved(
                 bid=SideTarget(ticks=intent.bid_ticks, lots=intent.bid_lots) if intent.has_bid else None,
                 ask=SideTarget(ticks=intent.ask_ticks, lots=intent.ask_lots) if intent.has_ask else None,

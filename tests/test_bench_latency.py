@@ -9,6 +9,7 @@ measured something coherent — timings are reported, never asserted.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -292,3 +293,16 @@ def test_bench_latency_end_to_end_prints_one_coherent_json_line() -> None:
     market = detail["probe"]["markets"]["P1-USD"]
     assert market["matched"] == result["samples"]
     assert result["samples"] <= 2 * market["frames"]  # a frame is answered at most once per side
+    if len(os.sched_getaffinity(0)) >= 2:  # the bot and the simulator got a core each
+        cpus = detail["cpus"]
+        assert len(cpus["bot"]) == 1 and cpus["bot"][0] not in cpus["simulator"]
+
+
+def test_cpu_plan_gives_the_bot_one_core_and_the_simulator_the_rest(monkeypatch) -> None:
+    from extmm.bench.latency import LatencyOptions, cpu_plan
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert cpu_plan(LatencyOptions()) == {"bot": {0}, "simulator": {1, 2}}
+    assert cpu_plan(LatencyOptions(pin_cpus=False)) is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {3})
+    assert cpu_plan(LatencyOptions()) is None

@@ -61,6 +61,7 @@ class LatencyOptions:
     base_spread: float = 0.0005
     rate_limit_per_min: int = 1_000_000
     verify_signatures: bool = True
+    pin_cpus: bool = True  # bot on one core, the simulator (a stand-in for a remote venue) on another
     step_ticks: int = 6
     startup_timeout_s: float = 60.0
     profile_path: str | None = None
@@ -104,6 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="quoted half-spread, fraction of mid (default 0.0005)")
     parser.add_argument("--rate-limit-per-min", type=int, default=1_000_000,
                         help="the bot's REST budget (default 1,000,000: out of the way)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not give the bot and the simulator a core each (they then compete for both)")
     parser.add_argument("--no-verify", action="store_true",
                         help="the simulator skips Stark signature checks (less load on its process)")
     parser.add_argument("--profile", default=None, metavar="FILE",
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         base_spread=args.base_spread,
         rate_limit_per_min=args.rate_limit_per_min,
         verify_signatures=not args.no_verify,
+        pin_cpus=not args.no_pin,
         profile_path=args.profile,
         sim_profile_path=args.sim_profile,
         log_level=args.log_level,
@@ -348,7 +352,9 @@ async def _read_line(stream: trio.abc.ReceiveStream, limit: int = 65536) -> byte
     return bytes(buffer).split(b"\n", 1)[0]
 
 
-async def start_probe_sim(nursery: trio.Nursery, opts: LatencyOptions) -> ProbeSim:
+async def start_probe_sim(
+    nursery: trio.Nursery, opts: LatencyOptions, simulator_cpus: set[int] | None = None
+) -> ProbeSim:
     """Start `python -m extmm.sim.probe` in its own process (ended when `nursery` is cancelled)."""
     cmd = [
         sys.executable, "-m", "extmm.sim.probe",
@@ -361,8 +367,9 @@ async def start_probe_sim(nursery: trio.Nursery, opts: LatencyOptions) -> ProbeS
         cmd.append("--no-verify")
     if opts.sim_profile_path:
         cmd += ["--profile", opts.sim_profile_path]
+    preexec = None if simulator_cpus is None else partial(os.sched_setaffinity, 0, simulator_cpus)
     process: trio.Process = await nursery.start(
-        partial(trio.run_process, cmd, stdout=subprocess.PIPE, check=False)
+        partial(trio.run_process, cmd, stdout=subprocess.PIPE, check=False, preexec_fn=preexec)
     )
     assert process.stdout is not None
     line = b""
@@ -397,13 +404,39 @@ async def _wait_calibrated(client: httpx.AsyncClient, timeout_s: float) -> dict[
     raise BenchError(f"the probe did not finish calibrating within {timeout_s}s")
 
 
+def cpu_plan(opts: LatencyOptions) -> dict[str, set[int]] | None:
+    """Which cores the bot and the simulator get, or None (no pinning: asked not to, fewer
+    than two usable cores, or no sched_setaffinity on this OS).
+
+    The simulator stands in for a venue that, in production, runs on other machines; on one
+    2-core box its CPU use (signature checks, HTTP, streams) would otherwise preempt the
+    bot at random. Pinning the bot to its own core is also how it is best deployed
+    (systemd `CPUAffinity=`, see README)."""
+    if not opts.pin_cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None
+    return {"bot": {usable[0]}, "simulator": set(usable[1:])}
+
+
 async def measure(opts: LatencyOptions) -> LatencyResult:
-    async with trio.open_nursery() as nursery:
-        sim = await start_probe_sim(nursery, opts)
-        try:
-            return await _measure_against(sim, opts)
-        finally:
-            nursery.cancel_scope.cancel()  # SIGTERM to the simulator (run_process)
+    pinned = cpu_plan(opts)
+    before = os.sched_getaffinity(0) if pinned is not None else None
+    try:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned["bot"])
+        async with trio.open_nursery() as nursery:
+            sim = await start_probe_sim(nursery, opts, None if pinned is None else pinned["simulator"])
+            try:
+                result = await _measure_against(sim, opts)
+            finally:
+                nursery.cancel_scope.cancel()  # SIGTERM to the simulator (run_process)
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+    result.detail["cpus"] = None if pinned is None else {k: sorted(v) for k, v in pinned.items()}
+    return result
 
 
 async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult:
