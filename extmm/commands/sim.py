@@ -141,11 +141,13 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 async def _main(**options) -> int:
+    from extmm.ops.gctune import settle_heap
     from extmm.sim.runner import serve_simulator
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(partial(serve_simulator, **options))
+            settle_heap()  # long-running: full collections skip what start-up built
             print(json.dumps(handle.announcement()), flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()

@@ -34,6 +34,7 @@ from starlette.routing import Route, Router
 
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.markets import bundled_markets
+from extmm.ops.gctune import settle_heap
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.flow import FlowParams
 from extmm.sim.http_api import REST_PREFIX
@@ -742,6 +743,7 @@ async def _serve_until_signal(**options: Any) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             handle: ProbeHandle = await nursery.start(partial(serve_probe_simulator, **options))
+            settle_heap()  # as the bot does: full collections skip what start-up built
             print(json.dumps(handle.announcement()), flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
