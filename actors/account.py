@@ -21,9 +21,11 @@ from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderEvent,
 from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import MarketSpec, Rounding
 from extmm.telemetry import AccountStats, Telemetry
-from extmm.venue.errors import StreamError, VenueError
+from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
+from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.types import (
+    OPEN_STATUSES,
     BalanceInfo,
     BalanceUpdate,
     OrderInfo,
@@ -33,9 +35,6 @@ from extmm.venue.types import (
     TradeInfo,
     TradesUpdate,
 )
-
-OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
-RECOVERABLE = (StreamError, VenueError, OSError, trio.TooSlowError)
 
 
 class _AccountState:

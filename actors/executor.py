@@ -30,7 +30,6 @@ from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import OrderInfo, OrderRequest
 
-OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
 # Application codes meaning "the order being replaced/cancelled is not there".
 ROUTINE_REJECTIONS = ("POST_ONLY_FAILED", "PREV_ORDER_NOT_FOUND")
 PREV_NOT_FOUND_CODES = frozenset({1142, "1142", "EditOrderNotFound", "PREV_ORDER_NOT_FOUND"})

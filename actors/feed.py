@@ -25,11 +25,8 @@ from actors.messages import (
     PublicTrades,
     Resync,
 )
-from extmm.venue.errors import StreamError, VenueError
+from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.port import ExchangePort
-
-# Failures a reconnect can cure; anything else is a bug and crashes the actor (supervised).
-RECOVERABLE = (StreamError, VenueError, OSError, trio.TooSlowError)
 
 
 class _ResyncRequested(Exception):

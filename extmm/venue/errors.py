@@ -16,6 +16,8 @@ Messages never include secrets: request headers are not part of any error text.
 
 from __future__ import annotations
 
+import trio
+
 
 class VenueError(Exception):
     """Base of every venue failure.
@@ -72,3 +74,8 @@ class SequenceGap(StreamError):
         super().__init__(f"sequence gap: expected seq {expected}, got {got}")
         self.expected = expected
         self.got = got
+
+
+# What a stream consumer survives by reconnecting (anything else is a bug: let it crash,
+# supervised): venue failures, socket errors, timeouts.
+RECOVERABLE_STREAM_ERRORS = (StreamError, VenueError, OSError, trio.TooSlowError)

@@ -22,9 +22,11 @@ from typing import Any
 import trio
 from loguru import logger
 
-from extmm.venue.errors import StreamClosed, StreamError, VenueError
+from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
+from extmm.venue.errors import StreamClosed
 from extmm.venue.port import ExchangePort
 from extmm.venue.types import (
+    OPEN_STATUSES,
     AccountUpdate,
     BalanceInfo,
     BalanceUpdate,
@@ -33,9 +35,6 @@ from extmm.venue.types import (
     PositionInfo,
     PositionsUpdate,
 )
-
-OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
-RECOVERABLE = (StreamError, VenueError, OSError, trio.TooSlowError)
 
 
 class HubSubscription:

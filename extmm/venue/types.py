@@ -171,6 +171,9 @@ class BalanceUpdate:
 
 AccountUpdate = OrdersUpdate | TradesUpdate | PositionsUpdate | BalanceUpdate
 
+# Order statuses in which an order may still rest on the book (SPEC §4.6).
+OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
+
 
 @attrs.frozen(kw_only=True)
 class VenueStats:
