@@ -205,3 +205,39 @@ async def test_rest_client_maps_lane_answers_and_failures(server_factory):
 def test_only_http_and_https():
     with pytest.raises(ValueError, match="scheme"):
         WriteLane("ws://127.0.0.1:1/x")
+
+
+async def test_https_keeps_one_verified_tls_connection(nursery):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server = ScriptedServer(lambda *_: ok_response())
+
+    async def handler(stream: trio.SSLStream) -> None:
+        try:
+            await server._connection(stream)
+        except trio.BrokenResourceError:
+            pass  # the untrusting client below hangs up during the handshake
+
+    listeners = await nursery.start(partial(trio.serve_ssl_over_tcp, handler, 0, server_context, host="127.0.0.1"))
+    port = listeners[0].transport_listener.socket.getsockname()[1]
+
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    lane = WriteLane(f"https://127.0.0.1:{port}/api/v1", ssl_context=client_context)
+    for _ in range(3):
+        response = await lane.request("POST", "/user/order", body=b"{}")
+        assert response.status_code == 200
+    await lane.aclose()
+    assert lane.connections_opened == 1 and server.connections == 1
+    assert server.requests[0][2] == "/api/v1/user/order"
+
+    # A certificate the client does not trust: a LaneError, nothing sent.
+    untrusting = WriteLane(f"https://127.0.0.1:{port}/api/v1")
+    with pytest.raises(LaneError, match="TLS handshake"):
+        await untrusting.request("POST", "/user/order", body=b"{}")
+    assert len(server.requests) == 3
