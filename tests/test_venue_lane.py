@@ -241,3 +241,17 @@ async def test_https_keeps_one_verified_tls_connection(nursery):
     with pytest.raises(LaneError, match="TLS handshake"):
         await untrusting.request("POST", "/user/order", body=b"{}")
     assert len(server.requests) == 3
+
+
+def test_the_lane_steps_aside_for_an_environment_proxy(monkeypatch):
+    from extmm.venue.network import NetworkVenue, proxied
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not proxied("https://api.starknet.extended.exchange/api/v1")
+    assert NetworkVenue("https://venue.test/api/v1", "wss://venue.test/stream")._use_lane
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert proxied("https://api.starknet.extended.exchange/api/v1")
+    assert not NetworkVenue("https://venue.test/api/v1", "wss://venue.test/stream")._use_lane
+    monkeypatch.setenv("NO_PROXY", "venue.test")
+    assert NetworkVenue("https://venue.test/api/v1", "wss://venue.test/stream")._use_lane

@@ -9,6 +9,7 @@ manager. Writes are never blindly retried; an ambiguous place is settled by exte
 from __future__ import annotations
 
 import random
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -154,8 +155,12 @@ class NetworkVenue:
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
         self._sent_id_memory = sent_id_memory
         # Order writes (place, cancel, mass cancel) go through `WriteLane` unless told not
-        # to; by default not when a custom httpx transport is given (tests mock that one).
-        self._use_lane = transport is None if write_lane is None else write_lane
+        # to; by default not when a custom httpx transport is given (tests mock that one)
+        # nor when the environment routes the REST URL through a proxy (httpx honours
+        # HTTPS_PROXY and friends; the lane connects directly).
+        if write_lane is None:
+            write_lane = transport is None and not proxied(self.rest_url)
+        self._use_lane = write_lane
         self._lane_on_write = lane_on_write
         self._lane: WriteLane | None = None
 
@@ -495,6 +500,16 @@ class NetworkVenue:
             "not placed" if absent_confirmed else "still unknown after lookups",
         )
         raise error
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment sends requests to `url` through a proxy (the stdlib's reading
+    of HTTP(S)_PROXY / ALL_PROXY / NO_PROXY, which httpx follows too)."""
+    parsed = httpx.URL(url)
+    proxies = urllib.request.getproxies()
+    if parsed.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parsed.host)
 
 
 def _market_param(market: str | None) -> list[tuple[str, str | int]]:
