@@ -332,6 +332,11 @@ class _Executor:
             match action.kind:
                 case ActionKind.PLACE:
                     await self.place(state, action.target)
+                case ActionKind.REPLACE if self.records[live.external_id].state is om.OrderState.PENDING_NEW:
+                    # Its placement has an unknown outcome (timeout, 5xx): the venue cannot
+                    # replace an order it may not have. Cancel it by externalId (a no-op if it
+                    # never landed); the new price goes out as a fresh order after that.
+                    await self.cancel(state, live.external_id)
                 case ActionKind.REPLACE:
                     await self.replace(state, live.external_id, action.target)
                 case ActionKind.CANCEL:
