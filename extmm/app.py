@@ -88,12 +88,7 @@ async def run_bot(
                 )
             )
             rest_url, stream_url = handle.rest_url, handle.stream_url
-            creds = Credentials(
-                api_key=handle.account.api_key,
-                vault=handle.account.vault,
-                stark_private_key=handle.account.stark_private_key,
-                stark_public_key=handle.account.stark_public_key,
-            )
+            creds = handle.account.credentials()
             domain = None  # fetched from the simulator's /info/starknet
             logger.info("paper trading against the embedded simulator at {}", rest_url)
         else:

@@ -18,9 +18,10 @@ import trio
 
 from extmm.config import BotConfig, load_config, parse_config
 from extmm.sim.inproc import InProcessVenue, inprocess_simulator
-from extmm.sim.runner import SimRunner
+from extmm.sim.runner import SimHandle, SimRunner
 from extmm.telemetry import AccountStats, ExecStats
-from extmm.venue.signing import is_ours
+from extmm.venue.endpoints import SigningDomain
+from extmm.venue.signing import NonceSource, OrderSigner, is_ours
 from supervisors.root import RootSupervisor, RunSummary
 
 START_MS = 1_790_000_000_000
@@ -124,3 +125,13 @@ async def wait_until(predicate: Any, *, within: float, step: float = 0.1) -> flo
         while not predicate():  # noqa: ASYNC110
             await trio.sleep(step)
     return trio.current_time() - started
+
+
+def sim_signer(sim: SimHandle, *, nonce_start: int = 1) -> OrderSigner:
+    """Signs orders for a served simulator's paper account, every market of it known."""
+    signer = OrderSigner(
+        sim.account.credentials(), SigningDomain.of(sim.engine.domain), nonces=NonceSource(start=nonce_start)
+    )
+    for name in sim.engine.market_names():
+        signer.add_market(sim.engine.market_object(name))
+    return signer

@@ -37,9 +37,9 @@ from extmm.sim.probe import (
     probe_market_objects,
     serve_probe_simulator,
 )
-from extmm.venue.endpoints import SigningDomain
-from extmm.venue.signing import Credentials, NonceSource, OrderSigner
+from extmm.venue.signing import OrderSigner
 from extmm.venue.types import OrderRequest
+from tests.botharness import sim_signer
 
 START_MS = 1_790_000_000_000
 UA = {"User-Agent": "extmm-tests/1"}
@@ -194,17 +194,7 @@ def test_signing_floor_times_every_order() -> None:
 
 
 def signer_for(handle: ProbeHandle) -> OrderSigner:
-    acct = handle.sim.account
-    d = handle.sim.engine.domain
-    signer = OrderSigner(
-        Credentials(api_key=acct.api_key, vault=acct.vault, stark_private_key=acct.stark_private_key,
-                    stark_public_key=acct.stark_public_key),
-        SigningDomain(name=d.name, version=d.version, chain_id=d.chain_id, revision=d.revision),
-        nonces=NonceSource(start=1),
-    )
-    for name in handle.sim.engine.market_names():
-        signer.add_market(handle.sim.engine.market_object(name))
-    return signer
+    return sim_signer(handle.sim)
 
 
 async def test_taps_stamp_frames_and_orders_on_a_served_probe() -> None:

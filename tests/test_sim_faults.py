@@ -20,9 +20,8 @@ import trio_websocket
 from extmm.domain.units import Side
 from extmm.sim.faults import FaultController, FaultSpec, FaultSpecError, parse_duration, parse_faults
 from extmm.sim.runner import SimHandle, serve_simulator
-from extmm.venue.endpoints import SigningDomain
-from extmm.venue.signing import Credentials, NonceSource, OrderSigner
 from extmm.venue.types import OrderRequest
+from tests.botharness import sim_signer
 
 START_MS = 1_790_000_000_000
 UA = {"User-Agent": "extmm-tests/1"}
@@ -40,21 +39,7 @@ def rest_client(sim: SimHandle) -> httpx.AsyncClient:
 
 
 def signed_order(sim: SimHandle, external_id: str, *, nonce: int = 500) -> dict[str, Any]:
-    acct = sim.account
-    domain = sim.engine.domain
-    signer = OrderSigner(
-        Credentials(
-            api_key=acct.api_key,
-            vault=acct.vault,
-            stark_private_key=acct.stark_private_key,
-            stark_public_key=acct.stark_public_key,
-        ),
-        SigningDomain(
-            name=domain.name, version=domain.version, chain_id=domain.chain_id, revision=domain.revision
-        ),
-        nonces=NonceSource(start=nonce),
-    )
-    signer.add_market(sim.engine.market_object("BTC-USD"))
+    signer = sim_signer(sim, nonce_start=nonce)
     mid = Decimal(str(sim.engine.mid("BTC-USD")))
     return signer.sign(
         OrderRequest(

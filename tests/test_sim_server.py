@@ -26,9 +26,9 @@ import wsproto.events
 from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.runner import OutFrame, SimHandle, SimRunner, serve_simulator
-from extmm.venue.endpoints import SigningDomain
-from extmm.venue.signing import Credentials, NonceSource, OrderSigner
+from extmm.venue.signing import OrderSigner
 from extmm.venue.types import OrderRequest
+from tests.botharness import sim_signer
 
 START_MS = 1_790_000_000_000
 UA = {"User-Agent": "extmm-tests/1"}
@@ -45,23 +45,7 @@ async def start_sim(nursery: trio.Nursery, **options: Any) -> SimHandle:
 
 
 def signer_for(sim: SimHandle) -> OrderSigner:
-    acct = sim.account
-    domain = sim.engine.domain
-    signer = OrderSigner(
-        Credentials(
-            api_key=acct.api_key,
-            vault=acct.vault,
-            stark_private_key=acct.stark_private_key,
-            stark_public_key=acct.stark_public_key,
-        ),
-        SigningDomain(
-            name=domain.name, version=domain.version, chain_id=domain.chain_id, revision=domain.revision
-        ),
-        nonces=NonceSource(start=1000),
-    )
-    for name in sim.engine.market_names():
-        signer.add_market(sim.engine.market_object(name))
-    return signer
+    return sim_signer(sim, nonce_start=1000)
 
 
 def passive_order(

@@ -39,7 +39,7 @@ from extmm.venue.errors import (
     StreamClosed,
     TransientServerError,
 )
-from extmm.venue.signing import Credentials, NonceSource, OrderSigner
+from extmm.venue.signing import NonceSource, OrderSigner
 from extmm.venue.types import (
     AccountUpdate,
     BalanceInfo,
@@ -154,20 +154,9 @@ class InProcessVenue(PublicStreams):
         if self._sign:
             if self._account.private_key is None:
                 raise ValueError("signing needs the account's Stark private key")
-            domain = self._engine.domain
             self._signer = OrderSigner(
-                Credentials(
-                    api_key=self._account.api_key,
-                    vault=self._account.vault,
-                    stark_private_key=hex(self._account.private_key),
-                    stark_public_key=hex(self._account.public_key),
-                ),
-                SigningDomain(
-                    name=domain.name,
-                    version=domain.version,
-                    chain_id=domain.chain_id,
-                    revision=domain.revision,
-                ),
+                SimCredentials.of(self._account).credentials(),
+                SigningDomain.of(self._engine.domain),
                 nonces=nonces,
             )
             for name in self._engine.market_names():

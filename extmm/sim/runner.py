@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import orjson
@@ -49,6 +49,9 @@ from extmm.sim.model import (
     TradeEvent,
 )
 from extmm.sim.signing import KeyPair
+
+if TYPE_CHECKING:
+    from extmm.venue.signing import Credentials
 
 StreamKind = Literal["orderbook", "trades", "funding", "mark", "index", "account"]
 
@@ -158,6 +161,17 @@ class SimCredentials:
             vault=info.vault,
             stark_private_key=hex(info.private_key),
             stark_public_key=hex(info.public_key),
+        )
+
+    def credentials(self) -> Credentials:
+        """The same keys as the bot's venue adapter takes them."""
+        from extmm.venue.signing import Credentials  # the SDK behind it loads slowly: only when asked
+
+        return Credentials(
+            api_key=self.api_key,
+            vault=self.vault,
+            stark_private_key=self.stark_private_key,
+            stark_public_key=self.stark_public_key,
         )
 
     def as_dict(self) -> dict[str, Any]:

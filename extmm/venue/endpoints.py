@@ -7,6 +7,8 @@ asks the venue itself (`GET /info/starknet`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -18,6 +20,11 @@ class SigningDomain:
     version: str = "v0"
     chain_id: str
     revision: str = "1"  # a string in the SDK; `/info/starknet` sends a number
+
+    @classmethod
+    def of(cls, domain: Any) -> SigningDomain:
+        """From any domain-shaped object (the SDK's `StarknetDomain`, the simulator's)."""
+        return cls(name=domain.name, version=domain.version, chain_id=domain.chain_id, revision=domain.revision)
 
 
 SN_MAIN = SigningDomain(chain_id="SN_MAIN")

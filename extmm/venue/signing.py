@@ -174,8 +174,7 @@ class OrderSigner:
 
     @property
     def domain(self) -> SigningDomain:
-        d = self._domain
-        return SigningDomain(name=d.name, version=d.version, chain_id=d.chain_id, revision=d.revision)
+        return SigningDomain.of(self._domain)
 
     def add_market(self, market: MarketInfo | Mapping[str, Any]) -> None:
         raw = market.raw if isinstance(market, MarketInfo) else market
