@@ -38,7 +38,7 @@ from extmm.ops.gctune import settle_heap
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.flow import FlowParams
 from extmm.sim.http_api import REST_PREFIX
-from extmm.sim.runner import SimCredentials, SimHandle, SimRunner
+from extmm.sim.runner import SimHandle, SimRunner
 from extmm.sim.signing import STARK_EC_ORDER, KeyPair
 from extmm.sim.ws_api import STREAM_PREFIX
 
@@ -665,20 +665,9 @@ async def serve_probe_simulator(
         await nursery.start(runner.run)
         await nursery.start(probe.run)
         bound_host, bound_port = await nursery.start(serve_app, app, host, port, 15.0)
-        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        sim = SimHandle(
-            host=bound_host,
-            port=bound_port,
-            rest_url=f"http://{url_host}:{bound_port}{REST_PREFIX}",
-            stream_url=f"ws://{url_host}:{bound_port}{STREAM_PREFIX}",
-            account=SimCredentials.of(info),
-            engine=engine,
-            runner=runner,
-            faults=runner.faults,
-        )
-        task_status.started(
-            ProbeHandle(sim=sim, probe=probe, probe_url=f"http://{url_host}:{bound_port}{PROBE_PREFIX}")
-        )
+        sim = SimHandle.listening(bound_host, bound_port, info=info, engine=engine, runner=runner)
+        probe_url = sim.rest_url.removesuffix(REST_PREFIX) + PROBE_PREFIX
+        task_status.started(ProbeHandle(sim=sim, probe=probe, probe_url=probe_url))
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -562,6 +562,26 @@ class SimHandle:
     runner: SimRunner
     faults: FaultController
 
+    @classmethod
+    def listening(
+        cls, host: str, port: int, *, info: AccountInfo, engine: SimEngine, runner: SimRunner
+    ) -> SimHandle:
+        """The handle of a simulator whose app now listens on `host:port`."""
+        from extmm.sim.http_api import REST_PREFIX  # they import this module
+        from extmm.sim.ws_api import STREAM_PREFIX
+
+        url_host = f"[{host}]" if ":" in host else host
+        return cls(
+            host=host,
+            port=port,
+            rest_url=f"http://{url_host}:{port}{REST_PREFIX}",
+            stream_url=f"ws://{url_host}:{port}{STREAM_PREFIX}",
+            account=SimCredentials.of(info),
+            engine=engine,
+            runner=runner,
+            faults=runner.faults,
+        )
+
     def announcement(self) -> dict[str, Any]:
         """The `sim` command's first stdout line (paper credentials included on purpose)."""
         return {"rest": self.rest_url, "stream": self.stream_url, "account": self.account.as_dict()}
@@ -655,21 +675,8 @@ async def serve_simulator(
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         bound_host, bound_port = await nursery.start(serve_app, app, host, port, ping_interval_s)
-        handle = SimHandle(
-            host=bound_host,
-            port=bound_port,
-            rest_url=f"http://{_url_host(bound_host)}:{bound_port}/api/v1",
-            stream_url=f"ws://{_url_host(bound_host)}:{bound_port}/stream.extended.exchange/v1",
-            account=SimCredentials.of(info),
-            engine=engine,
-            runner=runner,
-            faults=runner.faults,
-        )
+        handle = SimHandle.listening(bound_host, bound_port, info=info, engine=engine, runner=runner)
         logger.info(
             "simulator listening on {}:{} (markets {})", bound_host, bound_port, sorted(runner.market_names)
         )
         task_status.started(handle)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
