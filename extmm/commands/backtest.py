@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from extmm.commands import load_config_or_report
+
 DEFAULT_CONFIG = "config/config.json"
 
 
@@ -100,13 +102,9 @@ def main(args: argparse.Namespace) -> int:
     import extmm.ops.logs as logs
     from extmm.backtest.metrics import write_fills_csv
     from extmm.backtest.run import BacktestOptions, backtest
-    from extmm.config import ConfigError, load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"config error: {line}", file=sys.stderr)
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return 2
     if args.markets:
         import attrs

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from extmm.commands import load_config_or_report
 from extmm.commands.check import (
     ApiKeyOnly,
     UsageError,
@@ -25,7 +26,6 @@ from extmm.commands.check import (
     open_venue,
     resolve_target,
 )
-from extmm.config import ConfigError, load_config
 from extmm.secrets import API_KEY_VAR, SecretsError, load_secrets
 from extmm.venue.errors import AuthError, OrderRejected, VenueError
 from extmm.venue.types import OrderInfo
@@ -163,13 +163,8 @@ def handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.config is not None:
-        try:
-            load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(f"config error: {line}", file=sys.stderr)
-            return EXIT_USAGE
+    if args.config is not None and load_config_or_report(args.config) is None:
+        return EXIT_USAGE
     try:
         secrets = load_secrets(args.env_file)
     except SecretsError as exc:

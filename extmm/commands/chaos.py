@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from extmm.commands import load_config_or_report
+
 EXIT_OK = 0
 EXIT_BROKEN = 1
 EXIT_USAGE = 2
@@ -46,7 +48,6 @@ def main(args: argparse.Namespace) -> int:
     from extmm.chaos.process import ProcessKillTimings, run_process_kill_sync
     from extmm.chaos.runner import run_scenario
     from extmm.chaos.scenarios import SCENARIOS
-    from extmm.config import ConfigError, load_config
     from extmm.ops.logs import configure_logging
 
     if args.duration is not None and not args.duration > 0:
@@ -54,11 +55,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg = None
     if args.config is not None:
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(f"config error: {line}", file=sys.stderr)
+        cfg = load_config_or_report(args.config)
+        if cfg is None:
             return EXIT_USAGE
     configure_logging(level=args.log_level)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]

@@ -7,6 +7,8 @@ import sys
 
 import trio
 
+from extmm.commands import load_config_or_report
+
 DEFAULT_CONFIG = "config/config.json"
 
 
@@ -41,16 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from extmm.app import RunOptions, print_summary, run_bot
-    from extmm.config import ConfigError, load_config
     from extmm.ops.logs import configure_logging
     from extmm.secrets import SecretsError, load_secrets
     from supervisors.root import StartupError
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"config error: {line}", file=sys.stderr)
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return 2
     try:
         secrets = load_secrets(args.env_file)
