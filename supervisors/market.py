@@ -74,6 +74,11 @@ class MarketWiring:
         return True
 
 
+# How every stream consumer backs off between reconnects (Feed, Account, the shared
+# account stream).
+STREAM_RECONNECT = Backoff(initial=0.5, factor=2.0, cap=15.0, jitter=0.2)
+
+
 @attrs.frozen(kw_only=True)
 class MarketContext:
     """What the actors of one market need from the root."""
@@ -87,7 +92,7 @@ class MarketContext:
     ids: ExternalIdFactory
     epoch_ms: Callable[[], int]
     telemetry: Telemetry
-    reconnect: Backoff = Backoff(initial=0.5, factor=2.0, cap=15.0, jitter=0.2)
+    reconnect: Backoff = STREAM_RECONNECT
     restart_backoff: Backoff = Backoff(initial=0.5, factor=2.0, cap=30.0, jitter=0.2)
     intensity: int = 5
     period: float = 30.0
@@ -97,13 +102,14 @@ class MarketContext:
     trading_active: Callable[[], bool] = lambda: True
 
 
-def _reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
+def reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
+    """Seconds to wait before reconnect attempt n (1-based) under `policy`."""
     return lambda attempt: policy.delay(max(attempt - 1, 0), rng)
 
 
 def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> SupervisorSpec:
     bot, market, spec = ctx.bot, ctx.market, ctx.spec
-    reconnect = _reconnect_delay(ctx.reconnect, ctx.rng)
+    reconnect = reconnect_delay(ctx.reconnect, ctx.rng)
     w = wiring
     params = ExecutorParams(
         stp=bot.stp,

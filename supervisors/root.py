@@ -31,10 +31,16 @@ from extmm.venue.port import ExchangePort
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import MarketInfo
-from supervisors.backoff import Backoff
 from supervisors.breaker import BreakerAction, CircuitBreaker
 from supervisors.events import ChildRestarting, EventHub
-from supervisors.market import ACTORS, MarketContext, MarketWiring, market_supervisor_spec
+from supervisors.market import (
+    ACTORS,
+    STREAM_RECONNECT,
+    MarketContext,
+    MarketWiring,
+    market_supervisor_spec,
+    reconnect_delay,
+)
 from supervisors.spec import ChildSpec, EscalationDecision, Strategy, SupervisorSpec
 from supervisors.supervisor import Supervisor
 
@@ -69,9 +75,6 @@ class RunSummary:
         }
 
 
-ACCOUNT_RECONNECT = Backoff(initial=0.5, factor=2.0, cap=15.0, jitter=0.2)  # as the markets' streams
-
-
 class RootSupervisor:
     def __init__(
         self,
@@ -88,14 +91,12 @@ class RootSupervisor:
     ) -> None:
         self.cfg = cfg
         self.port = port
-        # Every market's Account reads one shared account-stream connection.
-        self.account_hub = SharedAccountStream(
-            port, reconnect_delay=lambda n: ACCOUNT_RECONNECT.delay(max(n - 1, 0), self.rng)
-        )
-        self.market_port = SharingPort(port, self.account_hub)
         self.network = network
         self.epoch_ms = epoch_ms
         self.rng = rng or random.Random()
+        # Every market's Account reads one shared account-stream connection.
+        self.account_hub = SharedAccountStream(port, reconnect_delay=reconnect_delay(STREAM_RECONNECT, self.rng))
+        self.market_port = SharingPort(port, self.account_hub)
         self.events = EventHub()
         self.view = TelemetryView()
         self.request_outcomes = request_outcomes
