@@ -25,7 +25,6 @@ from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.types import (
-    OPEN_STATUSES,
     BalanceInfo,
     BalanceUpdate,
     OrderInfo,
@@ -34,6 +33,7 @@ from extmm.venue.types import (
     PositionsUpdate,
     TradeInfo,
     TradesUpdate,
+    track_open_orders,
 )
 
 
@@ -137,14 +137,7 @@ async def account_actor(
 
     def on_orders(orders: tuple[OrderInfo, ...], is_snapshot: bool) -> list[OrderInfo]:
         mine = [o for o in orders if o.market == market]
-        if is_snapshot:
-            state.open_orders = {o.external_id: o for o in mine if o.status in OPEN_STATUSES}
-        else:
-            for o in mine:
-                if o.status in OPEN_STATUSES:
-                    state.open_orders[o.external_id] = o
-                else:
-                    state.open_orders.pop(o.external_id, None)
+        track_open_orders(state.open_orders, mine, snapshot=is_snapshot)
         return mine
 
     def on_trade(t: TradeInfo) -> bool:

@@ -26,7 +26,6 @@ from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import StreamClosed
 from extmm.venue.port import ExchangePort
 from extmm.venue.types import (
-    OPEN_STATUSES,
     AccountUpdate,
     BalanceInfo,
     BalanceUpdate,
@@ -34,6 +33,7 @@ from extmm.venue.types import (
     OrdersUpdate,
     PositionInfo,
     PositionsUpdate,
+    track_open_orders,
 )
 
 
@@ -182,14 +182,9 @@ class SharedAccountStream:
     def _apply(self, update: AccountUpdate) -> None:
         match update:
             case OrdersUpdate(orders=orders, is_snapshot=snap):
+                track_open_orders(self._orders, orders, snapshot=snap)
                 if snap:
-                    self._orders.clear()
                     self._have.add("orders")
-                for o in orders:
-                    if o.status in OPEN_STATUSES:
-                        self._orders[o.external_id] = o
-                    else:
-                        self._orders.pop(o.external_id, None)
             case PositionsUpdate(positions=positions, is_snapshot=snap):
                 if snap:
                     self._positions.clear()

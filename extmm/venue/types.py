@@ -6,6 +6,7 @@ TRIGGERED, NEGATIVE_EQUITY) never breaks parsing; the domain interprets them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -173,6 +174,18 @@ AccountUpdate = OrdersUpdate | TradesUpdate | PositionsUpdate | BalanceUpdate
 
 # Order statuses in which an order may still rest on the book (SPEC §4.6).
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "UNTRIGGERED"})
+
+
+def track_open_orders(open_orders: dict[str, OrderInfo], orders: Iterable[OrderInfo], *, snapshot: bool) -> None:
+    """Apply an account-stream ORDER update to open orders by externalId: a snapshot
+    replaces them; an order in an open status is added or updated, any other removed."""
+    if snapshot:
+        open_orders.clear()
+    for o in orders:
+        if o.status in OPEN_STATUSES:
+            open_orders[o.external_id] = o
+        else:
+            open_orders.pop(o.external_id, None)
 
 
 @attrs.frozen(kw_only=True)
