@@ -22,6 +22,7 @@ from loguru import logger
 from actors.messages import Approved, ExecIn, FillEvent, OrderEvent
 from extmm.domain import orders as om
 from extmm.domain.execution import Action, ActionKind, LiveOrder, SideTarget, decide
+from extmm.domain.stats import nearest_rank
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
@@ -480,10 +481,7 @@ class _Executor:
         now = trio.current_time()
         if now >= self._latency_stats_at + 0.5:  # sorting 512 samples at every action is waste
             lat = sorted(self.latencies)
-            self._latency_stats = (
-                lat[len(lat) // 2] * 1000 if lat else 0.0,
-                lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0,
-            )
+            self._latency_stats = ((nearest_rank(lat, 0.5) or 0.0) * 1000, (nearest_rank(lat, 0.99) or 0.0) * 1000)
             self._latency_stats_at = now
         self.telemetry.publish(
             ExecStats(

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import bisect
 import enum
-import math
 from collections import Counter, deque
 
 import attrs
 
 from extmm.config import BreakerConfig
+from extmm.domain.stats import nearest_rank
 from supervisors.events import BreakerClosed, BreakerEvent, BreakerHalfOpen, BreakerOpened
 
 RATE_LIMIT_WINDOW_S = 60.0  # `max_429_per_min` is per minute whatever `window_s` is
@@ -373,10 +373,9 @@ class CircuitBreaker:
 
     def _p99_latency(self) -> float | None:
         samples = self._latencies_sorted
-        if not samples or len(samples) < self.settings.min_requests:
+        if len(samples) < self.settings.min_requests:
             return None
-        rank = math.ceil(LATENCY_QUANTILE * len(samples))  # nearest rank, 1-based
-        return samples[rank - 1]
+        return nearest_rank(samples, LATENCY_QUANTILE)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.settings.window_s

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import httpx
 import trio
 
 from extmm.config import BotConfig, parse_config
+from extmm.domain.stats import nearest_rank
 from extmm.ops.gctune import settle_heap
 from extmm.venue.network import NetworkVenue
 from extmm.venue.signing import Credentials, NonceSource, OrderSigner
@@ -169,17 +169,15 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in [0, 1]) of `values`; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    """Nearest-rank percentile (q in [0, 1]) of `values` in any order; None when empty."""
+    return nearest_rank(sorted(values), q)
 
 
 def summary_ms(values_s: Sequence[float]) -> dict[str, float | int | None]:
+    ordered = sorted(values_s)
+
     def ms(q: float) -> float | None:
-        v = percentile(values_s, q)
+        v = nearest_rank(ordered, q)
         return None if v is None else round(v * 1000, 3)
 
     return {"p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0), "n": len(values_s)}

@@ -21,6 +21,7 @@ import httpx
 import trio
 from loguru import logger
 
+from extmm.domain.stats import nearest_rank
 from extmm.venue.errors import (
     AuthError,
     MalformedResponse,
@@ -102,14 +103,6 @@ class RestStatistics:
     server_errors: int
     latency_p50_ms: float
     latency_p99_ms: float
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _retry_after(response: httpx.Response | LaneResponse) -> float | None:
@@ -253,8 +246,8 @@ class RestClient:
             errors=self._errors,
             rate_limited=self._rate_limited,
             server_errors=self._server_errors,
-            latency_p50_ms=_percentile(ordered, 0.50) * 1000.0,
-            latency_p99_ms=_percentile(ordered, 0.99) * 1000.0,
+            latency_p50_ms=(nearest_rank(ordered, 0.50) or 0.0) * 1000.0,
+            latency_p99_ms=(nearest_rank(ordered, 0.99) or 0.0) * 1000.0,
         )
 
     # -- internals --------------------------------------------------------------------
