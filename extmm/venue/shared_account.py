@@ -40,8 +40,7 @@ from extmm.venue.types import (
 class HubSubscription:
     """One actor's view of the shared stream; `receive()` like a connection's."""
 
-    def __init__(self, hub: SharedAccountStream, queue_size: int) -> None:
-        self._hub = hub
+    def __init__(self, queue_size: int) -> None:
         self._send, self._recv = trio.open_memory_channel[AccountUpdate](queue_size)
         self.error: StreamClosed | None = None
         self.first_delivery_at: float | None = None
@@ -97,14 +96,12 @@ class SharedAccountStream:
         self._positions: dict[str, PositionInfo] = {}
         self._balance: BalanceInfo | None = None
         self._have: set[str] = set()
-        self.connections = 0
         self.failures = 0
-        self.updates = 0
 
     # -- subscribers -----------------------------------------------------------------------
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[HubSubscription]:
-        sub = HubSubscription(self, self._queue_size)
+        sub = HubSubscription(self._queue_size)
         for update in self._snapshots():
             sub.offer(update)
         self._subscribers.add(sub)
@@ -147,11 +144,9 @@ class SharedAccountStream:
             try:
                 async with self._port.account_stream() as stream:
                     self._reset(connected=True)
-                    self.connections += 1
                     while True:
                         update = await stream.receive()
                         self._apply(update)
-                        self.updates += 1
                         for sub in list(self._subscribers):
                             sub.offer(update)
                         if failures and {"orders", "positions"} <= self._have:
