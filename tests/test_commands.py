@@ -367,22 +367,31 @@ async def run_command(sim: Sim, tmp_path: Path, *args: str, **env: str | None) -
         )
 
 
-async def test_cancel_all_by_market_then_everything(sim, tmp_path):
+async def place_resting(venue: NetworkVenue, specs: list[tuple[str, str, Side]]) -> list[Any]:
+    markets = {m.name: m for m in await venue.get_markets()}
+    # Expiries are wall-clock epoch times on the venue: read the clock, as the bot's edge does.
+    expiry = int(time.time() * 1000) + 3_600_000
+    placed = []
+    for ext, name, side in specs:
+        info = markets[name]
+        mark = Decimal(str(info.raw["marketStats"]["markPrice"]))
+        placed.append(await venue.place_order(resting(info, ext, side, mark, expiry)))
+    return placed
+
+
+async def test_cancel_all_by_market_then_everything_only_ours(sim, tmp_path):
     async with NetworkVenue(sim.rest, sim.stream, sim.credentials()) as venue:
         await venue.mass_cancel(cancel_all=True)  # other tests may have left orders behind
-        markets = {m.name: m for m in await venue.get_markets()}
-        # Expiries are wall-clock epoch times on the venue: read the clock, as the bot's edge does.
-        expiry = int(time.time() * 1000) + 3_600_000
-        placed = []
-        for ext, name, side in [
-            ("ca-b1", "BTC-USD", Side.BUY),
-            ("ca-b2", "BTC-USD", Side.SELL),
-            ("ca-e1", "ETH-USD", Side.BUY),
-        ]:
-            info = markets[name]
-            mark = Decimal(str(info.raw["marketStats"]["markPrice"]))
-            placed.append(await venue.place_order(resting(info, ext, side, mark, expiry)))
-        assert {o.external_id for o in await venue.get_open_orders()} == {"ca-b1", "ca-b2", "ca-e1"}
+        placed = await place_resting(
+            venue,
+            [
+                ("extmm-ca-b1", "BTC-USD", Side.BUY),
+                ("extmm-ca-b2", "BTC-USD", Side.SELL),
+                ("extmm-ca-e1", "ETH-USD", Side.BUY),
+                ("manual-1", "BTC-USD", Side.BUY),  # someone else's order on the same sub-account
+            ],
+        )
+        assert len(await venue.get_open_orders()) == 4
 
         result = await run_command(
             sim, tmp_path, "cancel-all", "--market", "BTC-USD", "--endpoint", sim.rest, sim.stream
@@ -390,31 +399,59 @@ async def test_cancel_all_by_market_then_everything(sim, tmp_path):
         out = result.stdout.decode()
         assert result.returncode == 0, out + result.stderr.decode()
         assert "open before: 2 (BTC-USD: 2)" in out and "cancelled: 2 (BTC-USD: 2)" in out
-        assert "remaining: none" in out
-        assert [o.external_id for o in await venue.get_open_orders()] == ["ca-e1"]
+        assert "remaining: none (confirmed by the venue)" in out
+        assert "left alone: 1 open order not ours" in out
+        assert sorted(o.external_id for o in await venue.get_open_orders()) == ["extmm-ca-e1", "manual-1"]
 
         result = await run_command(sim, tmp_path, "cancel-all", "--endpoint", sim.rest, sim.stream)
         out = result.stdout.decode()
         assert result.returncode == 0, out + result.stderr.decode()
         assert "cancelled: 1 (ETH-USD: 1)" in out and "remaining: none" in out
-        assert await venue.get_open_orders() == []
-        for order in placed:
+        assert [o.external_id for o in await venue.get_open_orders()] == ["manual-1"]
+        for order in placed[:3]:
             (info,) = await venue.get_orders_by_external_id(order.external_id)
             assert info.status == "CANCELLED"
+
+        # --all is the explicit whole-account variant.
+        result = await run_command(sim, tmp_path, "cancel-all", "--all", "--endpoint", sim.rest, sim.stream)
+        out = result.stdout.decode()
+        assert result.returncode == 0, out + result.stderr.decode()
+        assert "cancelled: 1 (BTC-USD: 1)" in out
+        assert await venue.get_open_orders() == []
         assert sim.account["api_key"] not in out + result.stderr.decode()
 
 
-async def test_cancel_all_refuses_without_a_venue_key_or_market(sim, tmp_path):
+async def test_cancel_all_unreachable_venue_is_unknown_not_none(sim, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    result = await run_command(
+        sim,
+        tmp_path,
+        "cancel-all",
+        "--timeout",
+        "2",
+        "--endpoint",
+        f"http://127.0.0.1:{dead}/api/v1",
+        f"ws://127.0.0.1:{dead}/stream",
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 3, out + result.stderr.decode()
+    assert "remaining: UNKNOWN" in out and "remaining: none" not in out
+    assert "open before: UNKNOWN" in out
+    assert b"Traceback" not in result.stderr
+
+
+async def test_cancel_all_refuses_without_a_key_or_with_a_bad_market(sim, tmp_path):
     missing_key = await run_command(
         sim, tmp_path, "cancel-all", "--endpoint", sim.rest, sim.stream, EXTENDED_API_KEY=None
     )
     assert missing_key.returncode == 2 and b"EXTENDED_API_KEY" in missing_key.stderr
-    no_venue = await run_command(sim, tmp_path, "cancel-all")
-    assert no_venue.returncode == 2 and b"--network testnet|mainnet or --endpoint" in no_venue.stderr
     unknown = await run_command(
         sim, tmp_path, "cancel-all", "--market", "SOL-USD", "--endpoint", sim.rest, sim.stream
     )
-    assert unknown.returncode == 2 and b"SOL-USD" in unknown.stderr
+    assert unknown.returncode == 2
+    assert b"unknown market SOL-USD; the venue has: BTC-USD, ETH-USD" in unknown.stderr
     wrong_key = await run_command(
         sim,
         tmp_path,
@@ -425,6 +462,21 @@ async def test_cancel_all_refuses_without_a_venue_key_or_market(sim, tmp_path):
         EXTENDED_API_KEY="wrong-key-0123456789",
     )
     assert wrong_key.returncode == 2 and b"refused the API key" in wrong_key.stderr
+    bad_network = await run_command(sim, tmp_path, "cancel-all", EXTENDED_NETWORK="paper")
+    assert bad_network.returncode == 2 and b"EXTENDED_NETWORK must be testnet or mainnet" in bad_network.stderr
+
+
+def test_cancel_all_names_a_venue_without_network_options(monkeypatch, tmp_path):
+    """The README's `python -m extmm cancel-all` works as written: EXTENDED_NETWORK, else mainnet."""
+    from extmm.commands.cancel_all import default_network
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EXTENDED_NETWORK", raising=False)
+    assert default_network(None) == "mainnet"
+    (tmp_path / ".env").write_text("EXTENDED_NETWORK=testnet\n")
+    assert default_network(None) == "testnet"
+    monkeypatch.setenv("EXTENDED_NETWORK", "mainnet")
+    assert default_network(None) == "mainnet"
 
 
 class StuckVenue:
@@ -433,9 +485,14 @@ class StuckVenue:
     def __init__(self, orders: list[OrderInfo]) -> None:
         self.orders = orders
         self.cancels: list[dict[str, Any]] = []
+        self.failing = False
 
     async def get_open_orders(self, market: str | None = None) -> list[OrderInfo]:
         await trio.sleep(0.01)
+        if self.failing:
+            from extmm.venue.errors import NetworkError
+
+            raise NetworkError("connection refused")
         return [o for o in self.orders if market in (None, o.market)]
 
     async def mass_cancel(self, **selection: Any) -> None:
@@ -443,10 +500,10 @@ class StuckVenue:
         self.cancels.append(selection)
 
 
-def order(order_id: int, market: str = "BTC-USD") -> OrderInfo:
+def order(order_id: int, market: str = "BTC-USD", prefix: str = "extmm") -> OrderInfo:
     return OrderInfo(
         id=order_id,
-        external_id=f"x-{order_id}",
+        external_id=f"{prefix}-{order_id}",
         market=market,
         side=Side.BUY,
         type="LIMIT",
@@ -458,16 +515,22 @@ def order(order_id: int, market: str = "BTC-USD") -> OrderInfo:
 
 
 async def test_cancel_all_resends_and_exits_1_while_orders_remain(autojump_clock, capsys):
-    venue = StuckVenue([order(1), order(2, "ETH-USD")])
+    venue = StuckVenue([order(1), order(2, "ETH-USD"), order(9, prefix="other")])
     outcome = await cancel_open_orders(venue, market=None, timeout_s=10, poll_s=0.5, resend_s=3)  # type: ignore[arg-type]
-    assert venue.cancels == [{"cancel_all": True}] * 4  # at 0, 3, 6 and 9 s
+    # Only ours, by external id, at 0, 3, 6 and 9 s; the foreign order is never named.
+    assert venue.cancels == [{"external_ids": ["extmm-1", "extmm-2"]}] * 4
     assert [o.id for o in outcome.remaining] == [1, 2] and outcome.cancelled == ()
-    assert report(outcome, scope="every market", timeout_s=10) == 1
+    assert [o.id for o in outcome.foreign] == [9]
+    assert report(outcome, scope="our orders", timeout_s=10) == 1
     out = capsys.readouterr().out
-    assert "remaining after 10s: 2 (BTC-USD: 1, ETH-USD: 1)" in out and "id 1 externalId x-1" in out
+    assert "remaining after 10s: 2 (BTC-USD: 1, ETH-USD: 1)" in out and "id 1 externalId extmm-1" in out
+    assert "left alone: 1 open order not ours" in out
+
+    outcome = await cancel_open_orders(venue, market=None, everything=True, timeout_s=1)  # type: ignore[arg-type]
+    assert venue.cancels[-1] == {"cancel_all": True}
 
     venue.orders = [order(1), order(3)]  # 3 is new: someone is still placing orders
-    outcome = await cancel_open_orders(venue, market="BTC-USD", timeout_s=1)  # type: ignore[arg-type]
+    outcome = await cancel_open_orders(venue, market="BTC-USD", everything=True, timeout_s=1)  # type: ignore[arg-type]
     assert venue.cancels[-1] == {"markets": ["BTC-USD"]}
     assert (
         report(
@@ -476,6 +539,22 @@ async def test_cancel_all_resends_and_exits_1_while_orders_remain(autojump_clock
         == 1
     )
     assert "is a bot still running" in capsys.readouterr().out
+
+
+async def test_cancel_all_a_venue_that_stops_answering_is_unknown(autojump_clock, capsys):
+    venue = StuckVenue([order(1)])
+
+    async def fail_soon() -> None:
+        await trio.sleep(1)
+        venue.failing = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fail_soon)
+        outcome = await cancel_open_orders(venue, timeout_s=5)  # type: ignore[arg-type]
+    assert outcome.remaining is None and not outcome.confirmed
+    assert report(outcome, scope="our orders", timeout_s=5) == 3
+    out = capsys.readouterr().out
+    assert "remaining: UNKNOWN" in out and "cancelled: UNKNOWN" in out
 
 
 # -- status ------------------------------------------------------------------------------------------

@@ -1,14 +1,22 @@
-"""`python -m extmm cancel-all`: emergency mass cancel of the account's open orders.
+"""`python -m extmm cancel-all`: emergency cancel of our open orders (or, with --all, every one).
 
-Sends one mass cancel (the whole account, or one market), then polls the open orders until
-the venue shows none, re-sending the cancel while some remain (it is idempotent), for at
-most `--timeout` seconds. Needs only the API key. Exit 0 when none are left, 1 when some
-remain (or the venue could not be asked), 2 on usage, config or credential errors.
+Lists the open orders, cancels the selected ones — by default only ours, i.e. those whose
+externalId carries our `external_id_prefix` (one mass cancel by external ids, SPEC §4.10
+`externalOrderIds`); with `--all` the whole account (or one market) — and polls until the
+venue lists none of them, re-sending while some remain (it is idempotent), for at most
+`--timeout` seconds. Needs only the API key.
+
+Unknown is a state, not zero: "none remain" is printed only when the venue's own list of
+open orders, read after cancelling, showed none of the selected orders. Exit codes:
+0 = the venue confirmed none of the selected orders open; 1 = some remain (listed);
+2 = usage, config, credential or market errors (nothing sent); 3 = the venue could not be
+reached or read, so what remains is UNKNOWN.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +36,7 @@ from extmm.commands.check import (
 )
 from extmm.secrets import API_KEY_VAR, SecretsError, load_secrets
 from extmm.venue.errors import AuthError, OrderRejected, VenueError
+from extmm.venue.signing import is_ours
 from extmm.venue.types import OrderInfo
 
 if TYPE_CHECKING:
@@ -36,9 +45,17 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ORDERS_REMAIN = 1
 EXIT_USAGE = 2
+EXIT_UNKNOWN = 3
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_PREFIX = "extmm"
+# Without --network/--endpoint: EXTENDED_NETWORK (environment or .env), else mainnet. A
+# cancel can only reduce risk, and a testnet key is refused by mainnet (401 -> exit 2 with
+# a hint), so the default never reports a venue it did not reach.
+NETWORK_VAR = "EXTENDED_NETWORK"
+DEFAULT_NETWORK = "mainnet"
 POLL_S = 0.5
 RESEND_S = 3.0  # a lost or half-applied mass cancel is simply sent again
+MAX_IDS_PER_CANCEL = 100  # no documented limit (SPEC §4.10); keep each body small
 
 
 class VenueRefused(Exception):
@@ -47,77 +64,120 @@ class VenueRefused(Exception):
 
 @attrs.frozen(kw_only=True)
 class CancelOutcome:
-    before: tuple[OrderInfo, ...]  # open when we started
-    remaining: tuple[OrderInfo, ...]  # still open at the end (a running bot may add new ones)
-    sends: int  # mass cancels sent (accepted or not)
+    before: tuple[OrderInfo, ...] | None  # selected orders open when we started; None: never listed
+    remaining: tuple[OrderInfo, ...] | None  # still open at the end; None: UNKNOWN (not confirmed)
+    sends: int  # cancels sent (accepted or not)
     problems: tuple[str, ...] = ()  # venue failures along the way
+    foreign: tuple[OrderInfo, ...] = ()  # open orders not ours, left alone (last list seen)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.remaining is not None
 
     @property
     def cancelled(self) -> tuple[OrderInfo, ...]:
-        """Orders open at the start and gone at the end (a few may have filled meanwhile)."""
+        """Orders open at the start and confirmed gone at the end (a few may have filled)."""
+        if self.before is None or self.remaining is None:
+            return ()
         left = {o.id for o in self.remaining}
         return tuple(o for o in self.before if o.id not in left)
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 async def cancel_open_orders(
     venue: NetworkVenue,
     *,
     market: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    everything: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     poll_s: float = POLL_S,
     resend_s: float = RESEND_S,
 ) -> CancelOutcome:
-    """Mass-cancel (one market or all) and wait until the venue lists no open order.
+    """Cancel the selected open orders and wait until the venue lists none of them.
 
-    Raises VenueRefused when the venue refuses the key (401/403) or the request
-    itself (4xx: e.g. an unknown market); other venue failures are collected in
-    `problems` and the attempt goes on until `timeout_s`.
+    Selected: in `market` (or every market) and, unless `everything`, ours (externalId
+    with `prefix`). Ours are cancelled by external id so an order someone else placed on
+    the same sub-account is never touched; `everything` sends the account- or market-wide
+    mass cancel. Raises VenueRefused when the venue refuses the key (401/403) or the
+    request itself (4xx); other failures are collected in `problems` and the attempt goes
+    on until `timeout_s`. `remaining` is None unless a list read after the start showed
+    the state of the selected orders.
     """
+
+    def selected(order: OrderInfo) -> bool:
+        return (market is None or order.market == market) and (
+            everything or is_ours(order.external_id, prefix)
+        )
+
     problems: list[str] = []
-    before: tuple[OrderInfo, ...] = ()
+    before: tuple[OrderInfo, ...] | None = None
     remaining: tuple[OrderInfo, ...] | None = None
+    foreign: tuple[OrderInfo, ...] = ()
     sends = 0
+    next_send = trio.current_time()
+
+    async def send(orders: tuple[OrderInfo, ...] | None) -> None:
+        nonlocal sends
+        if everything:
+            sends += 1
+            if market is None:
+                await venue.mass_cancel(cancel_all=True)
+            else:
+                await venue.mass_cancel(markets=[market])
+            return
+        ids = [o.external_id for o in orders or () if o.external_id]
+        for chunk in _chunks(ids, MAX_IDS_PER_CANCEL):
+            sends += 1
+            await venue.mass_cancel(external_ids=chunk)
+
     with trio.move_on_after(timeout_s):
-        try:
-            before = tuple(await venue.get_open_orders(market))
-        except AuthError as exc:
-            raise VenueRefused(f"the venue refused the API key ({exc}); check {API_KEY_VAR}") from None
-        except VenueError as exc:
-            problems.append(f"listing open orders failed: {exc}")
-        next_send = trio.current_time()
         while True:
-            if trio.current_time() >= next_send:
-                sends += 1
+            try:
+                listed = tuple(await venue.get_open_orders(market))
+            except AuthError as exc:
+                raise VenueRefused(f"the venue refused the API key ({exc}); check {API_KEY_VAR}") from None
+            except VenueError as exc:
+                problems.append(f"listing open orders failed: {exc}")
+                listed = None
+            if listed is not None:
+                remaining = tuple(o for o in listed if selected(o))
+                foreign = tuple(o for o in listed if not selected(o))
+                if before is None:
+                    before = remaining
+                if not remaining:
+                    break
+            # Ours are cancelled by the external ids just listed; with nothing listed
+            # only the explicit whole-account/market cancel can be sent blind.
+            if trio.current_time() >= next_send and (everything or listed is not None):
                 next_send = trio.current_time() + resend_s
                 try:
-                    if market is None:
-                        await venue.mass_cancel(cancel_all=True)
-                    else:
-                        await venue.mass_cancel(markets=[market])
+                    await send(remaining)
                 except AuthError as exc:
                     raise VenueRefused(
                         f"the venue refused the API key ({exc}); check {API_KEY_VAR}"
                     ) from None
                 except OrderRejected as exc:
                     if exc.http_status is not None and 400 <= exc.http_status < 500:
-                        raise VenueRefused(f"the venue refused the mass cancel: {exc}") from None
-                    problems.append(f"mass cancel failed: {exc}")
+                        raise VenueRefused(f"the venue refused the cancel: {exc}") from None
+                    problems.append(f"cancel failed: {exc}")
                 except VenueError as exc:
-                    problems.append(f"mass cancel failed: {exc}")
-            try:
-                remaining = tuple(await venue.get_open_orders(market))
-            except VenueError as exc:
-                problems.append(f"listing open orders failed: {exc}")
+                    problems.append(f"cancel failed: {exc}")
+            if listed is None:
+                # The last read failed: whatever an earlier read said is no longer known.
                 remaining = None
-            if remaining == ():
-                break
             await trio.sleep(poll_s)
     if remaining is None:
-        # Never saw the venue's list after cancelling: count everything as still open.
-        remaining = before
-        problems.append("could not confirm with the venue that the orders are gone")
+        problems.append("could not confirm with the venue which orders are still open")
     return CancelOutcome(
-        before=before, remaining=remaining, sends=sends, problems=tuple(dict.fromkeys(problems))
+        before=before,
+        remaining=remaining,
+        sends=sends,
+        problems=tuple(dict.fromkeys(problems)),
+        foreign=foreign,
     )
 
 
@@ -133,41 +193,80 @@ def _describe(order: OrderInfo) -> str:
     )
 
 
-def report(outcome: CancelOutcome, *, scope: str, timeout_s: float) -> int:
+def report(outcome: CancelOutcome, *, scope: str, timeout_s: float, prefix: str = DEFAULT_PREFIX) -> int:
     before, cancelled, remaining = outcome.before, outcome.cancelled, outcome.remaining
-    print(f"open before: {len(before)}" + (f" ({_by_market(before)})" if before else ""))
-    print(f"mass cancel of {scope} sent {outcome.sends} time{'s' if outcome.sends != 1 else ''}")
+    if before is None:
+        print("open before: UNKNOWN (the venue's open orders could not be read)")
+    else:
+        print(f"open before: {len(before)}" + (f" ({_by_market(before)})" if before else ""))
+    print(f"cancel of {scope} sent {outcome.sends} time{'s' if outcome.sends != 1 else ''}")
     for problem in outcome.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if outcome.foreign:
+        print(
+            f"left alone: {len(outcome.foreign)} open order{'s' if len(outcome.foreign) != 1 else ''} "
+            f"not ours (externalId without the prefix {prefix}-) ({_by_market(outcome.foreign)}); "
+            "--all cancels them too"
+        )
+    if remaining is None:
+        print("cancelled: UNKNOWN")
+        print(
+            f"remaining: UNKNOWN (could not reach or read the venue for {timeout_s:g}s; "
+            "do not assume the orders are gone: retry, or check the venue's web interface)"
+        )
+        return EXIT_UNKNOWN
     print(f"cancelled: {len(cancelled)}" + (f" ({_by_market(cancelled)})" if cancelled else ""))
     if not remaining:
-        print("remaining: none")
+        print("remaining: none (confirmed by the venue)")
         return EXIT_OK
     print(f"remaining after {timeout_s:g}s: {len(remaining)} ({_by_market(remaining)})")
     for order in remaining:
         print(_describe(order))
-    if any(o.id not in {b.id for b in before} for o in remaining):
+    if before is not None and any(o.id not in {b.id for b in before} for o in remaining):
         print("new orders appeared meanwhile: is a bot still running on this account? stop it first")
     return EXIT_ORDERS_REMAIN
 
 
+def default_network(env_file: str | None) -> str:
+    """`EXTENDED_NETWORK` from the environment or the .env file, else mainnet."""
+    value = os.environ.get(NETWORK_VAR)
+    if value is None:
+        from pathlib import Path
+
+        from dotenv import dotenv_values
+
+        path = Path(env_file) if env_file else Path(".env")
+        if path.is_file():
+            value = dotenv_values(path).get(NETWORK_VAR)
+    return (value or DEFAULT_NETWORK).strip().lower()
+
+
 def handle(args: argparse.Namespace) -> int:
+    network = args.network
+    if network is None and not args.endpoint:
+        network = default_network(args.env_file)
+        if network not in ("testnet", "mainnet"):
+            print(f"cancel-all: {NETWORK_VAR} must be testnet or mainnet, got {network!r}", file=sys.stderr)
+            return EXIT_USAGE
     try:
-        target = resolve_target(args.network, args.endpoint)
+        target = resolve_target(network, args.endpoint)
     except UsageError as exc:
         print(f"cancel-all: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if target is None:
-        print(
-            "cancel-all: name the venue with --network testnet|mainnet or --endpoint REST_URL STREAM_URL",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if args.config is not None and load_config_or_report(args.config) is None:
+    assert target is not None  # a network or an endpoint is always named by now
+    prefix = args.prefix
+    if args.config is not None:
+        cfg = load_config_or_report(args.config)
+        if cfg is None:
+            return EXIT_USAGE
+        prefix = prefix or cfg.external_id_prefix
+    prefix = prefix or DEFAULT_PREFIX
+    if not (prefix.isascii() and prefix.isalnum()):
+        print(f"cancel-all: --prefix must be ASCII letters and digits, got {prefix!r}", file=sys.stderr)
         return EXIT_USAGE
     try:
         secrets = load_secrets(args.env_file)
-    except SecretsError as exc:
+    except (SecretsError, OSError) as exc:
         print(f"secrets error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if secrets.api_key is None:
@@ -178,20 +277,29 @@ def handle(args: argparse.Namespace) -> int:
     from extmm.ops.logs import configure_logging
 
     configure_logging(level="ERROR", stdlib_level="CRITICAL")
-    scope = f"market {args.market}" if args.market else "every market"
+    where = f"market {args.market}" if args.market else "every market"
+    scope = f"all orders in {where}" if args.all else f"our orders ({prefix}-*) in {where}"
     print(f"cancel-all on {target.label}: {scope}")
     try:
-        outcome = trio.run(_run, target, credentials, args.market, args.timeout)
+        outcome = trio.run(_run, target, credentials, args.market, args.timeout, prefix, args.all)
     except KeyboardInterrupt:
         return 130
     if isinstance(outcome, VenueRefused):
-        print(f"cancel-all: {outcome}", file=sys.stderr)
+        message = str(outcome)
+        if "API key" in message and args.network is None and not args.endpoint:
+            message += f" (this was {target.network}: a testnet key needs --network testnet)"
+        print(f"cancel-all: {message}; nothing was cancelled", file=sys.stderr)
         return EXIT_USAGE
-    return report(outcome, scope=scope, timeout_s=args.timeout)
+    return report(outcome, scope=scope, timeout_s=args.timeout, prefix=prefix)
 
 
 async def _run(
-    target: VenueTarget, credentials: ApiKeyOnly, market: str | None, timeout_s: float
+    target: VenueTarget,
+    credentials: ApiKeyOnly,
+    market: str | None,
+    timeout_s: float,
+    prefix: str,
+    everything: bool,
 ) -> CancelOutcome | VenueRefused:
     from extmm.venue.rest import RetryPolicy
 
@@ -199,31 +307,68 @@ async def _run(
     retry = RetryPolicy(attempts=3, base_s=0.25, cap_s=1.0)
     async with open_venue(target, credentials, retry=retry) as (venue, _):
         try:
-            return await cancel_open_orders(venue, market=market, timeout_s=timeout_s)
+            if market is not None:
+                await _check_market(venue, market)
+            return await cancel_open_orders(
+                venue, market=market, prefix=prefix, everything=everything, timeout_s=timeout_s
+            )
         except VenueRefused as exc:
             # Returned, not raised: it would leave trio.run wrapped in an exception group.
             return exc
 
 
+async def _check_market(venue: NetworkVenue, market: str) -> None:
+    """An unknown --market is an operator mistake: one line naming the markets that exist."""
+    try:
+        names = sorted(m.name for m in await venue.get_markets())
+    except VenueError:
+        return  # unreachable: the cancel attempt reports UNKNOWN (exit 3)
+    if names and market not in names:
+        raise VenueRefused(f"unknown market {market}; the venue has: {', '.join(names)}")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= 3600, got {text}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "cancel-all",
-        help="emergency: cancel every open order of the account (or of one market)",
+        help="emergency: cancel our open orders (--all: every order of the account) and confirm",
         description=(
-            "Emergency: mass-cancel the account's open orders (all markets, or --market), then poll "
-            "until the venue lists none (re-sending the cancel while some remain) and print what was "
-            "cancelled and what is left. Needs only EXTENDED_API_KEY. The dead man's switch is left "
-            "alone (neither armed nor disarmed). Stop a running bot first, or it will quote again. "
-            "Exit 0 when no order is left, 1 when some remain, 2 on usage or credential errors."
+            "Emergency: cancel our open orders (externalId with our prefix; --all: every order of the "
+            "sub-account) in all markets or --market, then poll until the venue lists none (re-sending "
+            "while some remain) and print what was cancelled and what is left. Needs only "
+            f"EXTENDED_API_KEY. Without --network/--endpoint the venue is ${NETWORK_VAR} (environment "
+            "or .env), else mainnet. The dead man's switch is left alone. Stop a running bot first, "
+            "or it will quote again. Exit 0 when the venue confirmed none left, 1 when some remain, "
+            "2 on usage, credential or market errors (nothing sent), 3 when the venue could not be "
+            "reached or read (remaining: UNKNOWN)."
         ),
     )
     parser.add_argument("--market", default=None, help="only this market, e.g. BTC-USD (default: all)")
     parser.add_argument(
-        "--config", default=None, metavar="FILE", help="also validate this configuration file first"
+        "--all",
+        action="store_true",
+        help="cancel every open order of the sub-account, not only ours (manual and other bots' too)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help=f"our externalId prefix (default: the --config's external_id_prefix, else {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "--config", default=None, metavar="FILE", help="validate this configuration file and use its prefix"
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"how long to wait for the venue to confirm (default {DEFAULT_TIMEOUT_S:g})",
