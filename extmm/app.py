@@ -44,6 +44,18 @@ class RunOptions:
     seed: int | None = None
     watchdog: bool = True
     settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
+    allow_foreign_orders: bool = False  # start although the sub-account has orders not ours
+
+
+def startup_error_of(exc: BaseException) -> StartupError | None:
+    """The StartupError behind `exc` (trio wraps it in exception groups), if that is all it is."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [startup_error_of(e) for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None
 
 
 def wall_clock_ms() -> int:
@@ -76,7 +88,31 @@ async def run_bot(
 ) -> RunSummary:
     stop = stop if stop is not None else trio.Event()
     result: list[RunSummary] = []
+    metrics = Metrics()
+    roots: list[RootSupervisor] = []
+
+    def status() -> Any:
+        if not roots or not roots[0].ready:
+            return None  # /healthz: 503 "no status yet"
+        st = roots[0].status()
+        metrics.update(st)
+        return st
+
     async with trio.open_nursery() as nursery:
+        if opts.metrics_port is not None:
+            # Bound before anything is sent: a second instance on the same port stops here.
+            try:
+                await nursery.start(lambda task_status: serve_metrics(
+                    metrics, status, host=opts.metrics_host, port=opts.metrics_port, task_status=task_status))
+            except BaseException as exc:  # OSError, possibly inside an exception group
+                os_error = _os_error_of(exc)
+                if os_error is None:
+                    raise
+                raise StartupError(
+                    f"cannot serve metrics on {opts.metrics_host}:{opts.metrics_port}: "
+                    f"{os_error.strerror or os_error} (another instance? pick another --metrics-port, "
+                    "or 0 to disable); nothing was sent"
+                ) from None
         if opts.network == "paper":
             from extmm.sim.runner import serve_simulator
 
@@ -113,7 +149,9 @@ async def run_bot(
                 epoch_ms=wall_clock_ms,
                 request_outcomes=outcomes_recv,
                 warnings=warnings,
+                allow_foreign_orders=opts.allow_foreign_orders,
             )
+            roots.append(root)
 
             nursery.start_soon(_watch_signals, stop)
             async with trio.open_nursery() as inner:
@@ -123,7 +161,7 @@ async def run_bot(
                     inner.cancel_scope.cancel()  # the panel, metrics and watchdog end with it
 
                 await inner.start(run_root)
-                await _after_ready(root, opts, inner, stop, on_ready)
+                await _after_ready(root, opts, inner, stop, on_ready, status)
         nursery.cancel_scope.cancel()
     if not result:
         raise StartupError("the bot stopped before it was ready")
@@ -136,15 +174,9 @@ async def _after_ready(
     nursery: trio.Nursery,
     stop: trio.Event,
     on_ready: Callable[[RootSupervisor], Any] | None,
+    status: Callable[[], Any],
 ) -> None:
     from extmm.ops import sdnotify
-
-    metrics = Metrics()
-
-    def status() -> Any:
-        st = root.status()
-        metrics.update(st)
-        return st
 
     if opts.settle_gc:
         from extmm.ops.gctune import settle_heap
@@ -152,9 +184,6 @@ async def _after_ready(
         logger.debug("start-up heap frozen: {} objects", settle_heap())
     if opts.duration_s is not None:
         nursery.start_soon(_stop_after, opts.duration_s, stop)
-    if opts.metrics_port is not None:
-        await nursery.start(lambda task_status: serve_metrics(metrics, status, host=opts.metrics_host, port=opts.metrics_port,
-                                                              task_status=task_status))
     if opts.dashboard:
         nursery.start_soon(lambda: run_dashboard(status))
     if opts.watchdog:
@@ -168,6 +197,19 @@ async def _after_ready(
         nursery.start_soon(notify_stopping)
     if on_ready is not None:
         on_ready(root)
+
+
+def _os_error_of(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, OverflowError):  # socket.bind on an out-of-range port
+        return OSError(str(exc))
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error_of(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _status_line(root: RootSupervisor) -> str:

@@ -14,10 +14,12 @@ import sys
 from collections.abc import Sequence
 
 import extmm.commands
+from extmm.argtypes import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # OneLineParser: a usage mistake is one line and exit 2, in every subcommand.
+    parser = OneLineParser(
         prog="python -m extmm",
         description="Market maker for the Extended perpetuals exchange.",
     )

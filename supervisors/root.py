@@ -26,7 +26,7 @@ from actors.messages import TradingMode
 from extmm.config import BotConfig
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
-from extmm.venue.errors import VenueError
+from extmm.venue.errors import AuthError, VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
@@ -49,6 +49,26 @@ class StartupError(Exception):
     """The bot cannot start safely (unknown market, venue unreachable...)."""
 
 
+# Shutdown without the venue's confirmation that none of ours is open: the switch stays
+# armed with this short countdown so the venue cancels whatever is left soon after we exit.
+UNCONFIRMED_DMS_S = 10
+MAX_IDS_PER_CANCEL = 100  # SPEC §4.10 documents no limit on externalOrderIds; keep bodies small
+
+
+@attrs.frozen(kw_only=True)
+class CancelResult:
+    """What `_cancel_ours` achieved. Unknown is a state: `left` is None unless the venue's
+    list of open orders, read after cancelling, was seen."""
+
+    cancelled: int  # ours seen open and then confirmed gone
+    left: int | None  # ours still open at the end; None = not confirmed
+    seen: frozenset[str] = frozenset()  # external ids of ours seen open
+
+    @property
+    def confirmed_none(self) -> bool:
+        return self.left == 0
+
+
 @attrs.frozen(kw_only=True)
 class RunSummary:
     network: str
@@ -57,9 +77,16 @@ class RunSummary:
     fills: int
     pnl: dict[str, Decimal]
     position: dict[str, Decimal]
-    open_orders_at_exit: int
+    open_orders_at_exit: int | None  # None: the venue never confirmed (UNKNOWN)
     restarts: dict[str, dict[str, int]]
     breaker_trips: int
+    dms: str = "disarmed"  # or e.g. "armed 10s, open orders unconfirmed"
+    cancelled_at_exit: int | None = 0
+
+    @property
+    def clean(self) -> bool:
+        """Zero of ours open (venue-confirmed) and the switch disarmed."""
+        return self.open_orders_at_exit == 0 and self.dms == "disarmed"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,9 +96,10 @@ class RunSummary:
             "fills": self.fills,
             "pnl": {k: str(v) for k, v in self.pnl.items()},
             "position": {k: str(v) for k, v in self.position.items()},
-            "open_orders_at_exit": self.open_orders_at_exit,
+            "open_orders_at_exit": "UNKNOWN" if self.open_orders_at_exit is None else self.open_orders_at_exit,
             "restarts": self.restarts,
             "breaker_trips": self.breaker_trips,
+            "dms": self.dms,
         }
 
 
@@ -88,6 +116,7 @@ class RootSupervisor:
         warnings: Callable[[], tuple[str, ...]] = lambda: (),
         market_intensity: int = 5,
         market_period: float = 30.0,
+        allow_foreign_orders: bool = False,
     ) -> None:
         self.cfg = cfg
         self.port = port
@@ -103,6 +132,8 @@ class RootSupervisor:
         self.warnings = warnings
         self.market_intensity = market_intensity
         self.market_period = market_period
+        self.allow_foreign_orders = allow_foreign_orders
+        self._dms_scope = trio.CancelScope()  # the heartbeat; cancelled before the final DMS call
         self.markets: dict[str, MarketInfo] = {}
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
@@ -132,11 +163,12 @@ class RootSupervisor:
         for name in names:
             info = infos.get(name)
             if info is None:
-                problems.append(f"market {name} does not exist on this venue")
+                problems.append(f"unknown market {name}: the venue does not have it")
             elif not info.active or info.status not in ("ACTIVE", ""):
                 problems.append(f"market {name} is not active (status {info.status})")
         if problems:
-            raise StartupError("; ".join(problems))
+            existing = sorted(m.name for m in await self.port.get_markets())
+            raise StartupError("; ".join(problems) + f" (the venue has: {', '.join(existing)})")
         self.markets = {n: infos[n] for n in names}
         fees: dict[str, tuple[float, float]] = {}
         need_account_fees = []
@@ -166,12 +198,16 @@ class RootSupervisor:
                 fees[market.name] = (maker, taker)
         return fees
 
-    async def _cancel_ours(self, markets: list[str], *, timeout_s: float = 10.0) -> int:
-        """Cancel every open order of ours in `markets` and wait until none is left.
+    async def _cancel_ours(self, markets: list[str], *, timeout_s: float = 10.0) -> CancelResult:
+        """Cancel every open order of ours in `markets` and wait until the venue lists none.
 
-        Returns how many were still open at the end (0 on success)."""
+        Ours only: selected by our external_id_prefix and cancelled by external id (SPEC
+        §4.10 `externalOrderIds`), so a manual or another bot's order on the sub-account is
+        never touched. `left` is None when the last attempt to list failed: a failure to
+        read is not zero open."""
         prefix = self.cfg.external_id_prefix
-        remaining = 0
+        left: int | None = None
+        seen: set[str] = set()
         with trio.move_on_after(timeout_s):
             while True:
                 try:
@@ -182,17 +218,26 @@ class RootSupervisor:
                     ]
                 except VenueError as exc:
                     logger.warning("listing open orders failed: {}", exc)
+                    left = None
                     await trio.sleep(0.5)
                     continue
-                remaining = len(open_orders)
+                left = len(open_orders)
+                ids = [o.external_id for o in open_orders if o.external_id]
+                seen.update(ids)
                 if not open_orders:
-                    return 0
-                try:
-                    await self.port.mass_cancel(markets=markets)
-                except VenueError as exc:
-                    logger.warning("mass cancel failed: {}", exc)
+                    break
+                for start in range(0, len(ids), MAX_IDS_PER_CANCEL):
+                    try:
+                        await self.port.mass_cancel(external_ids=ids[start : start + MAX_IDS_PER_CANCEL])
+                    except VenueError as exc:
+                        logger.warning("cancelling our orders failed: {}", exc)
                 await trio.sleep(0.25)
-        return remaining
+        return CancelResult(cancelled=len(seen) - (left or 0), left=left, seen=frozenset(seen))
+
+    async def _foreign_orders(self) -> list[Any]:
+        """Open orders on the sub-account that are not ours (any market)."""
+        prefix = self.cfg.external_id_prefix
+        return [o for o in await self.port.get_open_orders() if not is_ours(o.external_id, prefix)]
 
     # -- markets ---------------------------------------------------------------------------
     def _market_child(self, name: str, fees: tuple[float, float], ids: ExternalIdFactory) -> ChildSpec:
@@ -225,10 +270,13 @@ class RootSupervisor:
         async def on_escalation(_escalation: Any) -> EscalationDecision:
             logger.error("{}: market escalated; halting it and cancelling its orders", name)
             self.halted.add(name)
-            left = await self._cancel_ours([name], timeout_s=8.0)
-            self.halt_left[name] = left
-            if left:
-                logger.error("{}: {} orders still open after halt; the DMS is the backstop", name, left)
+            result = await self._cancel_ours([name], timeout_s=8.0)
+            self.halt_left[name] = result.left
+            if not result.confirmed_none:
+                logger.error(
+                    "{}: {} of our orders still open after halt; the DMS is the backstop",
+                    name, "UNKNOWN (venue did not confirm)" if result.left is None else result.left,
+                )
             else:
                 # The dead Executor's last report may still list orders the halt cancelled;
                 # say what the venue confirmed (through the same channel, so it comes last).
@@ -258,6 +306,10 @@ class RootSupervisor:
                     self.restarts[event.path] += 1
 
     async def _dms_loop(self) -> None:
+        with self._dms_scope:
+            await self._dms_heartbeat()
+
+    async def _dms_heartbeat(self) -> None:
         failures = 0
         while True:
             countdown = self.dms_countdown
@@ -317,14 +369,17 @@ class RootSupervisor:
             self.set_quoting(False, f"breaker: {action.reason}")
             self.dms_countdown = action.dms_countdown_s or self.cfg.breaker.dms_backstop_sec
             with trio.CancelScope(shield=True):
-                left = await self._cancel_ours(list(self.markets), timeout_s=10.0)
+                result = await self._cancel_ours(list(self.markets), timeout_s=10.0)
                 try:
                     await self.port.set_dead_mans_switch(self.dms_countdown)
                     self.dms_expires_at = trio.current_time() + self.dms_countdown
                 except VenueError as exc:
                     logger.warning("shortening the DMS failed: {}", exc)
-            if left:
-                logger.error("{} orders still open after the breaker's mass cancel", left)
+            if not result.confirmed_none:
+                logger.error(
+                    "{} of our orders still open after the breaker's cancel",
+                    "UNKNOWN (venue did not confirm)" if result.left is None else result.left,
+                )
         elif action.resume_quoting:
             logger.warning("circuit breaker {}: resuming quotes at {:.0%} size", action.state,
                            action.quote_fraction)
@@ -430,7 +485,7 @@ class RootSupervisor:
         for name in self.markets:
             if name in self.halted:
                 # Safe when the halt's cancel was confirmed at the venue (0 left).
-                if self.halt_left.get(name, 1):
+                if self.halt_left.get(name) != 0:
                     return False
                 continue
             book = self.view.get(name, BookStats)
@@ -449,11 +504,33 @@ class RootSupervisor:
     ) -> RunSummary:
         """Start everything, report ready, run until `stop` is set, then shut down cleanly."""
         self.started_at = trio.current_time()
-        fees = await self._prepare()
+        try:
+            fees = await self._prepare()
+            foreign = await self._foreign_orders()
+        except AuthError as exc:
+            raise StartupError(f"the venue refused the API key ({exc}); nothing was sent") from None
+        except VenueError as exc:
+            raise StartupError(f"cannot reach or read the venue ({exc}); nothing was sent") from None
+        if foreign and not self.allow_foreign_orders:
+            counts = Counter(o.market for o in foreign)
+            raise StartupError(
+                f"{len(foreign)} open orders on this sub-account are not ours (externalId without "
+                f"{self.cfg.external_id_prefix}-: "
+                + ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()))
+                + "); the dead man's switch is account-wide and would cancel them. Run one bot per "
+                "sub-account, or pass --allow-foreign-orders to accept that; nothing was sent"
+            )
+        if foreign:
+            logger.warning("{} open orders on this sub-account are not ours; leaving them alone "
+                           "(the dead man's switch would still cancel them)", len(foreign))
         names = list(self.markets)
-        left = await self._cancel_ours(names)
-        if left:
-            raise StartupError(f"{left} open orders of ours could not be cancelled at startup")
+        result = await self._cancel_ours(names)
+        if not result.confirmed_none:
+            raise StartupError(
+                "open orders of ours could not be cancelled at startup ("
+                + ("the venue did not confirm" if result.left is None else f"{result.left} left")
+                + ")"
+            )
         ids = ExternalIdFactory(self.cfg.external_id_prefix)
         spec = SupervisorSpec(
             id="root",
@@ -477,7 +554,14 @@ class RootSupervisor:
             self.ready = True
             logger.info("all markets ready: {}", ", ".join(names))
             task_status.started(self)
-            await stop.wait()
+            try:
+                await stop.wait()
+            except BaseException:
+                # A failure (or cancellation) after the switch was armed still goes through
+                # cancel, confirm, disarm before it propagates.
+                logger.error("stopping on a failure: cancelling our orders before exiting")
+                await self.shutdown()
+                raise
             summary = await self.shutdown()
             nursery.cancel_scope.cancel()
         return summary
@@ -493,11 +577,23 @@ class RootSupervisor:
         with trio.CancelScope(shield=True):
             logger.info("shutting down: cancelling all orders")
             self.set_quoting(False, "shutdown")
+            # Ours open as shutdown begins (the Executors cancel their own as they stop):
+            # the "cancelled N" of the last log line.
+            at_start: set[str] = set()
+            with trio.move_on_after(2.0):
+                try:
+                    prefix = self.cfg.external_id_prefix
+                    at_start = {o.external_id for o in await self.port.get_open_orders()
+                                if o.external_id and is_ours(o.external_id, prefix)}
+                except VenueError as exc:
+                    logger.warning("listing open orders failed: {}", exc)
             if self.supervisor is not None:
                 self.supervisor.stop()
                 with trio.move_on_after(20):
                     await self._supervisor_done.wait()
-            left = await self._cancel_ours(list(self.markets), timeout_s=15.0)
+            result = await self._cancel_ours(list(self.markets), timeout_s=15.0)
+            if result.confirmed_none:
+                result = attrs.evolve(result, cancelled=len(at_start | result.seen))
             positions: dict[str, Decimal] = {n: Decimal(0) for n in self.markets}
             try:
                 for p in await self.port.get_positions():
@@ -505,17 +601,42 @@ class RootSupervisor:
                         positions[p.market] += p.signed_size
             except VenueError as exc:
                 logger.warning("could not read positions at exit: {}", exc)
-            if left == 0:
+            # The heartbeat must not re-arm the switch after our last word on it.
+            self._dms_scope.cancel()
+            if result.confirmed_none:
                 try:
                     await self.port.set_dead_mans_switch(0)
                     self.dms_expires_at = None
+                    dms = "disarmed"
+                    logger.info(
+                        "cancelled {}, 0 of ours open (confirmed), dead man's switch disarmed",
+                        result.cancelled,
+                    )
                 except VenueError as exc:
-                    logger.warning("disarming the DMS failed (it will cancel nothing: no orders): {}", exc)
+                    dms = f"armed {self.dms_countdown}s, disarm failed"
+                    logger.error("cancelled {}, 0 of ours open (confirmed), but disarming the dead "
+                                 "man's switch failed: {}", result.cancelled, exc)
             else:
-                logger.error("{} orders still open at exit; the DMS stays armed as a backstop", left)
-            return self.summary(left, positions)
+                what = ("open orders unconfirmed" if result.left is None
+                        else f"{result.left} of ours still open")
+                try:
+                    await self.port.set_dead_mans_switch(UNCONFIRMED_DMS_S)
+                    self.dms_expires_at = trio.current_time() + UNCONFIRMED_DMS_S
+                    dms = f"armed {UNCONFIRMED_DMS_S}s, {what}"
+                except VenueError as exc:
+                    logger.warning("shortening the DMS failed: {}", exc)
+                    dms = f"armed {self.dms_countdown}s, {what}"
+                logger.error("{}; the dead man's switch stays {} as the backstop", what, dms.split(",")[0])
+            return self.summary(result.left, positions, dms=dms, cancelled=result.cancelled)
 
-    def summary(self, open_left: int, positions: dict[str, Decimal]) -> RunSummary:
+    def summary(
+        self,
+        open_left: int | None,
+        positions: dict[str, Decimal],
+        *,
+        dms: str = "disarmed",
+        cancelled: int | None = 0,
+    ) -> RunSummary:
         pnl = {k: Decimal(0) for k in ("spread", "inventory", "fees", "funding", "net")}
         orders_sent = fills = 0
         for name in self.markets:
@@ -541,4 +662,6 @@ class RootSupervisor:
             open_orders_at_exit=open_left,
             restarts=restarts,
             breaker_trips=self.breaker_trips,
+            dms=dms,
+            cancelled_at_exit=cancelled,
         )

@@ -7,6 +7,7 @@ import sys
 
 import trio
 
+from extmm.argtypes import log_level, port_number, positive_seconds
 from extmm.commands import load_config_or_report
 
 DEFAULT_CONFIG = "config/config.json"
@@ -27,25 +28,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "credentials come from the environment")
     p.add_argument("--confirm-mainnet", action="store_true",
                    help="required with --network mainnet: real money")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--duration", type=positive_seconds, default=None, metavar="SECONDS",
                    help="stop gracefully after this many seconds")
     p.add_argument("--no-dashboard", action="store_true", help="no live panel")
-    p.add_argument("--metrics-port", type=int, default=9464,
+    p.add_argument("--metrics-port", type=port_number, default=9464,
                    help="Prometheus /metrics and /healthz on 127.0.0.1 (0 disables; default 9464)")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for /metrics and /healthz (default 127.0.0.1; 0.0.0.0 inside Docker)")
     p.add_argument("--seed", type=int, default=None, help="paper mode: the simulator's random seed")
-    p.add_argument("--log-level", default="INFO", help="stderr/JSON log level (default INFO)")
+    p.add_argument("--log-level", type=log_level, default="INFO",
+                   help="stderr/JSON log level: TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL "
+                   "(default INFO)")
     p.add_argument("--log-json", default=None, metavar="FILE", help="also write JSON log lines to FILE")
     p.add_argument("--env-file", default=None, help="read secrets from this .env file (default ./.env)")
+    p.add_argument("--allow-foreign-orders", action="store_true",
+                   help="start even if the sub-account has open orders that are not ours (the dead man's "
+                   "switch is account-wide and would cancel them too); default: refuse")
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from extmm.app import RunOptions, print_summary, run_bot
+    from extmm.app import RunOptions, print_summary, run_bot, startup_error_of
     from extmm.ops.logs import configure_logging
     from extmm.secrets import SecretsError, load_secrets
-    from supervisors.root import StartupError
 
     cfg = load_config_or_report(args.config)
     if cfg is None:
@@ -55,12 +60,24 @@ def main(args: argparse.Namespace) -> int:
     except (SecretsError, OSError) as exc:
         print(f"secrets error: {exc}", file=sys.stderr)
         return 2
-    buffer = configure_logging(level=args.log_level, json_file=args.log_json)
-
     if args.endpoint:
         network = "custom"
     else:
         network = args.network or "paper"
+    if network == "paper":
+        from extmm.markets import bundled_markets
+
+        known = sorted(bundled_markets())
+        unknown = [m.name for m in cfg.enabled_markets if m.name not in known]
+        if unknown:
+            print(f"unknown market {', '.join(unknown)}; the paper simulator has: {', '.join(known)}",
+                  file=sys.stderr)
+            return 2
+    try:
+        buffer = configure_logging(level=args.log_level, json_file=args.log_json)
+    except OSError as exc:
+        print(f"cannot write the JSON log {args.log_json}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     if network == "mainnet" and not args.confirm_mainnet:
         print("refusing to trade on mainnet without --confirm-mainnet (real money)", file=sys.stderr)
         return 2
@@ -79,13 +96,20 @@ def main(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         metrics_host=args.metrics_host,
         seed=args.seed,
+        allow_foreign_orders=args.allow_foreign_orders,
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))
-    except StartupError as exc:
-        print(f"startup failed: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # An operator mistake found before anything was sent (StartupError): one line, exit 2.
+        startup = startup_error_of(exc)
+        if startup is None:
+            raise
+        print(f"startup failed: {startup}", file=sys.stderr)
+        return 2
     print_summary(summary)
-    return 0
+    # Unknown is a state: exit 0 only when the venue confirmed none of ours open and the
+    # dead man's switch was disarmed; otherwise the summary says what was left armed.
+    return 0 if summary.clean else 1
