@@ -26,15 +26,48 @@ def port_number(text: str) -> int:
     return value
 
 
-def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0."""
+def _float(text: str, *, minimum: float, inclusive: bool) -> float:
+    bound = f"a number {'>=' if inclusive else '>'} {minimum:g}"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}") from None
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        raise argparse.ArgumentTypeError(f"expected {bound}, got {text}")
     return value
+
+
+def _int(text: str, *, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _float(text, minimum=0.0, inclusive=False)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _float(text, minimum=0.0, inclusive=True)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _int(text, minimum=0)
+
+
+positive_seconds = positive_float  # a finite number of seconds > 0
 
 
 def log_level(text: str) -> str:
@@ -45,12 +78,53 @@ def log_level(text: str) -> str:
     return value
 
 
-def existing_file(text: str) -> str:
-    """A path to a readable regular file."""
+def existing_file(text: str) -> Path:
+    """A path to an existing regular file."""
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return text
+    return path
+
+
+def existing_file_str(text: str) -> str:
+    """`existing_file`, kept as the string the command expects."""
+    return str(existing_file(text))
+
+
+def _creatable(path: Path) -> str | None:
+    """Why `path` could not be (or be created as) a directory, or None."""
+    if path.exists():
+        return None if path.is_dir() else f"{path} is not a directory"
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is not a directory"
+    return None
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not a directory, its directory existing or creatable."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, expected a file")
+    problem = _creatable(path.parent)
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {problem}")
+    return path
+
+
+def output_file_str(text: str) -> str:
+    return str(output_file(text))
+
+
+def output_dir(text: str) -> Path:
+    """A directory to write into: existing, or creatable."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory")
+    problem = _creatable(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot create {text}: {problem}")
+    return path
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from extmm.argtypes import existing_file_str, positive_int
 from extmm.domain.book import Book, MalformedBookFrame
 from extmm.domain.units import MarketSpec
 from extmm.markets import bundled_spec
@@ -30,12 +31,12 @@ from extmm.markets import bundled_spec
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("book", help="order-book apply rate (frames/s)", description=__doc__)
-    parser.add_argument("--input", required=True, help="JSON-lines file of stream-v1 order book envelopes")
+    parser.add_argument("--input", required=True, type=existing_file_str, help="JSON-lines file of stream-v1 order book envelopes")
     parser.add_argument("--market", default="BTC-USD", help="bundled market whose tick/lot grid to use")
     parser.add_argument("--sdk", action="store_true", help="also measure the official SDK's path and compare")
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=positive_int,
         default=3,
         help="runs of each path, fresh book each time; the fastest counts (default 3)",
     )

@@ -29,6 +29,7 @@ import attrs
 import httpx
 import trio
 
+from extmm.argtypes import log_level, output_file_str, positive_float, positive_int
 from extmm.config import BotConfig, parse_config
 from extmm.domain.stats import nearest_rank
 from extmm.ops.gctune import settle_heap
@@ -95,24 +96,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--markets", type=int, default=4, help="probe markets (default 4)")
-    parser.add_argument("--rate", type=float, default=50.0, metavar="UPDATES_PER_S",
+    parser.add_argument("--markets", type=positive_int, default=4, help="probe markets (default 4)")
+    parser.add_argument("--rate", type=positive_float, default=50.0, metavar="UPDATES_PER_S",
                         help="book moves per second per market (default 50)")
-    parser.add_argument("--duration", type=float, default=20.0, metavar="S",
+    parser.add_argument("--duration", type=positive_float, default=20.0, metavar="S",
                         help="measured seconds, after startup and calibration (default 20)")
-    parser.add_argument("--quote-loop-ms", type=int, default=100, help="quoter re-judge period (default 100)")
-    parser.add_argument("--base-spread", type=float, default=0.0005,
+    parser.add_argument("--quote-loop-ms", type=positive_int, default=100, help="quoter re-judge period (default 100)")
+    parser.add_argument("--base-spread", type=positive_float, default=0.0005,
                         help="quoted half-spread, fraction of mid (default 0.0005)")
-    parser.add_argument("--rate-limit-per-min", type=int, default=1_000_000,
+    parser.add_argument("--rate-limit-per-min", type=positive_int, default=1_000_000,
                         help="the bot's REST budget (default 1,000,000: out of the way)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not give the bot and the simulator a core each (they then compete for both)")
     parser.add_argument("--no-verify", action="store_true",
                         help="the simulator skips Stark signature checks (less load on its process)")
-    parser.add_argument("--profile", default=None, metavar="FILE",
+    parser.add_argument("--profile", type=output_file_str, default=None, metavar="FILE",
                         help="cProfile the bot during the measured window into FILE; top functions to stderr")
-    parser.add_argument("--sim-profile", default=None, metavar="FILE", help="cProfile the simulator into FILE")
-    parser.add_argument("--log-level", default="WARNING", help="bot log level on stderr (default WARNING)")
+    parser.add_argument("--sim-profile", type=output_file_str, default=None, metavar="FILE", help="cProfile the simulator into FILE")
+    parser.add_argument("--log-level", type=log_level, default="WARNING", help="bot log level on stderr (default WARNING)")
     parser.set_defaults(handler=run)
 
 

@@ -12,6 +12,7 @@ import json
 import time
 from decimal import Decimal
 
+from extmm.argtypes import positive_int
 from extmm.domain.units import Side
 from extmm.markets import bundled_markets
 from extmm.venue.endpoints import SN_MAIN
@@ -30,7 +31,7 @@ EXPIRY_MS = 1790427600000  # fixed: the benchmark must not depend on the wall cl
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("sign", help="signed order bodies per second through OrderSigner")
-    parser.add_argument("--orders", type=int, default=2000, help="orders to sign (default 2000)")
+    parser.add_argument("--orders", type=positive_int, default=2000, help="orders to sign (default 2000)")
     parser.set_defaults(handler=run)
 
 

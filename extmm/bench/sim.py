@@ -21,6 +21,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from extmm.argtypes import positive_float
 from extmm.domain.units import Side
 from extmm.markets import bundled_markets
 from extmm.sim.engine import EngineConfig, SimEngine
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "sim", help="simulator engine order actions (place/replace/cancel) per second"
     )
     parser.add_argument(
-        "--seconds", type=float, default=3.0, help="timed engine seconds per pass (default 3)"
+        "--seconds", type=positive_float, default=3.0, help="timed engine seconds per pass (default 3)"
     )
     parser.add_argument(
         "--no-verify", action="store_true", help="only the pass without signature verification"

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from extmm.argtypes import existing_file, log_level, non_negative_float, output_dir, positive_float
 from extmm.commands import load_config_or_report
 
 DEFAULT_CONFIG = "config/config.json"
@@ -51,21 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--hours",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="virtual hours to run (default 1; a replay also stops at the end of its data)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic flow and the bot's jitter")
     p.add_argument(
         "--out",
-        type=Path,
+        type=output_dir,
         default=None,
         metavar="DIR",
         help="write fills.csv, summary.json and PNG plots here",
     )
     p.add_argument(
         "--replay",
-        type=Path,
+        type=existing_file,
         nargs="+",
         default=None,
         metavar="FILE",
@@ -73,26 +74,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--order-latency-ms",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="delay of every order action on its way to the matching engine (default 0)",
     )
     p.add_argument(
         "--feed-latency-ms",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="replay: deliver market data this long after its exchange timestamp "
         "(default: at the recorded receive time)",
     )
-    p.add_argument("--sample-s", type=float, default=1.0, help="virtual seconds between samples (default 1)")
+    p.add_argument("--sample-s", type=positive_float, default=1.0, help="virtual seconds between samples (default 1)")
     p.add_argument(
         "--book-interval-ms",
-        type=float,
+        type=positive_float,
         default=100.0,
         help="synthetic mode: book frame cadence of the simulated venue (default 100, as Extended)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--log-level", default="ERROR", help="bot log level on stderr (default ERROR)")
+    p.add_argument("--log-level", type=log_level, default="ERROR", help="bot log level on stderr (default ERROR)")
     p.set_defaults(handler=main)
 
 

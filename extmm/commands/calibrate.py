@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from extmm.argtypes import existing_file, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,21 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", required=True, type=Path, nargs="+", metavar="FILE", help="recording(s)")
+    p.add_argument("--input", required=True, type=existing_file, nargs="+", metavar="FILE", help="recording(s)")
     p.add_argument("--markets", default=None, help="comma separated markets (default: all recorded)")
     p.add_argument(
-        "--interval-s", type=float, default=1.0, help="mid sampling interval for sigma (default 1)"
+        "--interval-s", type=positive_float, default=1.0, help="mid sampling interval for sigma (default 1)"
     )
     p.add_argument(
         "--min-count",
-        type=int,
+        type=positive_int,
         default=10,
         help="fewest aggressors at or beyond a depth for it to enter the fit (default 10)",
     )
     p.add_argument(
-        "--gamma", type=float, default=0.002, help="risk aversion for the snippets (default 0.002)"
+        "--gamma", type=positive_float, default=0.002, help="risk aversion for the snippets (default 0.002)"
     )
-    p.add_argument("--horizon-s", type=float, default=60.0, help="avellaneda_stoikov horizon (default 60)")
+    p.add_argument("--horizon-s", type=positive_float, default=60.0, help="avellaneda_stoikov horizon (default 60)")
     p.set_defaults(handler=main)
 
 

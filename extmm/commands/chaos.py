@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from extmm.argtypes import log_level, positive_float
 from extmm.commands import load_config_or_report
 
 EXIT_OK = 0
@@ -33,13 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scenario", required=True, choices=[*SCENARIOS, "all"], metavar="NAME|all",
                         help="which drill (see above), or all of them in turn")
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="fault injection time per scenario (default: the scenario's own)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulator and the fault schedule")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="bot config for the virtual scenarios (default: the built-in drill config; "
                         "its markets must be bundled ones)")
-    parser.add_argument("--log-level", default="CRITICAL",
+    parser.add_argument("--log-level", type=log_level, default="CRITICAL",
                         help="bot log level on stderr (default CRITICAL: faults make the bot log a lot)")
     parser.set_defaults(handler=main)
 

@@ -607,6 +607,9 @@ def _some(names: Sequence[str], limit: int = 8) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.env_file is not None and not Path(args.env_file).is_file():
+        print(f"check: --env-file {args.env_file}: env file not found", file=sys.stderr)
+        return EXIT_INVALID
     try:
         target = resolve_target(args.network, args.endpoint)
     except UsageError as exc:
@@ -623,7 +626,8 @@ def _offline(args: argparse.Namespace) -> int:
         for line in report.problems:
             print(line, file=sys.stderr)
         count = len(report.problems)
-        print(f"{args.config}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        if count > 1:  # a single problem is its own one-line verdict
+            print(f"{args.config}: {count} problems", file=sys.stderr)
         return EXIT_INVALID
     for line in report.notes:
         print(line)

@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from extmm.argtypes import log_level, non_negative_float, output_file, positive_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -41,20 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="any compatible venue, e.g. `python -m extmm sim`",
     )
     p.add_argument("--markets", required=True, help="comma separated market names, e.g. BTC-USD,ETH-USD")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="first part, e.g. rec.ndjson.gz")
+    p.add_argument("--out", required=True, type=output_file, metavar="FILE", help="first part, e.g. rec.ndjson.gz")
     p.add_argument(
         "--rotate-mb",
-        type=float,
+        type=non_negative_float,
         default=256.0,
         help="start a new part after this many MB of compressed output (default 256; 0: never)",
     )
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS", help="stop after this long")
     p.add_argument(
         "--kinds",
         default="orderbook,trades,funding,mark",
         help="streams to record (default orderbook,trades,funding,mark)",
     )
-    p.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
+    p.add_argument("--log-level", type=log_level, default="WARNING", help="log level on stderr (default WARNING)")
     p.set_defaults(handler=main)
 
 

@@ -23,6 +23,7 @@ from functools import partial
 
 import trio
 
+from extmm.argtypes import log_level, non_negative_int, port_number
 from extmm.markets import bundled_markets
 from extmm.sim.faults import FaultSpecError, parse_faults
 from extmm.sim.signing import STARK_EC_ORDER
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    parser.add_argument("--port", type=port_number, default=0, help="TCP port; 0 picks a free one (default)")
     parser.add_argument("--markets", default=None, help="comma separated market names (default: all bundled)")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the synthetic flow and faults (default 0)"
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fault knobs, e.g. latency=200ms,http429=0.2,ws_drop_every=5s (see extmm.sim.faults)",
     )
     parser.add_argument("--api-key", default=None, help="API key of the built-in account (default: random)")
-    parser.add_argument("--vault", type=int, default=None, help="vault (position id) of the built-in account")
+    parser.add_argument("--vault", type=non_negative_int, default=None, help="vault (position id) of the built-in account")
     parser.add_argument(
         "--stark-private-key",
         default=None,
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reject nonces outside [1, 2^31] as DOC26 states (the SDK's own nonces may exceed it)",
     )
     parser.add_argument(
-        "--log-level", default="WARNING", help="simulator log level on stderr (default WARNING)"
+        "--log-level", type=log_level, default="WARNING", help="simulator log level on stderr (default WARNING)"
     )
     parser.set_defaults(handler=run)
 

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from extmm.argtypes import positive_float
+
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
@@ -155,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the /healthz JSON as is")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"how long to wait for an answer (default {DEFAULT_TIMEOUT_S:g})",
