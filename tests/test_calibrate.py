@@ -163,8 +163,9 @@ def test_calibrate_command_prints_estimates_and_snippets(synthetic_recording, ca
 
 
 def test_calibrate_command_explains_bad_input(tmp_path, capsys, keep_log_sinks, synthetic_recording):
-    assert cli_main(["calibrate", "--input", str(tmp_path / "missing.ndjson.gz")]) == 1
-    assert "no such recording" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as missing:  # an operator mistake: argparse, one line, exit 2
+        cli_main(["calibrate", "--input", str(tmp_path / "missing.ndjson.gz")])
+    assert missing.value.code == 2 and "no such file" in capsys.readouterr().err
     junk = tmp_path / "junk.ndjson.gz"
     junk.write_bytes(b"not gzip at all")
     assert cli_main(["calibrate", "--input", str(junk)]) == 1
