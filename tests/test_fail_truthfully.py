@@ -137,3 +137,110 @@ async def test_breaker_trip_cancels_only_ours(autojump_clock):
         await trio.sleep(5)
         assert bot.venue_open_orders() == []
         assert foreign in [o.external_id for o in await bot.venue.get_open_orders()]
+
+
+# -- the seven operator mistakes of `run`: one line, exit 2, nothing sent ---------------------------
+
+
+SENDING = ("place_order", "cancel_order", "cancel_order_by_external_id", "mass_cancel", "set_dms")
+
+
+@pytest.fixture
+def mistake_configs(tmp_path):
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = tmp_path / "config.json"
+    config.write_text((root / "config" / "config.json").read_text())
+    data = json.loads(config.read_text())
+    data["markets"][1]["name"] = "SOL-USD"
+    unknown_market = tmp_path / "unknown-market.json"
+    unknown_market.write_text(json.dumps(data))
+    return root, config, unknown_market
+
+
+async def test_seven_operator_mistakes_exit_2_with_one_line_and_nothing_sent(tmp_path, monkeypatch, mistake_configs):
+    import os
+    import socket
+    import sys
+    from functools import partial
+
+    from extmm.secrets import SECRET_VARS
+    from extmm.sim.runner import serve_simulator
+
+    root, config, unknown_market = mistake_configs
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(partial(serve_simulator, seed=5))
+        sent: list[str] = []
+        for name in SENDING:
+            real = getattr(sim.engine, name)
+
+            def spy(*args, _name=name, _real=real, **kwargs):
+                sent.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(sim.engine, name, spy)
+        acct = sim.account
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+        env.update(
+            PYTHONPATH=str(root),
+            EXTENDED_API_KEY=acct.api_key,
+            EXTENDED_STARK_PRIVATE_KEY=acct.stark_private_key,
+            EXTENDED_STARK_PUBLIC_KEY=acct.stark_public_key,
+            EXTENDED_VAULT_ID=str(acct.vault),
+        )
+        with socket.socket() as dead:
+            dead.bind(("127.0.0.1", 0))
+            dead_port = dead.getsockname()[1]
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        venue = ["--endpoint", sim.rest_url, sim.stream_url]
+        base = ["run", "--no-dashboard", "--duration", "5", "--config", str(config)]
+        cases = {
+            "metrics port in use": [*base, *venue, "--metrics-port", str(busy.getsockname()[1])],
+            "metrics port 70000": [*base, *venue, "--metrics-port", "70000"],
+            "negative duration": [*base, *venue, "--metrics-port", "0", "--duration", "-5"],
+            "log level LOUD": [*base, *venue, "--metrics-port", "0", "--log-level", "LOUD"],
+            "wrong API key": [*base, *venue, "--metrics-port", "0"],
+            "unreachable venue": [*base, "--metrics-port", "0", "--endpoint",
+                                  f"http://127.0.0.1:{dead_port}/api/v1", f"ws://127.0.0.1:{dead_port}/stream"],
+            "unknown market": ["run", "--no-dashboard", "--duration", "5", "--config", str(unknown_market),
+                               *venue, "--metrics-port", "0"],
+        }
+        expected = {
+            "metrics port in use": "cannot serve metrics",
+            "metrics port 70000": "--metrics-port",
+            "negative duration": "--duration",
+            "log level LOUD": "--log-level",
+            "wrong API key": "refused the API key",
+            "unreachable venue": "cannot reach or read the venue",
+            "unknown market": "unknown market SOL-USD",
+        }
+        try:
+            for name, argv in cases.items():
+                case_env = dict(env, EXTENDED_API_KEY="0123456789abcdef0123") if name == "wrong API key" else env
+                with trio.fail_after(90):
+                    result = await trio.run_process(
+                        [sys.executable, "-m", "extmm", *argv], capture_stdout=True, capture_stderr=True,
+                        check=False, env=case_env, cwd=tmp_path,
+                    )
+                err = result.stderr.decode()
+                verdict = [x for x in err.strip().splitlines() if " | " not in x]
+                assert result.returncode == 2, (name, err)
+                assert "Traceback" not in err and len(verdict) == 1, (name, err)
+                assert expected[name] in verdict[0], (name, verdict)
+                assert sent == [], (name, sent)
+                assert sim.engine.open_orders(sim.account.account_id) == []
+        finally:
+            busy.close()
+        # The same venue and config without the mistake does trade (the cases were not vacuous).
+        with trio.fail_after(90):
+            result = await trio.run_process(
+                [sys.executable, "-m", "extmm", *base, *venue, "--metrics-port", "0", "--duration", "3"],
+                capture_stdout=True, capture_stderr=True, check=False, env=env, cwd=tmp_path,
+            )
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert "place_order" in sent and sent[-1] == "set_dms"
+        nursery.cancel_scope.cancel()
