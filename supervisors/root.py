@@ -134,6 +134,7 @@ class RootSupervisor:
         self.market_period = market_period
         self.allow_foreign_orders = allow_foreign_orders
         self._dms_scope = trio.CancelScope()  # the heartbeat; cancelled before the final DMS call
+        self.exit_result: CancelResult | None = None  # set by shutdown: what the venue confirmed
         self.markets: dict[str, MarketInfo] = {}
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
@@ -445,6 +446,10 @@ class RootSupervisor:
             )
             for name in self.markets
         )
+        if self.exit_result is not None and self.exit_result.confirmed_none:
+            # After shutdown the venue's confirmed answer, not the stopped Executors' last
+            # report: the panel's last frame agrees with the summary.
+            markets = tuple(attrs.evolve(m, open_orders=0, live_bid=None, live_ask=None) for m in markets)
         accounts = [self.view.get(n, AccountStats) for n in self.markets]
         balance = next((a.balance for a in accounts if a is not None and a.balance is not None), None)
         equity = next((a.equity for a in accounts if a is not None and a.equity is not None), None)
@@ -594,6 +599,7 @@ class RootSupervisor:
             result = await self._cancel_ours(list(self.markets), timeout_s=15.0)
             if result.confirmed_none:
                 result = attrs.evolve(result, cancelled=len(at_start | result.seen))
+            self.exit_result = result
             positions: dict[str, Decimal] = {n: Decimal(0) for n in self.markets}
             try:
                 for p in await self.port.get_positions():

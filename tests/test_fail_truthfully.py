@@ -244,3 +244,53 @@ async def test_seven_operator_mistakes_exit_2_with_one_line_and_nothing_sent(tmp
         assert result.returncode == 0, result.stderr.decode()[-2000:]
         assert "place_order" in sent and sent[-1] == "set_dms"
         nursery.cancel_scope.cancel()
+
+
+# -- the panel on an 80x24 terminal; its last frame agrees with the summary ---------------------------
+
+
+def _frame(status, width: int = 80, height: int = 24) -> list[str]:
+    from rich.console import Console
+
+    from extmm.ops.dashboard import prerender
+
+    console = Console(width=width, height=height, record=True, color_system=None, force_terminal=True)
+    console.print(prerender(status, console))
+    return console.export_text().rstrip("\n").splitlines()
+
+
+def test_panel_fits_80x24_with_labels_and_units():
+    import attrs
+
+    from extmm.ops.status import example_status
+
+    status = example_status()
+    four = attrs.evolve(status, markets=status.markets + tuple(
+        attrs.evolve(m, name=m.name.replace("-USD", "2-USD")) for m in status.markets))
+    for st in (status, four):
+        lines = _frame(st)
+        assert len(lines) <= 24 and max(len(x) for x in lines) <= 80
+        text = "\n".join(lines)
+        assert "…" not in "\n".join(lines[:8]), text  # no figure or label cut short
+        for label in ("net PnL", "USD", "bps", "contracts", "age s", "open", "DMS", "req"):
+            assert label in text, (label, text)
+        for m in st.markets:
+            assert any(line.startswith(m.name) for line in lines), text
+    # A big terminal keeps the full layout.
+    assert len(_frame(status, 120, 80)) > 24
+
+
+async def test_last_status_after_shutdown_agrees_with_the_summary(autojump_clock):
+    async with running_bot() as bot:
+        await trio.sleep(20)
+        assert sum(m.open_orders for m in bot.root.status().markets) > 0
+        bot.stop.set()
+        await wait_until(lambda: bool(bot.result), within=60)
+        (summary,) = bot.result
+        final = bot.root.status()
+        assert summary.open_orders_at_exit == 0
+        assert sum(m.open_orders for m in final.markets) == 0
+        assert final.dms_remaining_s is None and summary.dms == "disarmed"
+        assert all(m.state == "OFF" for m in final.markets)
+        text = "\n".join(_frame(final))
+        assert "DMS disarmed" in text

@@ -339,6 +339,62 @@ def render(status: AppStatus | None) -> RenderableType:
     return Group(_header(status), *(_market_panel(m) for m in status.markets), _footer(status))
 
 
+def render_compact(status: AppStatus | None, *, warnings: int = 3) -> RenderableType:
+    """The panel for a small terminal (80x24 holds four markets): the header's figures on
+    two lines, one table row per market, the last few warnings. Every figure has its label
+    and unit."""
+    if status is None:
+        return Text("extmm: waiting for the first status…", style="dim")
+    title = Text.assemble(("extmm", "bold"), " ", (status.network, "bold cyan"), " ")
+    title.append("ready" if status.ready else "starting", style="green" if status.ready else "yellow")
+    title.append(" ")
+    title.append("healthy" if status.healthy else "UNHEALTHY", style="green" if status.healthy else "bold red")
+    if status.dms_remaining_s is None:
+        dms = "disarmed"
+    else:
+        dms = f"{status.dms_remaining_s:.0f}s left of {status.dms_countdown_s:.0f}s"
+    cells = [
+        title,
+        _kv("up", _duration(status.uptime_s)),
+        _kv("breaker", Text(status.breaker_state, style=_BREAKER_STYLE.get(status.breaker_state, "bold"))),
+        _kv("DMS", dms),
+        _kv("rate budget", f"{status.rate_tokens:.0f}/{status.rate_capacity:.0f} req"),
+        _kv("REST p99", _ms(status.rest_latency_p99_ms)),
+        _kv("429s", f"{status.rest_429s}"),
+        _kv("net PnL", Text.assemble(_usd(status.net_pnl), " USD")),
+    ]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True, expand=False,
+                  show_edge=False)
+    # Two-line headers: the label, then its unit.
+    for header in ("market\n", "state\n", "mid\nUSD", "spread\nbps", "position\ncontracts",
+                   "net PnL\nUSD", "open\norders", "fills\n", "book\nage s"):
+        table.add_column(header, justify="left" if header.startswith(("market", "state")) else "right",
+                         no_wrap=True)
+    for m in status.markets:
+        age = NONE if m.book_age_s is None else f"{m.book_age_s:.1f}"
+        table.add_row(
+            m.name,
+            _state_text(m.state),
+            NONE if m.mid is None else f"{m.mid:,.2f}",
+            NONE if m.spread_bps is None else f"{m.spread_bps:.2f}",
+            _qty(m.position),
+            _usd(m.pnl.net),
+            str(m.open_orders),
+            str(m.fills),
+            Text(f"{age}!" if m.book_stale else age, style="bold red" if m.book_stale else ""),
+        )
+    lines = [
+        Text(redact_known(line), style="yellow", no_wrap=True, overflow="ellipsis")
+        for line in status.warnings[-warnings:]
+    ] if warnings else []
+    return Group(_Flow(cells), table, *lines)
+
+
+def fits(renderable: RenderableType, console: Console, width: int, height: int) -> bool:
+    options = console.options.update(width=width)
+    return len(console.render_lines(renderable, options, pad=False)) <= height
+
+
 def summary_line(status: AppStatus) -> str:
     """One plain line for logs, non-terminal output or systemd's STATUS=."""
     parts = [
@@ -363,7 +419,11 @@ def prerender(status: AppStatus | None, console: Console) -> SegmentLines:
     is immutable); printing the result is a cheap replay, so the expensive layout can run
     off the trio thread."""
     options = console.options.update(width=console.width)
-    return SegmentLines(console.render_lines(render(status), options, pad=False), new_lines=True)
+    lines = console.render_lines(render(status), options, pad=False)
+    if len(lines) > console.height:
+        # A small terminal (e.g. 80x24): the compact layout, so nothing scrolls away.
+        lines = console.render_lines(render_compact(status), options, pad=False)
+    return SegmentLines(lines, new_lines=True)
 
 
 class _SafeRenderer:
@@ -454,4 +514,9 @@ async def run_dashboard(
             else:
                 renderable = safe.frame(status, console)
             live.update(renderable, refresh=True)
-            await trio.sleep_until(next_frame_at)
+            try:
+                await trio.sleep_until(next_frame_at)
+            except trio.Cancelled:
+                # The last frame shows the state after shutdown, as the summary does.
+                live.update(safe.frame(safe.status(), console), refresh=True)
+                raise
