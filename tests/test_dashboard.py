@@ -270,7 +270,8 @@ async def test_live_dashboard_redraws_at_the_refresh_rate(autojump_clock: trio.t
         )
         await trio.sleep(1.9)
         nursery.cancel_scope.cancel()
-    assert [t - t0 for t in calls] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    # ... and one last frame when cancelled (1.9 s), so the panel ends on the final state.
+    assert [t - t0 for t in calls] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 1.9])
     assert "BTC-USD" in out.getvalue() and "ETH-USD" in out.getvalue()
 
 
@@ -300,7 +301,10 @@ async def test_live_dashboard_lays_out_in_a_worker_thread(monkeypatch: pytest.Mo
         await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     assert status_threads and set(status_threads) == {threading.current_thread()}
-    assert layout_threads and threading.current_thread() not in layout_threads
+    # Every live frame is laid out in a worker; the one last frame drawn on cancellation
+    # (shutdown) is laid out in the trio thread, since a cancelled task cannot await.
+    assert layout_threads[:-1] and threading.current_thread() not in layout_threads[:-1]
+    assert layout_threads[-1] is threading.current_thread()
     assert "HALTED" in out.getvalue()
 
 
