@@ -116,6 +116,26 @@ class BreakerConfig:
 
 
 @attrs.frozen(kw_only=True)
+class AlertsConfig:
+    """Optional webhook fired on alert events (extmm.ops.alerts); never on the trading path.
+
+    webhook_url: Slack/Discord/Telegram-compatible (a JSON body with `text` and `content`,
+    plus `chat_id` when telegram_chat_id is set). It often embeds a token: it is masked in
+    logs like the other secrets. Thresholds: drawdown_usd from the session's peak net PnL,
+    no_fills_s without a fill while quoting, `reconnects` feed reconnects within
+    reconnect_window_s.
+    """
+
+    webhook_url: str | None = None
+    telegram_chat_id: str | None = None
+    drawdown_usd: PosFloat = 50.0
+    no_fills_s: PosFloat = 3600.0
+    reconnects: PosInt = 5
+    reconnect_window_s: PosFloat = 600.0
+    timeout_s: PosFloat = 5.0
+
+
+@attrs.frozen(kw_only=True)
 class BotConfig:
     stp: StpLevel = "ACCOUNT"
     quote_loop_ms: PosInt = 250
@@ -127,6 +147,7 @@ class BotConfig:
     order_expiry_s: PosInt = 3600
     external_id_prefix: str = "extmm"
     breaker: BreakerConfig = BreakerConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @property
     def enabled_markets(self) -> list[MarketConfig]:
@@ -316,6 +337,9 @@ def _semantic_problems(cfg: BotConfig) -> list[str]:
         out.append(f"dead_mans_switch_sec: expected an integer ≥ 3, got {cfg.dead_mans_switch_sec}")
     if not cfg.external_id_prefix.isascii() or not cfg.external_id_prefix.isalnum():
         out.append(f"external_id_prefix: expected ASCII letters and digits only, got {_show(cfg.external_id_prefix)}")
+    url = cfg.alerts.webhook_url
+    if url is not None and not url.startswith(("https://", "http://")):
+        out.append("alerts.webhook_url: expected an http:// or https:// URL")  # never echo it: a token
     return out
 
 
