@@ -52,6 +52,10 @@ class StartupError(Exception):
 # Shutdown without the venue's confirmation that none of ours is open: the switch stays
 # armed with this short countdown so the venue cancels whatever is left soon after we exit.
 UNCONFIRMED_DMS_S = 10
+# Worst case of shutdown(): listing ours (2 s), stopping the actors (20 s), cancel and
+# confirm (15 s), positions and the final switch call (a few s). Deployment stop timeouts
+# (systemd TimeoutStopSec, docker stop_grace_period) must be longer.
+SHUTDOWN_BUDGET_S = 2 + 20 + 15 + 8
 MAX_IDS_PER_CANCEL = 100  # SPEC §4.10 documents no limit on externalOrderIds; keep bodies small
 
 
