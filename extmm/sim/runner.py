@@ -48,6 +48,7 @@ from extmm.sim.model import (
     PublicTradesEvent,
     TradeEvent,
 )
+from extmm.sim.ratebudget import DEFAULT_IP_RATE_LIMIT_PER_MIN, AddressBudget
 from extmm.sim.signing import KeyPair
 
 if TYPE_CHECKING:
@@ -221,6 +222,8 @@ class SimRunner:
         # Frozen: the engine stops advancing on its own (REST calls still move it); book
         # frames keep flowing, so a client catches up and then sees only heartbeats.
         self.frozen = False
+        # Per-address REST budget (SPEC §7), set by the server (`serve_simulator`).
+        self.ip_budget: AddressBudget | None = None
 
     # -- time ----------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -587,6 +590,22 @@ class SimHandle:
         return {"rest": self.rest_url, "stream": self.stream_url, "account": self.account.as_dict()}
 
 
+def set_account_fees(
+    engine: SimEngine, account_id: int, maker: Decimal | None, taker: Decimal | None
+) -> None:
+    """Per-account fee rates on every market (`/user/fees` then reports them, SPEC §4.6)."""
+    if maker is None and taker is None:
+        return
+    for name in engine.market_names():
+        current = engine.fees(account_id, [name])[0]
+        engine.set_fee_rates(
+            account_id,
+            name,
+            maker=current.maker if maker is None else Decimal(maker),
+            taker=current.taker if taker is None else Decimal(taker),
+        )
+
+
 def build_engine(
     *,
     markets: Sequence[str] | None = None,
@@ -633,6 +652,9 @@ async def serve_simulator(
     snapshot_interval_s: float = 60.0,
     heartbeat_s: float = 1.0,
     queue_capacity: int = 256,
+    maker_fee: Decimal | None = None,
+    taker_fee: Decimal | None = None,
+    ip_rate_limit_per_min: int | None = DEFAULT_IP_RATE_LIMIT_PER_MIN,
     task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a simulator on `host:port` (0: a free port) until cancelled.
@@ -641,6 +663,9 @@ async def serve_simulator(
     starts at `start_ms` (default: the wall clock, read once here, because order expiries
     are wall-clock epoch times); pass `engine` to serve one built by the caller. A funded
     account is created from `api_key`/`vault`/`private_key` (missing ones generated).
+    `maker_fee`/`taker_fee` set that account's rates (`/user/fees`; a negative maker rate
+    is a rebate). `ip_rate_limit_per_min`: the request budget per client address shared
+    by every key (SPEC §7; None: unlimited).
     """
     from extmm.sim.server import build_app, serve_app
 
@@ -661,6 +686,7 @@ async def serve_simulator(
         key_pair=KeyPair.from_private(private_key) if private_key is not None else None,
         vault=vault,
     )
+    set_account_fees(engine, info.id, maker_fee, taker_fee)
     runner = SimRunner(
         engine,
         faults=spec,
@@ -671,6 +697,7 @@ async def serve_simulator(
         heartbeat_s=heartbeat_s,
         queue_capacity=queue_capacity,
     )
+    runner.ip_budget = AddressBudget(ip_rate_limit_per_min) if ip_rate_limit_per_min else None
     app = build_app(runner)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)

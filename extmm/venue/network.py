@@ -25,6 +25,7 @@ from extmm.venue.endpoints import Endpoint, SigningDomain
 from extmm.venue.errors import (
     MalformedResponse,
     NetworkError,
+    OrderBuildFailed,
     OrderRejected,
     TransientServerError,
     VenueError,
@@ -301,8 +302,12 @@ class NetworkVenue:
             exc.placed = False  # type: ignore[attr-defined]  # failed before anything was sent
             raise
         if order.external_id in self._sent_ids:
-            raise ValueError(f"externalId {order.external_id!r} was already sent; use a fresh one")
-        body = signer.sign_json(order)
+            raise OrderBuildFailed(f"externalId {order.external_id!r} was already sent; use a fresh one")
+        try:
+            body = signer.sign_json(order)
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            # A value the SDK refuses must be a tracked rejection, never a crashed actor.
+            raise OrderBuildFailed(str(exc)) from None
         self._remember_sent(order.external_id)
         try:
             data = await self.rest.request(
