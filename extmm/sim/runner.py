@@ -12,9 +12,10 @@ Stream rules (SPEC §5): a book stream opens with a SNAPSHOT (`q` only), then DE
 `q`, absolute `c`) when something changed, an empty DELTA as a heartbeat after a second of
 quiet, and a fresh SNAPSHOT every 60 s; `seq` starts at 1 on each connection and runs on
 across snapshots. The account stream opens with ORDER, BALANCE and POSITION snapshots
-(`isSnapshot: true`). Mark frames are sent at the engine's mark cadence (1 s); funding
-frames for both the per-minute estimate and the hourly applied rate (CAP-v1a saw about one
-a minute).
+(`isSnapshot: true`) and is then silent until something of the account changes (SPEC
+§5.8; keep-alive is the server's WebSocket ping every 15 s). Mark frames are sent at the
+engine's mark cadence (1 s); funding frames at most one a minute per market: the
+per-minute estimate, and the hourly applied rate instead of the estimate due with it.
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ class SimRunner:
         self.frozen = False
         # Per-address REST budget (SPEC §7), set by the server (`serve_simulator`).
         self.ip_budget: AddressBudget | None = None
+        self._last_funding_ms: dict[str, int] = {}
 
     # -- time ----------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -391,6 +393,14 @@ class SimRunner:
             elif isinstance(event, IndexPriceEvent):
                 indexes[event.market] = event
             elif isinstance(event, FundingRateEvent):
+                # At most one funding frame a minute per market, the hourly applied rate
+                # always (SPEC §5.5: DOC26 says applied rates only; CAP-v1a saw about one
+                # frame a minute; the bot must live with either).
+                last = self._last_funding_ms.get(event.market)
+                spacing = self.engine.config.funding_estimate_interval_ms  # 60 s by default
+                if not event.applied and last is not None and event.ts - last < spacing:
+                    continue
+                self._last_funding_ms[event.market] = event.ts
                 point = FundingRatePoint(market=event.market, rate=event.rate, ts=event.ts)
                 self._fan_out(("funding", event.market), None, wire.funding_rate(point), event.ts)
         self._flush_account_batch(account_batch)

@@ -400,16 +400,25 @@ class NetworkVenue:
             strict_seq=True,
             name=f"orderbooks/{market}",
             options=self._stream_options,
+            topic="orderbook",
         )
 
     def public_trades_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(public_trades_url(self.stream_url, market), f"publicTrades/{market}")
+        # Trades and funding: "clients can skip … out of sequence" (SPEC §5.3).
+        return self._topic_stream(
+            public_trades_url(self.stream_url, market), f"publicTrades/{market}", "trades", strict_seq=False
+        )
 
     def funding_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(funding_url(self.stream_url, market), f"funding/{market}")
+        return self._topic_stream(
+            funding_url(self.stream_url, market), f"funding/{market}", "funding", strict_seq=False
+        )
 
     def mark_price_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(mark_price_url(self.stream_url, market), f"prices/mark/{market}")
+        # The 2025 documentation asks for a reconnect on a mark frame out of seq order (SPEC §5.7, §12).
+        return self._topic_stream(
+            mark_price_url(self.stream_url, market), f"prices/mark/{market}", "mark", strict_seq=True
+        )
 
     def account_stream(self) -> AbstractAsyncContextManager[AccountSubscription]:
         if self._credentials is None:
@@ -438,9 +447,16 @@ class NetworkVenue:
         )
 
     # -- internals ------------------------------------------------------------------------------------
-    def _lenient_stream(self, url: str, name: str) -> AbstractAsyncContextManager[StreamSubscription]:
+    def _topic_stream(
+        self, url: str, name: str, topic: str, *, strict_seq: bool
+    ) -> AbstractAsyncContextManager[StreamSubscription]:
         return open_stream(
-            url, user_agent=self._user_agent, strict_seq=False, name=name, options=self._stream_options
+            url,
+            user_agent=self._user_agent,
+            strict_seq=strict_seq,
+            name=name,
+            options=self._stream_options,
+            topic=topic,
         )
 
     async def _orders_by_external_id(self, external_id: str, *, retry: bool) -> list[OrderInfo]:
