@@ -105,6 +105,7 @@ async def run_bot(
             creds,
             signing_domain=domain,
             observer=ChannelObserver(outcomes_send),
+            rate_limit_per_min=cfg.rate_limit_per_min,
         ) as venue:
             root = RootSupervisor(
                 cfg=cfg,

@@ -104,6 +104,7 @@ class RootSupervisor:
         self.market_intensity = market_intensity
         self.market_period = market_period
         self.markets: dict[str, MarketInfo] = {}
+        self.leverage: dict[str, Decimal] = {}
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
@@ -138,6 +139,7 @@ class RootSupervisor:
         if problems:
             raise StartupError("; ".join(problems))
         self.markets = {n: infos[n] for n in names}
+        await self._align_leverage()
         fees: dict[str, tuple[float, float]] = {}
         need_account_fees = []
         for market in self.cfg.enabled_markets:
@@ -165,6 +167,18 @@ class RootSupervisor:
                     taker = float(override.takerFeeRate)
                 fees[market.name] = (maker, taker)
         return fees
+
+    async def _align_leverage(self) -> None:
+        """Each market's account leverage read, and set where the config names another (SPEC §4.7)."""
+        from extmm.venue.leverage import LeverageError, align_leverage
+
+        try:
+            statuses = await align_leverage(self.port, {m.name: m.leverage for m in self.cfg.enabled_markets})
+        except LeverageError as exc:
+            raise StartupError(str(exc)) from None
+        for status in statuses:
+            logger.info(status.describe())
+        self.leverage = {s.market: s.leverage for s in statuses}
 
     async def _cancel_ours(self, markets: list[str], *, timeout_s: float = 10.0) -> int:
         """Cancel every open order of ours in `markets` and wait until none is left.

@@ -482,6 +482,61 @@ async def run_network_checks(
 
         for index, market, info in listed:
             results.append(check_sizes(market, index, info))
+        if listed and account_ok:
+            results.extend(await _check_leverage(venue, cfg, [m for _, m, _ in listed], step_timeout_s))
+    return results
+
+
+async def _check_leverage(
+    venue: NetworkVenue, cfg: BotConfig, markets: Sequence[MarketConfig], step_timeout_s: float
+) -> list[CheckResult]:
+    """Each market's leverage (the configured one if set, as the bot would set it at start)
+    and whether equity covers the margin of a full net position plus a resting quote per
+    market (SPEC §4.2, §4.7; orders beyond it are rejected with 1140)."""
+    from extmm.venue.leverage import margin_need
+
+    try:
+        with trio.fail_after(step_timeout_s):
+            current = await venue.get_leverage([m.name for m in markets])
+            balance = await venue.get_balance()
+    except (VenueError, trio.TooSlowError) as exc:
+        return [CheckResult.fail("leverage", f"GET /user/leverage: {_reason(exc)}")]
+    results = []
+    total = Decimal(0)
+    for market in markets:
+        have = current.get(market.name)
+        if have is None:
+            results.append(CheckResult.fail(f"leverage {market.name}", "the venue reports no leverage"))
+            continue
+        lev = Decimal(market.leverage) if market.leverage is not None else have
+        need = margin_need(
+            leverage=lev,
+            max_net_position_usd=cfg.risk.max_net_position_usd,
+            quote_notional_usd=market.quote_notional_cap_usd,
+        )
+        total += need
+        if market.leverage is None:
+            how = f"{have:g}× (the account's)"
+        elif lev == have:
+            how = f"{have:g}× (as configured)"
+        else:
+            how = f"{have:g}× now, {lev:g}× configured (set at start)"
+        results.append(
+            CheckResult.ok(
+                f"leverage {market.name}",
+                f"{how}; margin for ${cfg.risk.max_net_position_usd:g} position + "
+                f"${market.quote_notional_cap_usd:g} quote: ${need}",
+            )
+        )
+    equity = balance.equity if balance is not None else Decimal(0)
+    detail = f"equity ${equity} vs ${total} initial margin at the limits of all {len(markets)} markets"
+    if equity < total:
+        results.append(
+            CheckResult.fail("margin", f"{detail}: orders would be rejected (1140); raise leverage or lower "
+                             "risk.max_net_position_usd / quote_notional_cap_usd")
+        )
+    else:
+        results.append(CheckResult.ok("margin", f"{detail}: covered"))
     return results
 
 

@@ -266,6 +266,16 @@ class InProcessVenue(PublicStreams):
         rows = await self._call(self._engine.funding_payments, self._account.id, market, limit)
         return [parse.parse_funding_payment(wire.funding_payment(f)) for f in rows]
 
+    async def get_leverage(self, markets: Sequence[str]) -> dict[str, Decimal]:
+        rows = await self._call(self._engine.leverage, self._account.id)
+        wanted = set(markets)
+        return {m: lev for m, lev in rows if not wanted or m in wanted}
+
+    async def set_leverage(self, market: str, leverage: Decimal) -> None:
+        await self._call(
+            lambda: self._engine.set_leverage(self._account.id, market, Decimal(leverage), self._now()), write=True
+        )
+
     # -- writes --------------------------------------------------------------------------------
     def _body(self, order: OrderRequest) -> dict[str, Any]:
         if self._signer is not None:

@@ -13,6 +13,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -287,6 +288,25 @@ class NetworkVenue:
             "/user/funding/history", operation="get_funding_history", params=params, private=True
         )
         return parse_list(data, parse_funding_payment, "funding history")
+
+    async def get_leverage(self, markets: Sequence[str]) -> dict[str, Decimal]:
+        """`GET /user/leverage?market=…` (SPEC §4.7): market → leverage."""
+        from extmm.venue.leverage import parse_leverage
+
+        params = [("market", name) for name in markets]
+        data = await self.rest.get("/user/leverage", operation="get_leverage", params=params, private=True)
+        return parse_leverage(data)
+
+    async def set_leverage(self, market: str, leverage: Decimal) -> None:
+        """`PATCH /user/leverage` `{"market", "leverage"}` (SPEC §4.7); never retried blindly."""
+        await self.rest.request(
+            "PATCH",
+            "/user/leverage",
+            operation="set_leverage",
+            body=dumps({"market": market, "leverage": str(leverage)}),
+            private=True,
+            allow_empty=True,
+        )
 
     # -- writes ---------------------------------------------------------------------------------
     async def place_order(self, order: OrderRequest) -> PlacedOrder:
