@@ -88,7 +88,8 @@ def test_config_key_sizes_the_bots_budget():
 
     from extmm.config import ConfigError, parse_config
 
-    assert parse_config({}).rate_limit_per_min == 1000
-    assert parse_config({"rate_limit_per_min": 450}).rate_limit_per_min == 450
+    market = {"markets": [{"name": "BTC-USD"}]}
+    assert parse_config(market).rate_limit_per_min == 1000
+    assert parse_config({**market, "rate_limit_per_min": 450}).rate_limit_per_min == 450
     with pytest.raises(ConfigError, match="rate_limit_per_min"):
-        parse_config({"rate_limit_per_min": 0})
+        parse_config({**market, "rate_limit_per_min": 0})
