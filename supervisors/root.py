@@ -28,6 +28,7 @@ from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
+from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import MarketInfo
@@ -60,6 +61,7 @@ class RunSummary:
     open_orders_at_exit: int
     restarts: dict[str, dict[str, int]]
     breaker_trips: int
+    stream_reconnects: dict[str, dict[str, int]] = attrs.Factory(dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class RunSummary:
             "open_orders_at_exit": self.open_orders_at_exit,
             "restarts": self.restarts,
             "breaker_trips": self.breaker_trips,
+            "stream_reconnects": self.stream_reconnects,
         }
 
 
@@ -105,6 +108,7 @@ class RootSupervisor:
         self.market_period = market_period
         self.markets: dict[str, MarketInfo] = {}
         self.leverage: dict[str, Decimal] = {}
+        self.stream_reconnects = StreamReconnects()
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
@@ -231,6 +235,7 @@ class RootSupervisor:
                 period=self.market_period,
                 rng=self.rng,
                 trading_active=lambda: self.quoting and name not in self.halted,
+                on_reconnect=self.stream_reconnects.recorder(name),
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -428,6 +433,7 @@ class RootSupervisor:
             markets=markets,
             healthy=self.healthy(),
             ready=self.ready,
+            stream_reconnects=self.reconnect_counts(),
         )
 
     def _rate_capacity(self) -> float:
@@ -555,4 +561,9 @@ class RootSupervisor:
             open_orders_at_exit=open_left,
             restarts=restarts,
             breaker_trips=self.breaker_trips,
+            stream_reconnects=self.reconnect_counts(),
         )
+
+    def reconnect_counts(self) -> dict[str, dict[str, int]]:
+        """`{market: {topic: n}}`, the shared account stream's count under every market."""
+        return self.stream_reconnects.snapshot(self.markets, account=self.account_hub.failures)
