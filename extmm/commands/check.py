@@ -702,6 +702,10 @@ def _online(args: argparse.Namespace, target: VenueTarget) -> int:
     # The venue's own retry chatter is not news here; the check lines say what failed.
     configure_logging(level="ERROR", stdlib_level="CRITICAL")
     print(f"checking against {target.label}", flush=True)
+    if getattr(args, "trade_test", False) and target.network == "mainnet":
+        print("check: --trade-test places real orders; it runs on testnet or a simulator, not mainnet",
+              file=sys.stderr)
+        return EXIT_INVALID
     try:
         results = trio.run(run_network_checks, cfg, target, secrets)
     except KeyboardInterrupt:
@@ -712,6 +716,40 @@ def _online(args: argparse.Namespace, target: VenueTarget) -> int:
     if failed:
         print(f"{len(failed)} check{'s' if len(failed) != 1 else ''} failed", file=sys.stderr)
         return EXIT_INVALID
+    if getattr(args, "trade_test", False):
+        return _trade_test(cfg, target, secrets)
+    return EXIT_OK
+
+
+def _trade_test(cfg: BotConfig, target: VenueTarget, secrets: Secrets | SecretsError) -> int:
+    """`--trade-test` after every read-only check passed: see `extmm.commands._trade_test`."""
+    from extmm.app import wall_clock_ms
+    from extmm.commands._trade_test import run_trade_test
+
+    trading = None
+    if target.endpoint is not None:
+        trading = check_credentials(secrets).trading
+        if trading is None:
+            print("FAIL trade test: needs all four credentials (it signs orders)")
+            return EXIT_INVALID
+    market = cfg.enabled_markets[0].name
+
+    async def main() -> bool:
+        async with open_venue(target, trading) as (venue, _):
+            return await run_trade_test(
+                venue, market, prefix=cfg.external_id_prefix, epoch_ms=wall_clock_ms,
+                report=lambda step: print(step.line(), flush=True),
+            )
+
+    print(f"trade test on {market} (one post-only order of the minimum size, far from the touch)", flush=True)
+    try:
+        passed = trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    if not passed:
+        print("trade test failed", file=sys.stderr)
+        return EXIT_INVALID
+    print("trade test passed: place, replace and cancel work on this account; nothing of ours is open")
     return EXIT_OK
 
 
@@ -735,4 +773,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"configuration file (default: {DEFAULT_CONFIG})",
     )
     add_venue_arguments(parser)
+    parser.add_argument(
+        "--trade-test",
+        action="store_true",
+        help="after the checks, arm the dead man's switch, place one post-only order of the minimum "
+        "size far from the touch, replace it, cancel it, confirm nothing of ours is open and disarm "
+        "(testnet or a simulator; refused on mainnet). Each step is printed with its latency; any "
+        "failure cancels what it placed and exits 2",
+    )
     parser.set_defaults(handler=handle)
