@@ -226,6 +226,8 @@ class SimRunner:
         # Per-address REST budget (SPEC §7), set by the server (`serve_simulator`).
         self.ip_budget: AddressBudget | None = None
         self._last_funding_ms: dict[str, int] = {}
+        # Public streams from elsewhere (live market data): subscribe/unsubscribe go there.
+        self.public_feed: Any = None
 
     # -- time ----------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -279,6 +281,8 @@ class SimRunner:
         capacity: int | None = None,
     ) -> Subscription:
         """Register a stream consumer; its first frames are queued at once or at the next flush."""
+        if kind != "account" and self.public_feed is not None:
+            return self.public_feed.subscribe(kind, market)  # live market data (extmm.sim.marketdata)
         sub = Subscription(
             kind,
             market=market,
@@ -311,6 +315,8 @@ class SimRunner:
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.close(CLOSE_NORMAL, "unsubscribed")
+        if self.public_feed is not None:
+            self.public_feed.unsubscribe(sub)
         for subs in self._subs.values():
             subs.discard(sub)
 
