@@ -401,6 +401,13 @@ class _Executor:
             logger.warning("{}: place of {} has an unknown outcome: {}", self.market, ext, exc)
             self.apply(ext, om.Unknown(at=trio.current_time(), detail=str(exc)))
             return False
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            # Ports raise OrderBuildFailed; any other order that cannot be built is still
+            # a rejection of this order (never sent), not a crash of the actor.
+            self.count_reject("BUILD_FAILED")
+            self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"BUILD_FAILED: {exc}"))
+            self.back_off(state, exc)
+            return False
         finally:
             self.in_flight -= involved
         self.latencies.append(trio.current_time() - started)

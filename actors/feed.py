@@ -43,6 +43,7 @@ async def feed(
     first_snapshot_timeout_s: float = 30.0,
     side_streams: bool = True,
     trades_stream: bool = False,
+    on_reconnect: Callable[[str], None] = lambda topic: None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     ready = trio.Event()
@@ -71,8 +72,10 @@ async def feed(
                         _check_control(control)
             except _ResyncRequested as exc:
                 logger.info("{}: resync requested ({}); reconnecting the book stream", market, exc)
+                on_reconnect("orderbook")
                 continue
             except RECOVERABLE as exc:
+                on_reconnect("orderbook")
                 failures += 1
                 delay = reconnect_delay(failures)
                 logger.warning("{}: book stream failed ({}); reconnect #{} in {:.2f}s", market, exc, failures, delay)
@@ -101,9 +104,10 @@ async def feed(
                         if parsed is not None:
                             await send(out, parsed)
             except RECOVERABLE as exc:
+                on_reconnect(kind)
                 failures += 1
                 delay = reconnect_delay(failures)
-                logger.debug("{}: {} stream failed ({}); retry in {:.2f}s", market, kind, exc, delay)
+                logger.info("{}: {} stream failed ({}); retry in {:.2f}s", market, kind, exc, delay)
                 await trio.sleep(delay)
 
     async with trio.open_nursery() as nursery:

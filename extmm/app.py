@@ -45,6 +45,7 @@ class RunOptions:
     watchdog: bool = True
     settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
     allow_foreign_orders: bool = False  # start although the sub-account has orders not ours
+    market_data: tuple[str, str] | None = None  # paper on this venue's live public data (REST, stream)
 
 
 def startup_error_of(exc: BaseException) -> StartupError | None:
@@ -116,13 +117,23 @@ async def run_bot(
         if opts.network == "paper":
             from extmm.sim.runner import serve_simulator
 
-            handle = await nursery.start(
-                lambda task_status: serve_simulator(
-                    markets=[m.name for m in cfg.enabled_markets],
-                    seed=opts.seed if opts.seed is not None else random.randrange(2**31),
-                    task_status=task_status,
+            seed = opts.seed if opts.seed is not None else random.randrange(2**31)
+            names = [m.name for m in cfg.enabled_markets]
+            if opts.market_data is not None:
+                from extmm.sim.marketdata import MarketDataError, serve_market_data_simulator
+
+                try:
+                    handle = await nursery.start(
+                        lambda task_status: serve_market_data_simulator(
+                            source=opts.market_data, markets=names, seed=seed, task_status=task_status
+                        )
+                    )
+                except MarketDataError as exc:
+                    raise StartupError(str(exc)) from None
+            else:
+                handle = await nursery.start(
+                    lambda task_status: serve_simulator(markets=names, seed=seed, task_status=task_status)
                 )
-            )
             rest_url, stream_url = handle.rest_url, handle.stream_url
             creds = handle.account.credentials()
             domain = None  # fetched from the simulator's /info/starknet
@@ -141,6 +152,7 @@ async def run_bot(
             creds,
             signing_domain=domain,
             observer=ChannelObserver(outcomes_send),
+            rate_limit_per_min=cfg.rate_limit_per_min,
         ) as venue:
             root = RootSupervisor(
                 cfg=cfg,

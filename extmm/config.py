@@ -80,7 +80,9 @@ class ModelConfig:
 class MarketConfig:
     name: MarketName
     enabled: bool = True
-    leverage: PosInt = 5
+    # Account leverage of this market, set at start when it differs (PATCH /user/leverage);
+    # None keeps the account's.
+    leverage: PosInt | None = None
     k: NonNegFloat = 0.0005  # seed model: relative fair-price skew per quote size of inventory
     alpha: NonNegFloat = 0.5  # seed model: half-spread weight on σ
     beta: NonNegFloat = 0.25  # seed model: half-spread weight on the funding term
@@ -148,6 +150,9 @@ class BotConfig:
     external_id_prefix: str = "extmm"
     breaker: BreakerConfig = BreakerConfig()
     alerts: AlertsConfig = AlertsConfig()
+    # This instance's REST budget (requests/min). The venue counts per IP address across
+    # all keys (SPEC §7): instances sharing an address divide it (README).
+    rate_limit_per_min: PosInt = 1000
 
     @property
     def enabled_markets(self) -> list[MarketConfig]:

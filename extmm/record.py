@@ -266,20 +266,42 @@ class WebSocketSource:
     async def open(self, kind: str, market: str) -> AsyncIterator[RawStream]:
         from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-        stall = self.stall_timeout_s
+        from extmm.venue.streams import StreamOptions
+
+        # Per-topic liveness as the bot's streams (extmm.venue.streams): funding and trades
+        # may be silent for long on the venue (SPEC §5.5, §12), so only the book (and mark)
+        # have a data stall limit; every topic is probed with our own ping when quiet.
+        live = StreamOptions(stall_timeout_s=self.stall_timeout_s).liveness(kind)
 
         class _Ws:
             def __init__(self, ws: Any) -> None:
                 self.ws = ws
+                self.heard_at = trio.current_time()
+                self.frame_at = self.heard_at
 
             async def receive(self) -> str | bytes:
-                with trio.move_on_after(stall) as waiting:
-                    try:
-                        return await self.ws.get_message()
-                    except ConnectionClosed as exc:
-                        raise SourceClosed(f"{kind}/{market}: connection closed ({exc.reason})") from None
-                assert waiting.cancelled_caught
-                raise SourceClosed(f"{kind}/{market}: no frame for {stall:g}s")
+                while True:
+                    check_at = self.heard_at + live.probe_after_s
+                    if live.data_stall_s is not None:
+                        check_at = min(check_at, self.frame_at + live.data_stall_s)
+                    with trio.move_on_at(check_at):
+                        try:
+                            frame = await self.ws.get_message()
+                        except ConnectionClosed as exc:
+                            raise SourceClosed(f"{kind}/{market}: connection closed ({exc.reason})") from None
+                        self.heard_at = self.frame_at = trio.current_time()
+                        return frame
+                    now = trio.current_time()
+                    if live.data_stall_s is not None and now - self.frame_at >= live.data_stall_s:
+                        raise SourceClosed(f"{kind}/{market}: no frame for {live.data_stall_s:g}s")
+                    with trio.move_on_after(live.pong_timeout_s):
+                        try:
+                            await self.ws.ping()
+                        except ConnectionClosed as exc:
+                            raise SourceClosed(f"{kind}/{market}: connection closed ({exc.reason})") from None
+                        self.heard_at = trio.current_time()
+                        continue
+                    raise SourceClosed(f"{kind}/{market}: no pong within {live.pong_timeout_s:g}s")
 
         try:
             async with open_websocket_url(

@@ -100,6 +100,8 @@ class MarketContext:
     # Read at every (re)start of Risk: one restarted while the breaker is open must not
     # resume quoting.
     trading_active: Callable[[], bool] = lambda: True
+    # Counts this market's stream reconnects by topic (summary, metrics).
+    on_reconnect: Callable[[str], None] = lambda topic: None
 
 
 def reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
@@ -182,6 +184,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             control=w.feed_control[1],
             reconnect_delay=reconnect,
             trades_stream=market.model.recalibrate,  # prints feed the Quoter's online calibration
+            on_reconnect=ctx.on_reconnect,
         ),
     }
     return SupervisorSpec(

@@ -28,6 +28,7 @@ from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import AuthError, VenueError
 from extmm.venue.port import ExchangePort
+from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import MarketInfo
@@ -91,6 +92,7 @@ class RunSummary:
     def clean(self) -> bool:
         """Zero of ours open (venue-confirmed) and the switch disarmed."""
         return self.open_orders_at_exit == 0 and self.dms == "disarmed"
+    stream_reconnects: dict[str, dict[str, int]] = attrs.Factory(dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,7 @@ class RunSummary:
             "restarts": self.restarts,
             "breaker_trips": self.breaker_trips,
             "dms": self.dms,
+            "stream_reconnects": self.stream_reconnects,
         }
 
 
@@ -140,6 +143,8 @@ class RootSupervisor:
         self._dms_scope = trio.CancelScope()  # the heartbeat; cancelled before the final DMS call
         self.exit_result: CancelResult | None = None  # set by shutdown: what the venue confirmed
         self.markets: dict[str, MarketInfo] = {}
+        self.leverage: dict[str, Decimal] = {}
+        self.stream_reconnects = StreamReconnects()
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
@@ -175,6 +180,7 @@ class RootSupervisor:
             existing = sorted(m.name for m in await self.port.get_markets())
             raise StartupError("; ".join(problems) + f" (the venue has: {', '.join(existing)})")
         self.markets = {n: infos[n] for n in names}
+        await self._align_leverage()
         fees: dict[str, tuple[float, float]] = {}
         need_account_fees = []
         for market in self.cfg.enabled_markets:
@@ -202,6 +208,18 @@ class RootSupervisor:
                     taker = float(override.takerFeeRate)
                 fees[market.name] = (maker, taker)
         return fees
+
+    async def _align_leverage(self) -> None:
+        """Each market's account leverage read, and set where the config names another (SPEC §4.7)."""
+        from extmm.venue.leverage import LeverageError, align_leverage
+
+        try:
+            statuses = await align_leverage(self.port, {m.name: m.leverage for m in self.cfg.enabled_markets})
+        except LeverageError as exc:
+            raise StartupError(str(exc)) from None
+        for status in statuses:
+            logger.info(status.describe())
+        self.leverage = {s.market: s.leverage for s in statuses}
 
     async def _cancel_ours(self, markets: list[str], *, timeout_s: float = 10.0) -> CancelResult:
         """Cancel every open order of ours in `markets` and wait until the venue lists none.
@@ -267,6 +285,7 @@ class RootSupervisor:
                 period=self.market_period,
                 rng=self.rng,
                 trading_active=lambda: self.quoting and name not in self.halted,
+                on_reconnect=self.stream_reconnects.recorder(name),
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -478,6 +497,7 @@ class RootSupervisor:
             markets=markets,
             healthy=self.healthy(),
             ready=self.ready,
+            stream_reconnects=self.reconnect_counts(),
         )
 
     def _rate_capacity(self) -> float:
@@ -674,4 +694,9 @@ class RootSupervisor:
             breaker_trips=self.breaker_trips,
             dms=dms,
             cancelled_at_exit=cancelled,
+            stream_reconnects=self.reconnect_counts(),
         )
+
+    def reconnect_counts(self) -> dict[str, dict[str, int]]:
+        """`{market: {topic: n}}`, the shared account stream's count under every market."""
+        return self.stream_reconnects.snapshot(self.markets, account=self.account_hub.failures)

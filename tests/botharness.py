@@ -87,11 +87,20 @@ class Bot:
 
 @asynccontextmanager
 async def running_bot(
-    cfg: BotConfig | None = None, *, seed: int = 7, faults: str | None = None, **root_kw: Any
+    cfg: BotConfig | None = None,
+    *,
+    seed: int = 7,
+    faults: str | None = None,
+    sim_kw: dict[str, Any] | None = None,
+    **root_kw: Any,
 ) -> AsyncIterator[Bot]:
     cfg = cfg or test_config()
     async with inprocess_simulator(
-        start_ms=START_MS, markets=[m.name for m in cfg.enabled_markets], seed=seed, faults=faults
+        start_ms=START_MS,
+        markets=[m.name for m in cfg.enabled_markets],
+        seed=seed,
+        faults=faults,
+        **(sim_kw or {}),
     ) as (venue, runner):
         root = RootSupervisor(
             cfg=cfg, port=venue, network="paper", epoch_ms=runner.now_ms, rng=random.Random(seed), **root_kw

@@ -164,6 +164,9 @@ def test_check_against_a_running_venue_passes_every_check(sim, tmp_path):
         "fees",
         "sizes BTC-USD",
         "sizes ETH-USD",
+        "leverage BTC-USD",
+        "leverage ETH-USD",
+        "margin",
     }
     assert set(lines) == expected
     assert all(line.startswith("OK ") for line in lines.values()), result.stdout
@@ -245,6 +248,7 @@ def test_check_paper_runs_against_the_embedded_simulator(tmp_path):
     lines = check_lines(result)
     assert all(line.startswith("OK ") for line in lines.values())
     assert {"connectivity", "account", "streams", "fees", "sizes BTC-USD"} <= set(lines)
+    assert {"leverage BTC-USD", "leverage ETH-USD", "margin"} <= set(lines)
 
 
 def test_check_reports_an_unreachable_venue(tmp_path):

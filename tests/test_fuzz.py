@@ -50,7 +50,7 @@ from extmm.venue.network import NetworkVenue
 from extmm.venue.ratelimit import TokenBucket
 from extmm.venue.rest import RetryPolicy
 from extmm.venue.signing import Credentials
-from extmm.venue.streams import AccountSubscription, StreamSubscription
+from extmm.venue.streams import AccountSubscription, Liveness, StreamSubscription
 from tests.apifixtures import FIXTURES
 
 BTC = bundled_spec("BTC-USD")
@@ -381,7 +381,7 @@ def test_stream_path_delivers_or_raises_stream_errors(frames, account, strict):
     async def consume() -> tuple[int, int]:
         conn = FakeConnection(frames)
         cls = AccountSubscription if account else StreamSubscription
-        sub = cls(conn, name="fuzz", strict_seq=strict, stall_timeout_s=5.0)  # type: ignore[arg-type]
+        sub = cls(conn, name="fuzz", strict_seq=strict, liveness=Liveness(data_stall_s=5.0))  # type: ignore[arg-type]
         delivered = 0
         with contextlib.suppress(StreamError):  # closed at the end, or a seq gap
             while True:

@@ -22,7 +22,7 @@ from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.faults import FaultController
 from extmm.sim.runner import SimHandle, serve_simulator
-from extmm.venue.errors import OrderRejected, RateLimited, TransientServerError
+from extmm.venue.errors import OrderBuildFailed, OrderRejected, RateLimited, TransientServerError
 from extmm.venue.network import NetworkVenue, placement_known
 from extmm.venue.rest import RequestOutcome, RetryPolicy
 from extmm.venue.signing import Credentials, NonceSource
@@ -210,8 +210,9 @@ async def test_a_sent_external_id_is_refused_before_the_venue_sees_it():
     async with loopback() as (sim, venue):
         await venue.place_order(resting(sim, "dup-1"))
         requests = venue.statistics().requests
-        with pytest.raises(ValueError, match="already sent"):
+        with pytest.raises(OrderBuildFailed, match="already sent") as refused:
             await venue.place_order(resting(sim, "dup-1"))
+        assert placement_known(refused.value) is False  # a tracked rejection, nothing sent
         assert venue.statistics().requests == requests
         assert len(sim.engine.orders_by_external_id(account_id(sim), "dup-1")) == 1
 
@@ -435,7 +436,7 @@ async def test_ambiguous_place_is_settled_by_external_id_without_a_duplicate():
         (engine_order,) = sim.engine.orders_by_external_id(account_id(sim), "amb-1")
         assert placed.id == engine_order.id and engine_order.status == "NEW"
         assert engine_open(sim) == {"amb-0": "BTC-USD", "amb-1": "BTC-USD"}
-        with pytest.raises(ValueError, match="already sent"):
+        with pytest.raises(OrderBuildFailed, match="already sent"):
             await venue.place_order(resting(sim, "amb-1", side=Side.SELL))
         assert len(sim.engine.orders_by_external_id(account_id(sim), "amb-1")) == 1
 

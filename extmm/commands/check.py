@@ -482,6 +482,61 @@ async def run_network_checks(
 
         for index, market, info in listed:
             results.append(check_sizes(market, index, info))
+        if listed and account_ok:
+            results.extend(await _check_leverage(venue, cfg, [m for _, m, _ in listed], step_timeout_s))
+    return results
+
+
+async def _check_leverage(
+    venue: NetworkVenue, cfg: BotConfig, markets: Sequence[MarketConfig], step_timeout_s: float
+) -> list[CheckResult]:
+    """Each market's leverage (the configured one if set, as the bot would set it at start)
+    and whether equity covers the margin of a full net position plus a resting quote per
+    market (SPEC §4.2, §4.7; orders beyond it are rejected with 1140)."""
+    from extmm.venue.leverage import margin_need
+
+    try:
+        with trio.fail_after(step_timeout_s):
+            current = await venue.get_leverage([m.name for m in markets])
+            balance = await venue.get_balance()
+    except (VenueError, trio.TooSlowError) as exc:
+        return [CheckResult.fail("leverage", f"GET /user/leverage: {_reason(exc)}")]
+    results = []
+    total = Decimal(0)
+    for market in markets:
+        have = current.get(market.name)
+        if have is None:
+            results.append(CheckResult.fail(f"leverage {market.name}", "the venue reports no leverage"))
+            continue
+        lev = Decimal(market.leverage) if market.leverage is not None else have
+        need = margin_need(
+            leverage=lev,
+            max_net_position_usd=cfg.risk.max_net_position_usd,
+            quote_notional_usd=market.quote_notional_cap_usd,
+        )
+        total += need
+        if market.leverage is None:
+            how = f"{have:g}× (the account's)"
+        elif lev == have:
+            how = f"{have:g}× (as configured)"
+        else:
+            how = f"{have:g}× now, {lev:g}× configured (set at start)"
+        results.append(
+            CheckResult.ok(
+                f"leverage {market.name}",
+                f"{how}; margin for ${cfg.risk.max_net_position_usd:g} position + "
+                f"${market.quote_notional_cap_usd:g} quote: ${need}",
+            )
+        )
+    equity = balance.equity if balance is not None else Decimal(0)
+    detail = f"equity ${equity} vs ${total} initial margin at the limits of all {len(markets)} markets"
+    if equity < total:
+        results.append(
+            CheckResult.fail("margin", f"{detail}: orders would be rejected (1140); raise leverage or lower "
+                             "risk.max_net_position_usd / quote_notional_cap_usd")
+        )
+    else:
+        results.append(CheckResult.ok("margin", f"{detail}: covered"))
     return results
 
 
@@ -651,6 +706,10 @@ def _online(args: argparse.Namespace, target: VenueTarget) -> int:
     # The venue's own retry chatter is not news here; the check lines say what failed.
     configure_logging(level="ERROR", stdlib_level="CRITICAL")
     print(f"checking against {target.label}", flush=True)
+    if getattr(args, "trade_test", False) and target.network == "mainnet":
+        print("check: --trade-test places real orders; it runs on testnet or a simulator, not mainnet",
+              file=sys.stderr)
+        return EXIT_INVALID
     try:
         results = trio.run(run_network_checks, cfg, target, secrets)
     except KeyboardInterrupt:
@@ -661,6 +720,40 @@ def _online(args: argparse.Namespace, target: VenueTarget) -> int:
     if failed:
         print(f"{len(failed)} check{'s' if len(failed) != 1 else ''} failed", file=sys.stderr)
         return EXIT_INVALID
+    if getattr(args, "trade_test", False):
+        return _trade_test(cfg, target, secrets)
+    return EXIT_OK
+
+
+def _trade_test(cfg: BotConfig, target: VenueTarget, secrets: Secrets | SecretsError) -> int:
+    """`--trade-test` after every read-only check passed: see `extmm.commands._trade_test`."""
+    from extmm.app import wall_clock_ms
+    from extmm.commands._trade_test import run_trade_test
+
+    trading = None
+    if target.endpoint is not None:
+        trading = check_credentials(secrets).trading
+        if trading is None:
+            print("FAIL trade test: needs all four credentials (it signs orders)")
+            return EXIT_INVALID
+    market = cfg.enabled_markets[0].name
+
+    async def main() -> bool:
+        async with open_venue(target, trading) as (venue, _):
+            return await run_trade_test(
+                venue, market, prefix=cfg.external_id_prefix, epoch_ms=wall_clock_ms,
+                report=lambda step: print(step.line(), flush=True),
+            )
+
+    print(f"trade test on {market} (one post-only order of the minimum size, far from the touch)", flush=True)
+    try:
+        passed = trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    if not passed:
+        print("trade test failed", file=sys.stderr)
+        return EXIT_INVALID
+    print("trade test passed: place, replace and cancel work on this account; nothing of ours is open")
     return EXIT_OK
 
 
@@ -684,4 +777,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"configuration file (default: {DEFAULT_CONFIG})",
     )
     add_venue_arguments(parser)
+    parser.add_argument(
+        "--trade-test",
+        action="store_true",
+        help="after the checks, arm the dead man's switch, place one post-only order of the minimum "
+        "size far from the touch, replace it, cancel it, confirm nothing of ours is open and disarm "
+        "(testnet or a simulator; refused on mainnet). Each step is printed with its latency; any "
+        "failure cancels what it placed and exits 2",
+    )
     parser.set_defaults(handler=handle)

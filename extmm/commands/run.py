@@ -26,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", nargs=2, metavar=("REST_URL", "STREAM_URL"),
                    help="any compatible venue, e.g. a separately started `python -m extmm sim`; "
                    "credentials come from the environment")
+    p.add_argument("--market-data", nargs="+", metavar="SOURCE", default=None,
+                   help="paper mode on live market data: testnet, mainnet, or REST_URL STREAM_URL of any "
+                   "compatible venue; books, trades, mark and funding come from its public side, orders "
+                   "never leave the embedded simulator (no credentials)")
     p.add_argument("--confirm-mainnet", action="store_true",
                    help="required with --network mainnet: real money")
     p.add_argument("--duration", type=positive_seconds, default=None, metavar="SECONDS",
@@ -64,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
         network = "custom"
     else:
         network = args.network or "paper"
-    if network == "paper":
+    if network == "paper" and args.market_data is None:
+        # (with --market-data the markets come from that venue's /info/markets, checked at startup)
         from extmm.markets import bundled_markets
 
         known = sorted(bundled_markets())
@@ -87,6 +92,15 @@ def main(args: argparse.Namespace) -> int:
             print(f"{network} needs credentials; missing: {', '.join(missing)} "
                   "(set them in the environment or .env, see .env.example)", file=sys.stderr)
             return 2
+    market_data = None
+    if args.market_data is not None:
+        if network != "paper":
+            print("--market-data is a paper mode: it does not go with --network testnet/mainnet or --endpoint",
+                  file=sys.stderr)
+            return 2
+        market_data = _market_data_source(args.market_data)
+        if market_data is None:
+            return 2
     opts = RunOptions(
         network=network,
         rest_url=args.endpoint[0] if args.endpoint else None,
@@ -97,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         seed=args.seed,
         allow_foreign_orders=args.allow_foreign_orders,
+        market_data=market_data,
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))
@@ -113,3 +128,19 @@ def main(args: argparse.Namespace) -> int:
     # Unknown is a state: exit 0 only when the venue confirmed none of ours open and the
     # dead man's switch was disarmed; otherwise the summary says what was left armed.
     return 0 if summary.clean else 1
+
+
+def _market_data_source(values: list[str]) -> tuple[str, str] | None:
+    """`testnet` | `mainnet` | `REST_URL STREAM_URL` → (rest, stream); None after a one-line error."""
+    from extmm.venue.endpoints import endpoint_for
+
+    if len(values) == 1 and values[0] in ("testnet", "mainnet"):
+        endpoint = endpoint_for(values[0])
+        return endpoint.rest_url, endpoint.stream_url
+    if len(values) == 2:
+        rest, stream = values
+        if rest.startswith(("http://", "https://")) and stream.startswith(("ws://", "wss://")):
+            return rest.rstrip("/"), stream.rstrip("/")
+    print("--market-data: expected testnet, mainnet, or REST_URL (http[s]://…) STREAM_URL (ws[s]://…), "
+          f"got {' '.join(values)!r}", file=sys.stderr)
+    return None

@@ -26,7 +26,28 @@ import trio
 from extmm.argtypes import log_level, non_negative_int, port_number
 from extmm.markets import bundled_markets
 from extmm.sim.faults import FaultSpecError, parse_faults
+from extmm.sim.ratebudget import DEFAULT_IP_RATE_LIMIT_PER_MIN
 from extmm.sim.signing import STARK_EC_ORDER
+
+
+def _fee_rate(text: str) -> Decimal:
+    try:
+        rate = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected a fee rate such as 0.0002, got {text!r}") from None
+    if not rate.is_finite() or abs(rate) > Decimal("0.01"):
+        raise argparse.ArgumentTypeError(f"expected a fee rate between -0.01 and 0.01, got {text!r}")
+    return rate
+
+
+def _budget(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of requests, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected 0 (unlimited) or a positive number of requests")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +88,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--log-level", type=log_level, default="WARNING", help="simulator log level on stderr (default WARNING)"
+    )
+    parser.add_argument(
+        "--maker-fee", type=_fee_rate, default=None, metavar="RATE",
+        help="maker fee rate of the built-in account, e.g. 0 or -0.0001 for a rebate (default 0)",
+    )
+    parser.add_argument(
+        "--taker-fee", type=_fee_rate, default=None, metavar="RATE",
+        help="taker fee rate of the built-in account (default 0.00025)",
+    )
+    parser.add_argument(
+        "--ip-rate-limit-per-min", type=_budget, default=DEFAULT_IP_RATE_LIMIT_PER_MIN, metavar="N",
+        help="REST requests per minute per client address, shared by every key; over it HTTP 429 "
+        f"(default {DEFAULT_IP_RATE_LIMIT_PER_MIN}, the venue's default tier; 0 = unlimited)",
     )
     parser.set_defaults(handler=run)
 
@@ -123,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
                 balance=balance,
                 verify_signatures=not args.no_verify,
                 strict_nonce=args.strict_nonce,
+                maker_fee=args.maker_fee,
+                taker_fee=args.taker_fee,
+                ip_rate_limit_per_min=args.ip_rate_limit_per_min or None,
             )
         )
     except* KeyboardInterrupt:

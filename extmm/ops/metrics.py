@@ -42,6 +42,7 @@ Metrics (all prefixed `extmm_`; per-market series carry the `market` label):
 | `extmm_sigma`                         | gauge   | market              | volatility estimate the Quoter uses           |
 | `extmm_book_gaps_total`               | counter | market              | sequence gaps (book resyncs)                  |
 | `extmm_feed_reconnects_total`         | counter | market              | market-data reconnects                        |
+| `extmm_stream_reconnects_total`       | counter | market, topic       | stream reconnects (orderbook, trades, funding, mark, account) |
 | `extmm_malformed_frames_total`        | counter | market              | frames rejected as malformed                  |
 | `extmm_actor_restarts_total`          | counter | market, actor       | supervisor restarts per actor                 |
 | `extmm_order_latency_seconds`         | gauge   | market, quantile    | order round trip p50 / p99                    |
@@ -208,6 +209,14 @@ def status_families(status: AppStatus) -> list[Metric]:
         f.gauge("extmm_sigma", "Volatility estimate.", m.sigma, market=market)
         f.counter("extmm_book_gaps_total", "Book sequence gaps.", m.book_gaps, market=market)
         f.counter("extmm_feed_reconnects_total", "Market-data reconnects.", m.feed_reconnects, market=market)
+        for topic, count in status.stream_reconnects.get(market, {}).items():
+            f.counter(
+                "extmm_stream_reconnects_total",
+                "Stream reconnects by topic (account: the shared account stream).",
+                count,
+                market=market,
+                topic=topic,
+            )
         f.counter("extmm_malformed_frames_total", "Malformed frames.", m.malformed_frames, market=market)
         for actor in m.actors:
             f.counter(

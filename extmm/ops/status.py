@@ -5,7 +5,7 @@ without running the bot. The root builds an `AppStatus` a few times per second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 import attrs
@@ -250,6 +250,7 @@ class AppStatus:
     markets: tuple[MarketStatus, ...] = ()
     healthy: bool = False
     ready: bool = False
+    stream_reconnects: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)  # market → topic → n
 
     @property
     def dms_armed(self) -> bool:
@@ -435,6 +436,10 @@ def example_status() -> AppStatus:
         markets=(btc, eth),
         healthy=True,
         ready=True,
+        stream_reconnects={
+            "BTC-USD": {"orderbook": 1, "trades": 0, "funding": 0, "mark": 0, "account": 0},
+            "ETH-USD": {"orderbook": 0, "trades": 0, "funding": 0, "mark": 0, "account": 0},
+        },
     )
 
 

@@ -375,12 +375,37 @@ class SimEngine:
         self._account(account_id).fee_overrides[market] = (maker, taker)
 
     def set_leverage(self, account_id: int, market: str, leverage: Decimal, now_ms: int) -> None:
+        """`PATCH /user/leverage` (SPEC §4.7): refused when out of range, above what the
+        margin tier of the current position and orders allows, or when the margin at the
+        new leverage exceeds equity. The venue's codes are 1049–1053 without a documented
+        mapping; ours: 1049 out of range, 1050 above the tier, 1051 margin short."""
         self.advance(now_ms)
         m = self._market(market)
+        account = self._account(account_id)
         max_leverage = Decimal(str(m.raw.get("tradingConfig", {}).get("maxLeverage", "50")))
         if not 0 < leverage <= max_leverage:
             raise SimReject(1049, f"leverage must be in (0, {max_leverage}]")
-        self._account(account_id).leverage[market] = leverage
+        marks = self._marks()
+        terms = m.terms
+        book = account.open_book.get(market) or [0, 0]
+        buys, sells = book[0], book[1]  # ticks×lots resting on each side
+        position = account.positions.get(market)
+        value = position.signed_value(terms.lot, marks[market]) if position and position.lots else Fraction(0)
+        unit = terms.tick * terms.lot
+        exposure = max(abs(value + buys * unit), abs(value - sells * unit))
+        tier_max = 1 / terms.risk_factor(exposure)
+        if Fraction(leverage) > tier_max:
+            raise SimReject(1050, f"leverage {leverage} is above {float(tier_max):g}, the maximum for this position size")
+        previous = account.leverage.get(market)
+        account.leverage[market] = leverage
+        equity = account.balance + account.unrealised(self._terms, marks)
+        if account.initial_margin(self._terms, marks, self.config.default_leverage) > equity:
+            if previous is None:
+                del account.leverage[market]
+            else:
+                account.leverage[market] = previous
+            raise SimReject(1051, f"margin at leverage {leverage} would exceed the account's equity")
+        self._emit_balance(account)
 
     def leverage(self, account_id: int, market: str | None = None) -> list[tuple[str, Decimal]]:
         account = self._account(account_id)

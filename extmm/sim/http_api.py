@@ -52,6 +52,15 @@ def endpoint(fn: Handler, *, private: bool = False) -> Callable[[Request], Await
         runner: SimRunner = request.app.state.runner
         if not request.headers.get("user-agent"):
             return error_response(400, 400, "User-Agent header is required")
+        budget = runner.ip_budget
+        if budget is not None:
+            # SPEC §7: one budget per client address, whatever the key or endpoint.
+            address = request.client.host if request.client is not None else "?"
+            wait = budget.admit(address, trio.current_time())
+            if wait is not None:
+                response = error_response(429, 429, "Rate limit exceeded")
+                response.headers["Retry-After"] = str(max(int(wait + 0.999), 1))
+                return response
         faults = runner.faults
         latency = faults.rest_latency_s()
         if latency > 0:

@@ -28,11 +28,19 @@ from extmm.sim import wire
 from extmm.sim.engine import SimEngine
 from extmm.sim.faults import FaultSpec, parse_faults
 from extmm.sim.model import AccountInfo, SimReject
-from extmm.sim.runner import SimCredentials, SimRunner, StreamKind, Subscription, build_engine
+from extmm.sim.runner import (
+    SimCredentials,
+    SimRunner,
+    StreamKind,
+    Subscription,
+    build_engine,
+    set_account_fees,
+)
 from extmm.venue import parse
 from extmm.venue.endpoints import SigningDomain
 from extmm.venue.errors import (
     MalformedResponse,
+    OrderBuildFailed,
     OrderRejected,
     RateLimited,
     SequenceGap,
@@ -53,6 +61,7 @@ from extmm.venue.types import (
     StreamMessage,
     TradeInfo,
     VenueStats,
+    signed_fee_rate,
 )
 
 
@@ -257,6 +266,16 @@ class InProcessVenue(PublicStreams):
         rows = await self._call(self._engine.funding_payments, self._account.id, market, limit)
         return [parse.parse_funding_payment(wire.funding_payment(f)) for f in rows]
 
+    async def get_leverage(self, markets: Sequence[str]) -> dict[str, Decimal]:
+        rows = await self._call(self._engine.leverage, self._account.id)
+        wanted = set(markets)
+        return {m: lev for m, lev in rows if not wanted or m in wanted}
+
+    async def set_leverage(self, market: str, leverage: Decimal) -> None:
+        await self._call(
+            lambda: self._engine.set_leverage(self._account.id, market, Decimal(leverage), self._now()), write=True
+        )
+
     # -- writes --------------------------------------------------------------------------------
     def _body(self, order: OrderRequest) -> dict[str, Any]:
         if self._signer is not None:
@@ -272,7 +291,7 @@ class InProcessVenue(PublicStreams):
             "postOnly": order.post_only,
             "timeInForce": order.time_in_force,
             "expiryEpochMillis": order.expiry_ms,
-            "fee": str(order.max_fee_rate),
+            "fee": str(signed_fee_rate(order.max_fee_rate)),
             "nonce": str(self._nonces.next()),
             "selfTradeProtectionLevel": order.stp,
         }
@@ -281,7 +300,10 @@ class InProcessVenue(PublicStreams):
         return body
 
     async def place_order(self, order: OrderRequest) -> PlacedOrder:
-        body = self._body(order)
+        try:
+            body = self._body(order)
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            raise OrderBuildFailed(str(exc)) from None  # as NetworkVenue: never sent, tracked
 
         def place() -> dict[str, Any]:
             rejection = self._runner.faults.order_rejection()
@@ -378,6 +400,8 @@ async def inprocess_simulator(
     verify_signatures: bool = False,
     latency_s: float = 0.0,
     engine: SimEngine | None = None,
+    maker_fee: Decimal | None = None,
+    taker_fee: Decimal | None = None,
 ) -> AsyncIterator[tuple[InProcessVenue, SimRunner]]:
     """An engine, its runner (running in a nursery) and a funded account's port, for backtests.
 
@@ -390,6 +414,7 @@ async def inprocess_simulator(
         )
     spec = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
     info = engine.create_account(balance=balance)
+    set_account_fees(engine, info.id, maker_fee, taker_fee)
     runner = SimRunner(engine, faults=spec, seed=seed)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)

@@ -43,7 +43,7 @@ from loguru import logger
 from extmm.backtest.l2 import BadFrame, L2Book, parse_prints
 from extmm.domain.units import Side
 from extmm.record import RecordingError, RecordingReader, expand_parts
-from extmm.sim.engine import EngineConfig, SimEngine
+from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
 from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
 from extmm.sim.runner import OutFrame, SimRunner, Subscription
@@ -94,7 +94,13 @@ class ReplayEngine(SimEngine):
 
     # -- our orders ----------------------------------------------------------------------
     def place_order(
-        self, account_id: int, body: Mapping[str, Any], now_ms: int, *, force_reject: str | None = None
+        self,
+        account_id: int,
+        body: Mapping[str, Any],
+        now_ms: int,
+        *,
+        force_reject: str | None = None,
+        signature: Any = UNCHECKED,
     ) -> PlacedOrder:
         try:
             intent = parse_order_body(body, strict_nonce=self.config.strict_nonce)
@@ -112,7 +118,8 @@ class ReplayEngine(SimEngine):
             elif crosses and force_reject is None:
                 injected = self._inject_liquidity(intent.market, is_buy, ticks, lots)
         try:
-            ack = super().place_order(account_id, body, now_ms, force_reject=force_reject)
+            # The served simulator checks signatures in a worker thread and passes the verdict.
+            ack = super().place_order(account_id, body, now_ms, force_reject=force_reject, signature=signature)
         finally:
             m = self._market(intent.market) if injected else None
             for order in injected:

@@ -12,9 +12,10 @@ Stream rules (SPEC §5): a book stream opens with a SNAPSHOT (`q` only), then DE
 `q`, absolute `c`) when something changed, an empty DELTA as a heartbeat after a second of
 quiet, and a fresh SNAPSHOT every 60 s; `seq` starts at 1 on each connection and runs on
 across snapshots. The account stream opens with ORDER, BALANCE and POSITION snapshots
-(`isSnapshot: true`). Mark frames are sent at the engine's mark cadence (1 s); funding
-frames for both the per-minute estimate and the hourly applied rate (CAP-v1a saw about one
-a minute).
+(`isSnapshot: true`) and is then silent until something of the account changes (SPEC
+§5.8; keep-alive is the server's WebSocket ping every 15 s). Mark frames are sent at the
+engine's mark cadence (1 s); funding frames at most one a minute per market: the
+per-minute estimate, and the hourly applied rate instead of the estimate due with it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from extmm.sim.model import (
     PublicTradesEvent,
     TradeEvent,
 )
+from extmm.sim.ratebudget import DEFAULT_IP_RATE_LIMIT_PER_MIN, AddressBudget
 from extmm.sim.signing import KeyPair
 
 if TYPE_CHECKING:
@@ -221,6 +223,11 @@ class SimRunner:
         # Frozen: the engine stops advancing on its own (REST calls still move it); book
         # frames keep flowing, so a client catches up and then sees only heartbeats.
         self.frozen = False
+        # Per-address REST budget (SPEC §7), set by the server (`serve_simulator`).
+        self.ip_budget: AddressBudget | None = None
+        self._last_funding_ms: dict[str, int] = {}
+        # Public streams from elsewhere (live market data): subscribe/unsubscribe go there.
+        self.public_feed: Any = None
 
     # -- time ----------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -274,6 +281,8 @@ class SimRunner:
         capacity: int | None = None,
     ) -> Subscription:
         """Register a stream consumer; its first frames are queued at once or at the next flush."""
+        if kind != "account" and self.public_feed is not None:
+            return self.public_feed.subscribe(kind, market)  # live market data (extmm.sim.marketdata)
         sub = Subscription(
             kind,
             market=market,
@@ -306,6 +315,8 @@ class SimRunner:
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.close(CLOSE_NORMAL, "unsubscribed")
+        if self.public_feed is not None:
+            self.public_feed.unsubscribe(sub)
         for subs in self._subs.values():
             subs.discard(sub)
 
@@ -388,6 +399,14 @@ class SimRunner:
             elif isinstance(event, IndexPriceEvent):
                 indexes[event.market] = event
             elif isinstance(event, FundingRateEvent):
+                # At most one funding frame a minute per market, the hourly applied rate
+                # always (SPEC §5.5: DOC26 says applied rates only; CAP-v1a saw about one
+                # frame a minute; the bot must live with either).
+                last = self._last_funding_ms.get(event.market)
+                spacing = self.engine.config.funding_estimate_interval_ms  # 60 s by default
+                if not event.applied and last is not None and event.ts - last < spacing:
+                    continue
+                self._last_funding_ms[event.market] = event.ts
                 point = FundingRatePoint(market=event.market, rate=event.rate, ts=event.ts)
                 self._fan_out(("funding", event.market), None, wire.funding_rate(point), event.ts)
         self._flush_account_batch(account_batch)
@@ -587,6 +606,22 @@ class SimHandle:
         return {"rest": self.rest_url, "stream": self.stream_url, "account": self.account.as_dict()}
 
 
+def set_account_fees(
+    engine: SimEngine, account_id: int, maker: Decimal | None, taker: Decimal | None
+) -> None:
+    """Per-account fee rates on every market (`/user/fees` then reports them, SPEC §4.6)."""
+    if maker is None and taker is None:
+        return
+    for name in engine.market_names():
+        current = engine.fees(account_id, [name])[0]
+        engine.set_fee_rates(
+            account_id,
+            name,
+            maker=current.maker if maker is None else Decimal(maker),
+            taker=current.taker if taker is None else Decimal(taker),
+        )
+
+
 def build_engine(
     *,
     markets: Sequence[str] | None = None,
@@ -633,6 +668,9 @@ async def serve_simulator(
     snapshot_interval_s: float = 60.0,
     heartbeat_s: float = 1.0,
     queue_capacity: int = 256,
+    maker_fee: Decimal | None = None,
+    taker_fee: Decimal | None = None,
+    ip_rate_limit_per_min: int | None = DEFAULT_IP_RATE_LIMIT_PER_MIN,
     task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a simulator on `host:port` (0: a free port) until cancelled.
@@ -641,6 +679,9 @@ async def serve_simulator(
     starts at `start_ms` (default: the wall clock, read once here, because order expiries
     are wall-clock epoch times); pass `engine` to serve one built by the caller. A funded
     account is created from `api_key`/`vault`/`private_key` (missing ones generated).
+    `maker_fee`/`taker_fee` set that account's rates (`/user/fees`; a negative maker rate
+    is a rebate). `ip_rate_limit_per_min`: the request budget per client address shared
+    by every key (SPEC §7; None: unlimited).
     """
     from extmm.sim.server import build_app, serve_app
 
@@ -661,6 +702,7 @@ async def serve_simulator(
         key_pair=KeyPair.from_private(private_key) if private_key is not None else None,
         vault=vault,
     )
+    set_account_fees(engine, info.id, maker_fee, taker_fee)
     runner = SimRunner(
         engine,
         faults=spec,
@@ -671,6 +713,7 @@ async def serve_simulator(
         heartbeat_s=heartbeat_s,
         queue_capacity=queue_capacity,
     )
+    runner.ip_budget = AddressBudget(ip_rate_limit_per_min) if ip_rate_limit_per_min else None
     app = build_app(runner)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)

@@ -4,6 +4,7 @@
     ├── RateLimited            HTTP 429; back off and tell the breaker
     ├── AuthError              HTTP 401/403; the API key is wrong or lacks rights
     ├── OrderRejected          the venue refused the request with an application code
+    │   └── OrderBuildFailed   the order could not be built or signed; nothing was sent
     ├── TransientServerError   HTTP 5xx; safe to retry reads
     ├── NetworkError           connect/read failure or timeout; outcome of a write unknown
     ├── MalformedResponse      the body is not the JSON envelope we expect
@@ -45,6 +46,16 @@ class OrderRejected(VenueError):
         self.code = code
         self.venue_message = message
         self.http_status = http_status
+
+
+class OrderBuildFailed(OrderRejected):
+    """The order could not be built or signed (e.g. a value the SDK refuses), so it was
+    never sent: a definite rejection (`placed` False) tracked like the venue's own."""
+
+    placed = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BUILD_FAILED", message, None)
 
 
 class TransientServerError(VenueError):

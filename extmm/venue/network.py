@@ -13,6 +13,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from extmm.venue.endpoints import Endpoint, SigningDomain
 from extmm.venue.errors import (
     MalformedResponse,
     NetworkError,
+    OrderBuildFailed,
     OrderRejected,
     TransientServerError,
     VenueError,
@@ -287,6 +289,25 @@ class NetworkVenue:
         )
         return parse_list(data, parse_funding_payment, "funding history")
 
+    async def get_leverage(self, markets: Sequence[str]) -> dict[str, Decimal]:
+        """`GET /user/leverage?market=…` (SPEC §4.7): market → leverage."""
+        from extmm.venue.leverage import parse_leverage
+
+        params = [("market", name) for name in markets]
+        data = await self.rest.get("/user/leverage", operation="get_leverage", params=params, private=True)
+        return parse_leverage(data)
+
+    async def set_leverage(self, market: str, leverage: Decimal) -> None:
+        """`PATCH /user/leverage` `{"market", "leverage"}` (SPEC §4.7); never retried blindly."""
+        await self.rest.request(
+            "PATCH",
+            "/user/leverage",
+            operation="set_leverage",
+            body=dumps({"market": market, "leverage": str(leverage)}),
+            private=True,
+            allow_empty=True,
+        )
+
     # -- writes ---------------------------------------------------------------------------------
     async def place_order(self, order: OrderRequest) -> PlacedOrder:
         """Sign and send; on an ambiguous failure learn the truth by externalId.
@@ -301,8 +322,12 @@ class NetworkVenue:
             exc.placed = False  # type: ignore[attr-defined]  # failed before anything was sent
             raise
         if order.external_id in self._sent_ids:
-            raise ValueError(f"externalId {order.external_id!r} was already sent; use a fresh one")
-        body = signer.sign_json(order)
+            raise OrderBuildFailed(f"externalId {order.external_id!r} was already sent; use a fresh one")
+        try:
+            body = signer.sign_json(order)
+        except (ValueError, KeyError, ArithmeticError) as exc:
+            # A value the SDK refuses must be a tracked rejection, never a crashed actor.
+            raise OrderBuildFailed(str(exc)) from None
         self._remember_sent(order.external_id)
         try:
             data = await self.rest.request(
@@ -395,16 +420,25 @@ class NetworkVenue:
             strict_seq=True,
             name=f"orderbooks/{market}",
             options=self._stream_options,
+            topic="orderbook",
         )
 
     def public_trades_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(public_trades_url(self.stream_url, market), f"publicTrades/{market}")
+        # Trades and funding: "clients can skip … out of sequence" (SPEC §5.3).
+        return self._topic_stream(
+            public_trades_url(self.stream_url, market), f"publicTrades/{market}", "trades", strict_seq=False
+        )
 
     def funding_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(funding_url(self.stream_url, market), f"funding/{market}")
+        return self._topic_stream(
+            funding_url(self.stream_url, market), f"funding/{market}", "funding", strict_seq=False
+        )
 
     def mark_price_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._lenient_stream(mark_price_url(self.stream_url, market), f"prices/mark/{market}")
+        # The 2025 documentation asks for a reconnect on a mark frame out of seq order (SPEC §5.7, §12).
+        return self._topic_stream(
+            mark_price_url(self.stream_url, market), f"prices/mark/{market}", "mark", strict_seq=True
+        )
 
     def account_stream(self) -> AbstractAsyncContextManager[AccountSubscription]:
         if self._credentials is None:
@@ -433,9 +467,16 @@ class NetworkVenue:
         )
 
     # -- internals ------------------------------------------------------------------------------------
-    def _lenient_stream(self, url: str, name: str) -> AbstractAsyncContextManager[StreamSubscription]:
+    def _topic_stream(
+        self, url: str, name: str, topic: str, *, strict_seq: bool
+    ) -> AbstractAsyncContextManager[StreamSubscription]:
         return open_stream(
-            url, user_agent=self._user_agent, strict_seq=False, name=name, options=self._stream_options
+            url,
+            user_agent=self._user_agent,
+            strict_seq=strict_seq,
+            name=name,
+            options=self._stream_options,
+            topic=topic,
         )
 
     async def _orders_by_external_id(self, external_id: str, *, retry: bool) -> list[OrderInfo]:

@@ -23,7 +23,7 @@ from x10.models.order import OrderSide, OrderType, SelfTradeProtectionLevel, Tim
 from x10.signing.order_object import create_order_object
 
 from extmm.venue.endpoints import SigningDomain
-from extmm.venue.types import MarketInfo, OrderRequest
+from extmm.venue.types import MarketInfo, OrderRequest, signed_fee_rate
 
 NONCE_MIN = 1
 NONCE_MAX = 2**31 - 1  # DOC26 allows up to 2^31; the TS examples stop one short — so do we
@@ -210,7 +210,7 @@ class OrderSigner:
                 time_in_force=TimeInForce(order.time_in_force),
                 self_trade_protection_level=SelfTradeProtectionLevel(order.stp),
                 nonce=nonce,
-                taker_fee=order.max_fee_rate,
+                taker_fee=signed_fee_rate(order.max_fee_rate),  # a rebate is signed as 0
             )
         except ValueError as exc:  # unknown enum value or an SDK ValidationError
             raise ValueError(f"cannot sign order {order.external_id}: {exc}") from None

@@ -1,10 +1,18 @@
 """v1 WebSocket streams (SPEC §5): one connection per topic, opened with trio-websocket.
 
 `open_stream(url, ...)` is an async context manager yielding a subscription whose
-`receive()` returns the next checked frame. Book and account streams require `seq` to
-advance by exactly 1 (else `SequenceGap`); trades/funding/mark may skip (counted).
-Malformed frames are logged, counted and skipped; a closed or silent connection raises
+`receive()` returns the next checked frame. Book, mark and account streams require `seq`
+to advance by exactly 1 (else `SequenceGap`); trades/funding may skip (counted).
+Malformed frames are logged, counted and skipped; a closed or dead connection raises
 `StreamClosed`. The caller owns reconnects.
+
+Liveness is per topic (`Liveness`): quiet is normal on some topics (funding frames come
+hourly, an idle account stream sends nothing, SPEC §5.5, §5.8, §12), so there a
+connection is alive while the server's WebSocket pings arrive (every 15 s, SPEC §5.1) or,
+after `probe_after_s` of silence, while our own ping is answered within `pong_timeout_s`.
+Topics with a steady cadence (the book: a frame every 100 ms, SPEC §5.3) also have a data
+stall limit. A dead connection (no frames, no pings, no pongs) is therefore declared
+dead within `probe_after_s + pong_timeout_s` on every topic.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from trio_websocket import (
 )
 
 from extmm.venue._ws_patch import apply as _apply_ws_patch
+from extmm.venue._ws_patch import last_server_ping_at
 from extmm.venue.errors import AuthError, MalformedResponse, SequenceGap, StreamClosed, VenueError
 from extmm.venue.parse import loads_stream, parse_account_update, parse_stream_message
 from extmm.venue.types import AccountUpdate, StreamMessage
@@ -33,17 +42,58 @@ _apply_ws_patch()
 
 
 @attrs.frozen(kw_only=True)
+class Liveness:
+    """When a connection of one topic counts as dead.
+
+    `data_stall_s`: no frame for this long (None: silence is normal on this topic).
+    `probe_after_s`: nothing heard (no frame, no server ping, no pong) for this long → we
+    ping; `pong_timeout_s`: that ping unanswered for this long → dead."""
+
+    data_stall_s: float | None
+    probe_after_s: float = 10.0
+    pong_timeout_s: float = 5.0
+
+
+TOPICS = ("orderbook", "trades", "funding", "mark", "account")
+
+
+@attrs.frozen(kw_only=True)
 class StreamOptions:
     """Connection tuning. The reader task of trio-websocket answers the server's pings
     only while its queue has room (SPEC §5.1), hence a generous `message_queue_size`;
-    full-depth snapshots exceed the 1 MiB default `max_message_size`."""
+    full-depth snapshots exceed the 1 MiB default `max_message_size`.
 
-    stall_timeout_s: float = 30.0  # server pushes at least every minute; books every 100 ms
+    Data stall limits per topic (seconds; None = silence is normal there):
+    - order book: pushes every 100 ms and a snapshot every minute (SPEC §5.3): `stall_timeout_s`;
+    - mark price: published continuously by the venue (our simulator: every second; the
+      exact cadence is not documented): `mark_stall_s`;
+    - public trades: a calm market may print nothing for minutes: none;
+    - funding: only applied rates, hourly per DOC26, about one a minute per one capture
+      (SPEC §5.5, §11.11): none;
+    - account: silent while nothing changes, no application heartbeat documented (§5.8): none.
+    Every topic is also probed with our own ping after `probe_after_s` of silence."""
+
+    stall_timeout_s: float = 30.0  # the order book's data stall limit
+    mark_stall_s: float | None = 60.0
+    trades_stall_s: float | None = None
+    funding_stall_s: float | None = None
+    account_stall_s: float | None = None
+    probe_after_s: float = 10.0  # the venue pings every 15 s: usually one probe in between
+    pong_timeout_s: float = 5.0  # the venue itself waits 10 s for our pong
     message_queue_size: int = 128
     max_message_size: int = 16 * 1024 * 1024
     receive_buffer_size: int = 64 * 1024
     connect_timeout_s: float = 10.0
     disconnect_timeout_s: float = 5.0
+
+    def liveness(self, topic: str | None) -> Liveness:
+        stall = {
+            "trades": self.trades_stall_s,
+            "funding": self.funding_stall_s,
+            "mark": self.mark_stall_s,
+            "account": self.account_stall_s,
+        }.get(topic or "orderbook", self.stall_timeout_s)
+        return Liveness(data_stall_s=stall, probe_after_s=self.probe_after_s, pong_timeout_s=self.pong_timeout_s)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,12 +114,15 @@ class StreamSubscription:
     """
 
     def __init__(
-        self, connection: WebSocketConnection, *, name: str, strict_seq: bool, stall_timeout_s: float
+        self, connection: WebSocketConnection, *, name: str, strict_seq: bool, liveness: Liveness
     ) -> None:
         self._ws = connection
         self.name = name
         self._strict_seq = strict_seq
-        self._stall_timeout_s = stall_timeout_s
+        self._liveness = liveness
+        self._last_frame_at = trio.current_time()
+        self._last_pong_at = self._last_frame_at
+        self.probes = 0  # our own pings sent on a quiet connection
         self._last_seq: int | None = None
         self._frames = 0
         self._delivered = 0
@@ -117,18 +170,57 @@ class StreamSubscription:
         )
 
     async def _next_frame(self) -> str | bytes:
-        with trio.move_on_after(self._stall_timeout_s) as waiting:
+        while True:
+            with trio.move_on_at(self._next_check_at()) as waiting:
+                try:
+                    frame = await self._ws.get_message()
+                except ConnectionClosed as exc:
+                    raise self._closed(exc) from None
+            if not waiting.cancelled_caught:
+                self._frames += 1
+                self._last_frame_at = trio.current_time()
+                return frame
+            await self._check_alive()
+
+    def _heard_at(self) -> float:
+        """The last sign of life: a frame, a server ping or a pong to our ping."""
+        ping = last_server_ping_at(self._ws)
+        return max(self._last_frame_at, self._last_pong_at, ping if ping is not None else float("-inf"))
+
+    def _next_check_at(self) -> float:
+        live = self._liveness
+        at = self._heard_at() + live.probe_after_s
+        if live.data_stall_s is not None:
+            at = min(at, self._last_frame_at + live.data_stall_s)
+        return at
+
+    async def _check_alive(self) -> None:
+        live = self._liveness
+        now = trio.current_time()
+        if live.data_stall_s is not None and now - self._last_frame_at >= live.data_stall_s:
+            raise StreamClosed(f"{self.name}: stalled, no frame for {live.data_stall_s:g}s")
+        if now - self._heard_at() < live.probe_after_s:
+            return
+        # Quiet, and the server has not pinged lately either: ask it ourselves (the venue
+        # answers client pings, SPEC §5.1). No pong in time means the connection is dead.
+        self.probes += 1
+        with trio.move_on_after(live.pong_timeout_s):
             try:
-                frame = await self._ws.get_message()
+                await self._ws.ping()
             except ConnectionClosed as exc:
-                reason = exc.reason
-                code = getattr(reason, "code", None)
-                text = getattr(reason, "reason", None) or getattr(reason, "name", "")
-                raise StreamClosed(f"{self.name}: connection closed (code {code} {text})".rstrip()) from None
-        if waiting.cancelled_caught:
-            raise StreamClosed(f"{self.name}: stalled, no frame for {self._stall_timeout_s:g}s")
-        self._frames += 1
-        return frame
+                raise self._closed(exc) from None
+            self._last_pong_at = trio.current_time()
+            return
+        raise StreamClosed(
+            f"{self.name}: connection dead, no frame or ping for {now - self._heard_at():.0f}s "
+            f"and no pong within {live.pong_timeout_s:g}s"
+        )
+
+    def _closed(self, exc: ConnectionClosed) -> StreamClosed:
+        reason = exc.reason
+        code = getattr(reason, "code", None)
+        text = getattr(reason, "reason", None) or getattr(reason, "name", "")
+        return StreamClosed(f"{self.name}: connection closed (code {code} {text})".rstrip())
 
     def _check_seq(self, seq: int) -> None:
         last, self._last_seq = self._last_seq, seq
@@ -210,13 +302,13 @@ async def open_stream(
     strict_seq: bool,
     name: str | None = None,
     options: StreamOptions = StreamOptions(),
+    topic: str | None = None,
 ) -> AsyncIterator[StreamSubscription]:
-    """A public v1 topic. Failing to connect raises StreamClosed (AuthError on 401/403)."""
+    """A public v1 topic. Failing to connect raises StreamClosed (AuthError on 401/403).
+    `topic` (one of `TOPICS`) picks its liveness rule; None is the order book's."""
     label = name or url
     async with _connect(url, name=label, user_agent=user_agent, api_key=None, options=options) as ws:
-        yield StreamSubscription(
-            ws, name=label, strict_seq=strict_seq, stall_timeout_s=options.stall_timeout_s
-        )
+        yield StreamSubscription(ws, name=label, strict_seq=strict_seq, liveness=options.liveness(topic))
 
 
 @asynccontextmanager
@@ -230,7 +322,7 @@ async def open_account_stream(
 ) -> AsyncIterator[AccountSubscription]:
     """The private `/account` topic (X-Api-Key on the handshake), snapshots first."""
     async with _connect(url, name=name, user_agent=user_agent, api_key=api_key, options=options) as ws:
-        yield AccountSubscription(ws, name=name, strict_seq=True, stall_timeout_s=options.stall_timeout_s)
+        yield AccountSubscription(ws, name=name, strict_seq=True, liveness=options.liveness("account"))
 
 
 # -- topic URLs (SPEC §5) ------------------------------------------------------------------------

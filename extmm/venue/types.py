@@ -108,6 +108,17 @@ class FundingPayment:
     paid_ms: int
 
 
+def signed_fee_rate(rate: Decimal) -> Decimal:
+    """The fee rate to sign: the account's rate, never below 0.
+
+    The signed `fee` is a maximum fee rate the order accepts (SPEC §8.1). `/user/fees` is
+    the authority on our rates (SPEC §4.6) and a rebate tier would return a negative maker
+    rate, which the SDK refuses with ValueError (SPEC §12 "Fees"). A rebate is signed as 0
+    (a bound of 0 admits any rebate); it reaches the PnL ledger as the negative fee the
+    venue reports on each fill."""
+    return rate if rate > 0 else Decimal(0)
+
+
 @attrs.frozen(kw_only=True)
 class OrderRequest:
     """A limit or market order to sign and place. `cancel_id` makes it a replace."""
