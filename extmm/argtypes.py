@@ -127,6 +127,16 @@ def output_dir(text: str) -> Path:
     return path
 
 
+def bundled_market(text: str) -> str:
+    """A market the bundled metadata (and so the simulator) has."""
+    from extmm.markets import bundled_markets
+
+    known = sorted(bundled_markets())
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown market {text}; the bundled markets are: {', '.join(known)}")
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr and exit 2 (the full usage is `--help`)."""
 

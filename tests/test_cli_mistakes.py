@@ -174,3 +174,26 @@ def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
             if proc.returncode != 2 or "Traceback" in err or len(verdict) != 1:
                 failures.append(f"{name}: exit {proc.returncode}, stderr {err.strip()[-400:]!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_unknown_markets_are_one_line_naming_the_existing_ones(tmp_path):
+    import json
+
+    data = json.loads((ROOT / "config" / "config.json").read_text())
+    data["markets"][1]["name"] = "SOL-USD"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    recording = tmp_path / "empty.jsonl"
+    recording.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+    env["PYTHONPATH"] = str(ROOT)
+    for argv in (
+        ["run", "--config", str(bad), "--no-dashboard", "--metrics-port", "0"],  # paper: the simulator's markets
+        ["chaos", "--scenario", "ws_drops", "--config", str(bad)],
+        ["bench", "book", "--input", str(recording), "--market", "SOL-USD"],
+    ):
+        result = subprocess.run([sys.executable, "-m", "extmm", *argv], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (argv, result.stderr)
+        assert "SOL-USD" in lines[0] and "BTC-USD, ETH-USD" in lines[0], lines

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from extmm.argtypes import existing_file_str, positive_int
+from extmm.argtypes import bundled_market, existing_file_str, positive_int
 from extmm.domain.book import Book, MalformedBookFrame
 from extmm.domain.units import MarketSpec
 from extmm.markets import bundled_spec
@@ -32,7 +32,7 @@ from extmm.markets import bundled_spec
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("book", help="order-book apply rate (frames/s)", description=__doc__)
     parser.add_argument("--input", required=True, type=existing_file_str, help="JSON-lines file of stream-v1 order book envelopes")
-    parser.add_argument("--market", default="BTC-USD", help="bundled market whose tick/lot grid to use")
+    parser.add_argument("--market", default="BTC-USD", type=bundled_market, help="bundled market whose tick/lot grid to use")
     parser.add_argument("--sdk", action="store_true", help="also measure the official SDK's path and compare")
     parser.add_argument(
         "--repeat",

@@ -59,6 +59,14 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_config_or_report(args.config)
         if cfg is None:
             return EXIT_USAGE
+        from extmm.markets import bundled_markets
+
+        known = sorted(bundled_markets())
+        unknown = [m.name for m in cfg.enabled_markets if m.name not in known]
+        if unknown:
+            print(f"chaos: unknown market {', '.join(unknown)}; the simulator has: {', '.join(known)}",
+                  file=sys.stderr)
+            return EXIT_USAGE
     configure_logging(level=args.log_level)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     broken = False
