@@ -93,3 +93,21 @@ def test_config_key_sizes_the_bots_budget():
     assert parse_config({**market, "rate_limit_per_min": 450}).rate_limit_per_min == 450
     with pytest.raises(ConfigError, match="rate_limit_per_min"):
         parse_config({**market, "rate_limit_per_min": 0})
+
+
+async def test_in_process_port_can_enforce_the_budget_too(autojump_clock):
+    from extmm.sim.inproc import inprocess_simulator
+
+    async with inprocess_simulator(start_ms=1_790_000_000_000, markets=["BTC-USD"], ip_rate_limit_per_min=5) as (
+        venue, runner,
+    ):
+        for _ in range(5):
+            await venue.get_balance()
+        try:
+            await venue.get_balance()
+        except RateLimited as exc:
+            assert exc.retry_after is not None and 0 < exc.retry_after <= 60
+        else:
+            raise AssertionError("the sixth request in a minute went through")
+        await trio.sleep(61)
+        await venue.get_balance()
