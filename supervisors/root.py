@@ -143,7 +143,6 @@ class RootSupervisor:
         if problems:
             raise StartupError("; ".join(problems))
         self.markets = {n: infos[n] for n in names}
-        await self._align_leverage()
         fees: dict[str, tuple[float, float]] = {}
         need_account_fees = []
         for market in self.cfg.enabled_markets:
@@ -474,6 +473,7 @@ class RootSupervisor:
         left = await self._cancel_ours(names)
         if left:
             raise StartupError(f"{left} open orders of ours could not be cancelled at startup")
+        await self._align_leverage()  # after our leftovers are gone: their margin may block a change
         ids = ExternalIdFactory(self.cfg.external_id_prefix)
         spec = SupervisorSpec(
             id="root",
