@@ -59,7 +59,7 @@ async def two_instances(per_instance: int) -> tuple[int, AddressBudget]:
         limited = [0, 0]
         until = trio.current_time() + 2.5 * WINDOW_S
         async with trio.open_nursery() as clients:
-            for creds in (sim.account, second):
+            for index, creds in enumerate((sim.account, second)):
 
                 async def one(index: int = index, creds: SimCredentials = creds) -> None:
                     async with NetworkVenue(
