@@ -180,7 +180,6 @@ class RootSupervisor:
             existing = sorted(m.name for m in await self.port.get_markets())
             raise StartupError("; ".join(problems) + f" (the venue has: {', '.join(existing)})")
         self.markets = {n: infos[n] for n in names}
-        await self._align_leverage()
         fees: dict[str, tuple[float, float]] = {}
         need_account_fees = []
         for market in self.cfg.enabled_markets:
@@ -560,6 +559,7 @@ class RootSupervisor:
                 + ("the venue did not confirm" if result.left is None else f"{result.left} left")
                 + ")"
             )
+        await self._align_leverage()  # after our leftovers are gone: their margin may block a change
         ids = ExternalIdFactory(self.cfg.external_id_prefix)
         spec = SupervisorSpec(
             id="root",

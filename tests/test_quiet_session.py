@@ -30,30 +30,37 @@ FAR = {
 }
 
 
-async def quiet_session(seconds: float) -> tuple[object, dict, str]:
+async def quiet_session(seconds: float) -> tuple[object, dict, ExecStats, str]:
+    """Run `seconds` of a calm session; the bot's view is taken just before the stop (the
+    shutdown itself cancels our quotes, which is not a pull)."""
     cfg = parse_config(FAR)
+    stop = trio.Event()
     seen: dict = {}
 
-    def ready(root) -> None:
-        seen["root"] = root
+    async def observe(root) -> None:
+        await trio.sleep(seconds)
+        seen["reconnects"] = root.reconnect_counts()
+        seen["exec"] = root.view.get("BTC-USD", ExecStats)
+        metrics = Metrics(process_metrics=False)
+        metrics.update(root.status())
+        seen["exposition"] = metrics.exposition().decode()
+        stop.set()
 
-    opts = RunOptions(network="paper", seed=4, duration_s=seconds, dashboard=False, metrics_port=None,
-                      watchdog=False, settle_gc=False)
-    summary = await run_bot(cfg, opts, load_secrets(read_env_file=False), on_ready=ready)
-    root = seen["root"]
-    metrics = Metrics(process_metrics=False)
-    metrics.update(root.status())
-    return summary, root.view.get("BTC-USD", ExecStats), metrics.exposition().decode()
+    opts = RunOptions(network="paper", seed=4, dashboard=False, metrics_port=None, watchdog=False, settle_gc=False)
+    async with trio.open_nursery() as nursery:
+        summary = await run_bot(cfg, opts, load_secrets(read_env_file=False), stop=stop,
+                                on_ready=lambda root: nursery.start_soon(observe, root))
+    return summary, seen["reconnects"], seen["exec"], seen["exposition"]
 
 
-def assert_quiet(summary, ex, exposition) -> None:
+def assert_quiet(summary, reconnects, ex, exposition) -> None:
+    zeros = {"BTC-USD": {"orderbook": 0, "trades": 0, "funding": 0, "mark": 0, "account": 0}}
     assert summary.fills == 0  # far from the touch: the account stream had nothing to say
-    assert summary.stream_reconnects == {
-        "BTC-USD": {"orderbook": 0, "trades": 0, "funding": 0, "mark": 0, "account": 0}
-    }
-    assert ex.cancels == 0  # no quote was ever pulled (a pull is a cancel)
+    assert reconnects == zeros
+    assert summary.stream_reconnects == zeros  # shutdown included
+    assert summary.to_json()["stream_reconnects"] == zeros
+    assert ex.orders_sent >= 2 and ex.cancels == 0  # quoting all along, no quote ever pulled
     assert 'extmm_stream_reconnects_total{market="BTC-USD",topic="account"} 0.0' in exposition
-    assert summary.to_json()["stream_reconnects"]["BTC-USD"]["funding"] == 0
 
 
 async def test_calm_paper_session_longer_than_the_old_stall_limit_has_no_reconnects():

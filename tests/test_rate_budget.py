@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 
 from extmm.sim.ratebudget import AddressBudget
@@ -93,3 +94,69 @@ def test_config_key_sizes_the_bots_budget():
     assert parse_config({**market, "rate_limit_per_min": 450}).rate_limit_per_min == 450
     with pytest.raises(ConfigError, match="rate_limit_per_min"):
         parse_config({**market, "rate_limit_per_min": 0})
+
+
+async def test_in_process_port_can_enforce_the_budget_too(autojump_clock):
+    from extmm.sim.inproc import inprocess_simulator
+
+    async with inprocess_simulator(start_ms=1_790_000_000_000, markets=["BTC-USD"], ip_rate_limit_per_min=5) as (
+        venue, runner,
+    ):
+        for _ in range(5):
+            await venue.get_balance()
+        try:
+            await venue.get_balance()
+        except RateLimited as exc:
+            assert exc.retry_after is not None and 0 < exc.retry_after <= 60
+        else:
+            raise AssertionError("the sixth request in a minute went through")
+        await trio.sleep(61)
+        await venue.get_balance()
+
+
+@pytest.mark.slow
+async def test_two_bot_processes_with_the_readme_division_stay_under_the_default_address_budget(tmp_path):
+    """Two `python -m extmm --endpoint …` processes, two sub-accounts, one address with the
+    default 1,000/min budget; each config has `rate_limit_per_min: 450` and quotes as
+    aggressively as it can (replace on every tick) for 75 s."""
+    import json
+    import os
+    import sys
+
+    from extmm.secrets import SECRET_VARS
+
+    aggressive = {
+        "quote_loop_ms": 50, "replace_coalesce_ms": 0, "rate_limit_per_min": 450,
+        "risk": {"max_net_position_usd": 200, "max_open_orders": 10, "min_balance_usd": 50},
+        "markets": [
+            {"name": "BTC-USD", "base_spread": 0.0001, "alpha": 0.1, "replace_threshold_bps": 0,
+             "min_order_size": 0.0001},
+            {"name": "ETH-USD", "base_spread": 0.0001, "alpha": 0.1, "replace_threshold_bps": 0,
+             "min_order_size": 0.01},
+        ],
+    }
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(aggressive))
+    peak = 0
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(partial(serve_simulator, seed=5))
+        budget = sim.runner.ip_budget
+        assert budget is not None and budget.per_min == 1000
+        second = SimCredentials.of(sim.engine.create_account(key_pair=KeyPair.from_private(0x7654321)))
+        procs = []
+        for creds in (sim.account, second):
+            env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+            env.update(EXTENDED_API_KEY=creds.api_key, EXTENDED_STARK_PRIVATE_KEY=creds.stark_private_key,
+                       EXTENDED_STARK_PUBLIC_KEY=creds.stark_public_key, EXTENDED_VAULT_ID=str(creds.vault))
+            cmd = [sys.executable, "-m", "extmm", "--config", str(config), "--endpoint", sim.rest_url,
+                   sim.stream_url, "--duration", "75", "--no-dashboard", "--metrics-port", "0"]
+            procs.append(await nursery.start(partial(trio.run_process, cmd, env=env, cwd=tmp_path,
+                                                     capture_stdout=True, capture_stderr=True, check=False)))
+        while any(p.returncode is None for p in procs):
+            await trio.sleep(1.0)
+            peak = max(peak, budget.peak("127.0.0.1", trio.current_time()))
+        nursery.cancel_scope.cancel()
+    print(f"two bots: peak {peak} requests in a 60 s window, {budget.admitted} admitted, {budget.refused} refused")
+    assert all(p.returncode == 0 for p in procs)
+    assert budget.refused == 0, f"{budget.refused} requests over the address budget (peak {peak}/min)"
+    assert peak > 450  # both instances were busy: together more than one instance's share

@@ -22,6 +22,7 @@ from extmm.venue.errors import (
     AuthError,
     MalformedResponse,
     NetworkError,
+    OrderBuildFailed,
     OrderRejected,
     RateLimited,
     TransientServerError,
@@ -258,7 +259,7 @@ async def test_place_signs_posts_once_and_fetches_domain_and_market_once() -> No
     async with make_venue(fake) as venue:
         first = await venue.place_order(order_request("ext-1"))
         second = await venue.place_order(order_request("ext-2", side=Side.SELL, cancel_id="ext-1"))
-        with pytest.raises(ValueError, match="already sent"):
+        with pytest.raises(OrderBuildFailed, match="already sent"):
             await venue.place_order(order_request("ext-1"))
 
     assert (first.id, first.external_id) == (101, "ext-1")
@@ -488,7 +489,7 @@ async def test_ambiguous_place_absent_after_lookups_is_marked_not_placed(
         with pytest.raises(TransientServerError) as caught:
             await venue.place_order(order_request("ext-1"))
         elapsed = trio.current_time() - t0
-        with pytest.raises(ValueError, match="already sent"):
+        with pytest.raises(OrderBuildFailed, match="already sent"):
             await venue.place_order(order_request("ext-1"))
     assert caught.value.placed is False  # type: ignore[attr-defined]
     assert placement_known(caught.value) is False

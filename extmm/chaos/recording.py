@@ -13,6 +13,7 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import trio
@@ -149,6 +150,12 @@ class RecordingPort:
 
     async def get_funding_history(self, market: str | None = None, limit: int = 100) -> list[FundingPayment]:
         return await self._call(self._inner.get_funding_history(market, limit))
+
+    async def get_leverage(self, markets: Sequence[str]) -> dict[str, Decimal]:
+        return await self._call(self._inner.get_leverage(markets))
+
+    async def set_leverage(self, market: str, leverage: Decimal) -> None:
+        await self._call(self._inner.set_leverage(market, leverage))
 
     # -- writes ------------------------------------------------------------------------
     async def place_order(self, order: OrderRequest) -> PlacedOrder:

@@ -28,6 +28,7 @@ from extmm.sim import wire
 from extmm.sim.engine import SimEngine
 from extmm.sim.faults import FaultSpec, parse_faults
 from extmm.sim.model import AccountInfo, SimReject
+from extmm.sim.ratebudget import AddressBudget
 from extmm.sim.runner import (
     SimCredentials,
     SimRunner,
@@ -192,6 +193,12 @@ class InProcessVenue(PublicStreams):
     async def _call(self, fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
         """One REST-like call: latency, faults, SimReject → OrderRejected, then publish."""
         self._requests += 1
+        budget = self._runner.ip_budget
+        if budget is not None:  # the per-address budget (SPEC §7); in-process: one address
+            wait = budget.admit("in-process", trio.current_time())
+            if wait is not None:
+                self._rate_limited += 1
+                raise RateLimited(retry_after=wait)
         if self.latency_s > 0:
             await trio.sleep(self.latency_s)
         faults = self._runner.faults
@@ -402,11 +409,15 @@ async def inprocess_simulator(
     engine: SimEngine | None = None,
     maker_fee: Decimal | None = None,
     taker_fee: Decimal | None = None,
+    ip_rate_limit_per_min: int | None = None,
 ) -> AsyncIterator[tuple[InProcessVenue, SimRunner]]:
     """An engine, its runner (running in a nursery) and a funded account's port, for backtests.
 
     `start_ms` is the simulated epoch at trio time "now"; under `MockClock` the whole
     simulation then runs in virtual time. Signatures are off by default here (speed).
+    `ip_rate_limit_per_min` enforces the venue's per-address request budget (off by
+    default here: virtual-time backtests and benchmarks drive far more than a minute's
+    budget through a port that has no token bucket of its own).
     """
     if engine is None:
         engine = build_engine(
@@ -416,6 +427,8 @@ async def inprocess_simulator(
     info = engine.create_account(balance=balance)
     set_account_fees(engine, info.id, maker_fee, taker_fee)
     runner = SimRunner(engine, faults=spec, seed=seed)
+    if ip_rate_limit_per_min:
+        runner.ip_budget = AddressBudget(ip_rate_limit_per_min)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         yield InProcessVenue(runner, info, latency_s=latency_s), runner

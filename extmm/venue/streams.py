@@ -204,12 +204,17 @@ class StreamSubscription:
         # Quiet, and the server has not pinged lately either: ask it ourselves (the venue
         # answers client pings, SPEC §5.1). No pong in time means the connection is dead.
         self.probes += 1
+        probed_at = trio.current_time()
         with trio.move_on_after(live.pong_timeout_s):
             try:
                 await self._ws.ping()
             except ConnectionClosed as exc:
                 raise self._closed(exc) from None
             self._last_pong_at = trio.current_time()
+            return
+        if self._heard_at() > probed_at:
+            # No pong, but the server pinged meanwhile: alive (whether the venue answers
+            # client pings is its documentation's word only, SPEC §5.1).
             return
         raise StreamClosed(
             f"{self.name}: connection dead, no frame or ping for {now - self._heard_at():.0f}s "
