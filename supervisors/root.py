@@ -24,6 +24,8 @@ from loguru import logger
 
 from actors.messages import TradingMode
 from extmm.config import BotConfig
+from extmm.journal.actor import Journal
+from extmm.journal.hooks import event_row, record_final_marks
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import VenueError
@@ -60,6 +62,7 @@ class RunSummary:
     open_orders_at_exit: int
     restarts: dict[str, dict[str, int]]
     breaker_trips: int
+    lifetime_pnl: Decimal | None = None  # net, all sessions of this network and account (journal)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,7 +75,7 @@ class RunSummary:
             "open_orders_at_exit": self.open_orders_at_exit,
             "restarts": self.restarts,
             "breaker_trips": self.breaker_trips,
-        }
+        } | ({} if self.lifetime_pnl is None else {"lifetime_pnl": str(self.lifetime_pnl)})
 
 
 class RootSupervisor:
@@ -88,7 +91,9 @@ class RootSupervisor:
         warnings: Callable[[], tuple[str, ...]] = lambda: (),
         market_intensity: int = 5,
         market_period: float = 30.0,
+        journal: Journal | None = None,
     ) -> None:
+        self.journal = journal or Journal.disabled()
         self.cfg = cfg
         self.port = port
         self.network = network
@@ -217,6 +222,7 @@ class RootSupervisor:
                 period=self.market_period,
                 rng=self.rng,
                 trading_active=lambda: self.quoting and name not in self.halted,
+                journal=self.journal,
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -254,6 +260,7 @@ class RootSupervisor:
     async def _events_loop(self, events: trio.MemoryReceiveChannel[Any]) -> None:
         async with events:
             async for event in events:
+                self.journal.record(event_row(self.journal, event))
                 if isinstance(event, ChildRestarting):
                     self.restarts[event.path] += 1
 
@@ -465,6 +472,7 @@ class RootSupervisor:
         self.supervisor = Supervisor(spec, events=self.events, rng=self.rng)
         events = self.events.subscribe(1024)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.journal.run)
             nursery.start_soon(self._telemetry_loop)
             nursery.start_soon(self._events_loop, events)
             await self.port.set_dead_mans_switch(self.dms_countdown)
@@ -479,6 +487,7 @@ class RootSupervisor:
             task_status.started(self)
             await stop.wait()
             summary = await self.shutdown()
+            await self.journal.close(summary.to_json())
             nursery.cancel_scope.cancel()
         return summary
 
@@ -517,6 +526,8 @@ class RootSupervisor:
 
     def summary(self, open_left: int, positions: dict[str, Decimal]) -> RunSummary:
         pnl = {k: Decimal(0) for k in ("spread", "inventory", "fees", "funding", "net")}
+        record_final_marks(self.journal, {n: getattr(self.view.get(n, AccountStats), "ledger", None)
+                                          for n in self.markets})
         orders_sent = fills = 0
         for name in self.markets:
             acc = self.view.get(name, AccountStats)
@@ -541,4 +552,6 @@ class RootSupervisor:
             open_orders_at_exit=open_left,
             restarts=restarts,
             breaker_trips=self.breaker_trips,
+            lifetime_pnl=(sum(self.journal.lifetime_base.values(), Decimal(0)) + pnl["net"]
+                          if self.journal.enabled else None),
         )

@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="INFO", help="stderr/JSON log level (default INFO)")
     p.add_argument("--log-json", default=None, metavar="FILE", help="also write JSON log lines to FILE")
     p.add_argument("--env-file", default=None, help="read secrets from this .env file (default ./.env)")
+    p.add_argument("--journal", default=None, metavar="PATH",
+                   help="trading journal (SQLite) file (default $XDG_STATE_HOME/extmm/journal.db, "
+                   "else ~/.local/state/extmm/journal.db)")
+    p.add_argument("--no-journal", action="store_true", help="keep no journal")
     p.set_defaults(handler=main)
 
 
@@ -56,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"secrets error: {exc}", file=sys.stderr)
         return 2
     buffer = configure_logging(level=args.log_level, json_file=args.log_json)
+    if not args.no_journal and args.journal is None and not ensure_default_journal_folder():
+        return 2
 
     if args.endpoint:
         network = "custom"
@@ -79,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         metrics_host=args.metrics_host,
         seed=args.seed,
+        journal=journal_path(args),
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))
@@ -89,3 +96,25 @@ def main(args: argparse.Namespace) -> int:
         return 130
     print_summary(summary)
     return 0
+
+
+def journal_path(args: argparse.Namespace) -> str | None:
+    from extmm.journal.schema import default_path
+
+    if args.no_journal:
+        return None
+    return args.journal if args.journal is not None else str(default_path())
+
+
+def ensure_default_journal_folder() -> bool:
+    """The default folder is ours to create (systemd's StateDirectory= does it too)."""
+    from extmm.journal.schema import default_path
+
+    folder = default_path().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"journal folder {folder} cannot be created: {exc.strerror} (use --journal PATH or --no-journal)",
+              file=sys.stderr)
+        return False
+    return True
