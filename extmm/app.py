@@ -209,6 +209,6 @@ def _status_line(root: RootSupervisor) -> str:
 
 
 def print_summary(summary: RunSummary) -> None:
-    logger.bind(summary=summary.to_json()).info("exit summary: {}", json.dumps(summary.to_json()))
+    logger.bind(summary=summary.to_json()).info("exit summary")  # the JSON log keeps it too
     sys.stdout.write(json.dumps(summary.to_json()) + "\n")
     sys.stdout.flush()

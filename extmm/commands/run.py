@@ -62,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
     buffer = configure_logging(level=args.log_level, json_file=args.log_json)
     if not args.no_journal and args.journal is None and not ensure_default_journal_folder():
         return 2
+    if not args.no_journal and not journal_usable(journal_path(args)):
+        return 2
 
     if args.endpoint:
         network = "custom"
@@ -116,5 +118,29 @@ def ensure_default_journal_folder() -> bool:
     except OSError as exc:
         print(f"journal folder {folder} cannot be created: {exc.strerror} (use --journal PATH or --no-journal)",
               file=sys.stderr)
+        return False
+    return True
+
+
+def journal_usable(path: str | None) -> bool:
+    """Refuse a bad journal (one line, exit 2) before anything is sent to the venue."""
+    from pathlib import Path
+
+    from extmm.journal.schema import JournalError, JournalLock, open_journal
+
+    if path is None:
+        return True
+    try:
+        lock = JournalLock(Path(path).expanduser())
+        if not lock.path.parent.is_dir():
+            raise JournalError(f"journal folder {lock.path.parent} does not exist "
+                               "(create it, or pick another --journal)")
+        lock.acquire()
+        try:
+            open_journal(path).close()
+        finally:
+            lock.release()
+    except JournalError as exc:
+        print(f"journal error: {exc}", file=sys.stderr)
         return False
     return True

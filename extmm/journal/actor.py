@@ -184,7 +184,8 @@ class Journal:
                         self._pending.append(await self._recv.receive())
                     except trio.EndOfChannel:
                         break
-                self._take_queued()
+                if self._take_queued():
+                    break  # closed: the final flush below writes (or counts) what is left
                 ok = await self._flush()
                 if ok:
                     delay = self.commit_every_s
@@ -204,12 +205,15 @@ class Journal:
                 self._drop(lost, "the journal stopped before the disk took them")
             self._done.set()
 
-    def _take_queued(self) -> None:
+    def _take_queued(self) -> bool:
+        """Move what queued into the pending buffer; True once the inbox is closed."""
         while True:
             try:
                 row = self._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
+            except trio.WouldBlock:
+                return False
+            except trio.EndOfChannel:
+                return True
             self._pending.append(row)
             if len(self._pending) > self.pending_rows:
                 self._pending.popleft()
