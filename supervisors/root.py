@@ -421,6 +421,9 @@ class RootSupervisor:
             markets=markets,
             healthy=self.healthy(),
             ready=self.ready,
+            lifetime_net=(sum(self.journal.lifetime_base.values(), Decimal(0))
+                          + sum((m.pnl.net for m in markets), Decimal(0))) if self.journal.enabled else None,
+            journal=self.journal.statistics() if self.journal.enabled else None,
         )
 
     def _rate_capacity(self) -> float:

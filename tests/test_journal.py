@@ -13,7 +13,7 @@ import trio
 
 from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import Side
-from extmm.journal.actor import Journal, JournalWriter
+from extmm.journal.actor import JournalWriter
 from extmm.journal.read import lifetime_net, session_ledgers
 from extmm.journal.rows import EventRow, FillRow, MarkRow
 from extmm.journal.schema import SCHEMA_VERSION, JournalError, default_path, open_journal

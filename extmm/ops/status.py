@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -250,6 +251,8 @@ class AppStatus:
     markets: tuple[MarketStatus, ...] = ()
     healthy: bool = False
     ready: bool = False
+    lifetime_net: Decimal | None = None  # all sessions of this network and account (journal)
+    journal: Any = None  # extmm.journal.actor.JournalStats; None without a journal
 
     @property
     def dms_armed(self) -> bool:
