@@ -88,16 +88,16 @@ async def test_kill_9_then_restart_reconciles_fills(tmp_path: Path) -> None:
 
         first = await start_bot("first", 600)
         with trio.fail_after(120):
-            while len(venue_trades()) < 3:
+            while len(venue_trades()) < 3:  # noqa: ASYNC110 - the state lives in the engine
                 await trio.sleep(0.05)
             # kill right after a fill: its row is likely still in the unwritten batch
             seen = len(venue_trades())
-            while len(venue_trades()) == seen:
+            while len(venue_trades()) == seen:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         first.send_signal(signal.SIGKILL)
         await first.wait()
         with trio.fail_after(10):
-            while any(o for o in handle.engine.open_orders(account)):
+            while any(o for o in handle.engine.open_orders(account)):  # noqa: ASYNC110
                 await trio.sleep(0.1)  # the dead man's switch
         # (orders resting until the switch fired may have filled after the kill: still session 1's)
         at_kill = list(venue_trades())
