@@ -255,3 +255,18 @@ async def test_trading_goes_on_when_the_disk_is_full(tmp_path: Path, autojump_cl
         bot.stop.set()
         await wait_until(lambda: bot.result, within=60)
     assert bot.result[0].fills >= fills_then + 3  # trading went on
+
+
+async def test_backtest_writes_the_same_schema(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    from extmm.backtest.run import BacktestOptions, run_backtest
+    from extmm.journal.report import history, report
+
+    path = tmp_path / "journal.db"
+    result = await run_backtest(bot_config(), BacktestOptions(hours=0.1, seed=3, journal_path=path))
+    conn = open_journal(path, readonly=True)
+    fills = history(conn, "fills")
+    assert len(fills) == result.summary.fills > 0
+    rep = report(conn)
+    assert Decimal(rep["lifetime"]["net"]) == result.summary.pnl["net"]
+    assert sum(d["fills"] for d in rep["days"]) == result.summary.fills
+    assert rep["sessions"][0]["kind"] == "backtest" and rep["sessions"][0]["clean_exit"]

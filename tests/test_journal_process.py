@@ -44,7 +44,7 @@ def test_two_paper_sessions_on_one_journal(tmp_path: Path) -> None:
     assert history.returncode == 0, history.stderr
     fills = json.loads(history.stdout)
     assert len(fills) == sum(s["fills"] for s in summaries)
-    assert [f["session_id"] for f in fills].count(1) == summaries[0]["fills"]
+    assert [f["session"] for f in fills].count(1) == summaries[0]["fills"]
     rep = run_cli("report", "--journal", journal, "--format", "json")
     assert rep.returncode == 0, rep.stderr
     lifetime = Decimal(json.loads(rep.stdout)["lifetime"]["net"])

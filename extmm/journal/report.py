@@ -58,11 +58,11 @@ def day_of(at: float) -> str:
 # -- history -------------------------------------------------------------------------------------
 
 _HISTORY_SQL = {
-    "fills": "SELECT at, session_id, market, side, price, qty, fee, is_taker, mid, markout_1s, markout_10s,"
-             " markout_60s, trade_id, external_id, source FROM fills",
-    "orders": "SELECT at, session_id, market, external_id, venue_id, side, price, qty, filled_qty, state, reason"
+    "fills": "SELECT at, session_id AS session, market, side, price, qty, fee, is_taker, mid, markout_1s,"
+             " markout_10s, markout_60s, trade_id, external_id, source FROM fills",
+    "orders": "SELECT at, session_id AS session, market, external_id, venue_id, side, price, qty, filled_qty, state, reason"
               " FROM orders",
-    "events": "SELECT at, session_id, kind, market, detail FROM events",
+    "events": "SELECT at, session_id AS session, kind, market, detail FROM events",
 }
 
 
@@ -80,13 +80,18 @@ def history(conn: sqlite3.Connection, kind: str, *, market: str | None = None, s
     rows = [dict(r) for r in conn.execute(sql, params)]
     if limit is not None:
         rows = rows[-limit:]
+    out = []
     for r in rows:
-        r["time"] = iso(r.pop("at"))
-        if "is_taker" in r:
-            r["liquidity"] = "taker" if r.pop("is_taker") else "maker"
-        if kind == "events":
-            r["detail"] = json.loads(r["detail"]) if r["detail"].startswith("{") else r["detail"]
-    return [{"time": r.pop("time"), **r} for r in rows]
+        item: dict[str, Any] = {"time": iso(r.pop("at"))}
+        for key, value in r.items():
+            if key == "is_taker":
+                item["liquidity"] = "taker" if value else "maker"
+            elif key == "detail":
+                item[key] = json.loads(value) if value.startswith("{") else value
+            else:
+                item[key] = value
+        out.append(item)
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
