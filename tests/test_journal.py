@@ -270,3 +270,27 @@ async def test_backtest_writes_the_same_schema(tmp_path: Path, autojump_clock: t
     assert Decimal(rep["lifetime"]["net"]) == result.summary.pnl["net"]
     assert sum(d["fills"] for d in rep["days"]) == result.summary.fills
     assert rep["sessions"][0]["kind"] == "backtest" and rep["sessions"][0]["clean_exit"]
+
+
+def test_panel_metrics_and_healthz_show_a_degraded_journal() -> None:
+    import attrs
+    from rich.console import Console
+
+    from extmm.journal.actor import JournalStats
+    from extmm.ops.dashboard import render
+    from extmm.ops.metrics import Metrics, health_payload
+    from extmm.ops.status import example_status
+
+    stats = JournalStats(enabled=True, written=10, dropped=7, pending=3, commits=2, write_errors=4,
+                         degraded="disk full (database or disk is full)")
+    status = attrs.evolve(example_status(), journal=stats, lifetime_net=Decimal("12.5"))
+    console = Console(width=160, record=True)
+    console.print(render(status))
+    text = console.export_text()
+    assert "lifetime PnL" in text and "7 dropped" in text and "disk full" in text
+    metrics = Metrics(process_metrics=False)
+    metrics.update(status)
+    exposition = metrics.exposition().decode()
+    assert "extmm_journal_rows_dropped_total 7.0" in exposition and "extmm_journal_degraded 1.0" in exposition
+    _, body = health_payload(status)
+    assert body["journal"]["dropped"] == 7 and body["pnl"]["lifetime"] == "12.5"
