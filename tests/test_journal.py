@@ -294,3 +294,27 @@ def test_panel_metrics_and_healthz_show_a_degraded_journal() -> None:
     assert "extmm_journal_rows_dropped_total 7.0" in exposition and "extmm_journal_degraded 1.0" in exposition
     _, body = health_payload(status)
     assert body["journal"]["dropped"] == 7 and body["pnl"]["lifetime"] == "12.5"
+
+
+async def test_status_shows_pnl_journal_and_last_fills(tmp_path: Path) -> None:
+    from extmm.commands.status import last_fills, render
+
+    body = {"healthy": True, "ready": True, "network": "paper",
+            "markets": {"BTC-USD": {"state": "ACTIVE", "book_stale": False, "open_orders": 2,
+                                    "position": "0.001", "pnl_net": "1.5", "fills": 3}},
+            "pnl": {"session": "1.5", "lifetime": "4.25"},
+            "journal": {"written": 9, "dropped": 0, "pending": 1, "degraded": None}}
+    lines = render(200, body)
+    assert any("position 0.001" in line and "pnl 1.5" in line for line in lines)
+    assert "pnl: session 1.5, lifetime 4.25" in lines
+    assert "journal: ok, 9 rows written, 0 dropped, 1 pending" in lines
+    assert last_fills(str(tmp_path / "absent.db"))[0].startswith("last fills: unknown")
+    journal = open_session(tmp_path / "j.db", META, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        journal.record(FillRow(at=1_800_000_000.0, market="BTC-USD", trade_id=1, order_id=None, external_id=None,
+                               side="BUY", price=Decimal("84000"), qty=Decimal("0.001"), fee=Decimal("0.01"),
+                               is_taker=False, mid=Decimal("84001")))
+        await journal.close()
+    shown = last_fills(str(tmp_path / "j.db"))
+    assert shown[0] == "last fills:" and "BTC-USD  BUY 0.001 @ 84000  fee 0.01 maker" in shown[1]
