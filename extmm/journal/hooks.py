@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import attrs
 import trio
@@ -52,7 +53,8 @@ class MarketJournal:
         now = max(trio.current_time(), self._last_mid_at)
         self._last_mid_at = now
         for done in self.markouts.observe_mid(now, float(mid)):
-            self.journal.record(MarkoutRow(trade_id=int(done.key), horizon_s=done.horizon_s, bps=done.bps))
+            self.journal.record(MarkoutRow(trade_id=int(done.key), horizon_s=done.horizon_s,  # type: ignore[call-overload]
+                                           bps=done.bps))
 
     def funding(self, p: FundingPayment) -> None:
         self.journal.record(FundingRow(at=self.journal.clock(), market=self.market, paid_ms=p.paid_ms,
@@ -76,7 +78,7 @@ def order_row(journal: Journal, rec: OrderRecord, spec: MarketSpec) -> OrderRow:
                     state=rec.state.value, reason=rec.status_reason)
 
 
-def event_row(journal: Journal, event: object) -> EventRow:
+def event_row(journal: Journal, event: Any) -> EventRow:
     """A supervision or breaker event (any attrs class) as an `events` row."""
     fields = attrs.asdict(event) if attrs.has(type(event)) else {"repr": repr(event)}
     fields.pop("at", None)
