@@ -210,6 +210,7 @@ def _status_line(root: RootSupervisor) -> str:
 
 
 def print_summary(summary: RunSummary) -> None:
-    logger.bind(summary=summary.to_json()).info("exit summary")  # the JSON log keeps it too
+    # the JSON log keeps it too (extra.summary, a JSON string: the log masks extra values as text)
+    logger.bind(summary=json.dumps(summary.to_json())).info("exit summary")
     sys.stdout.write(json.dumps(summary.to_json()) + "\n")
     sys.stdout.flush()

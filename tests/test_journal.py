@@ -318,3 +318,41 @@ async def test_status_shows_pnl_journal_and_last_fills(tmp_path: Path) -> None:
         await journal.close()
     shown = last_fills(str(tmp_path / "j.db"))
     assert shown[0] == "last fills:" and "BTC-USD  BUY 0.001 @ 84000  fee 0.01 maker" in shown[1]
+
+
+async def test_a_malformed_row_is_skipped_and_counted(tmp_path: Path) -> None:
+    from extmm.journal.rows import MarkoutRow
+
+    journal = open_session(tmp_path / "j.db", META, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        journal.record(event(1))
+        journal.record(MarkoutRow(trade_id=1, horizon_s=5.0, bps=1.0))  # no such horizon column
+        journal.record(event(2))
+        await journal.close()
+    assert journal.dropped == 1 and journal.written == 3  # two events and the session end
+    assert count(tmp_path / "j.db", "events") == 2
+
+
+def test_exit_summary_goes_to_the_json_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from loguru import logger
+
+    from extmm.app import print_summary
+    from extmm.ops.logs import configure_logging
+    from supervisors.root import RunSummary
+
+    log = tmp_path / "log.jsonl"
+    configure_logging(level="INFO", json_file=log, stderr=False)
+    summary = RunSummary(network="paper", markets=("BTC-USD",), orders_sent=3, fills=1,
+                         pnl={"net": Decimal("0.5")}, position={"BTC-USD": Decimal(0)}, open_orders_at_exit=0,
+                         restarts={}, breaker_trips=0, lifetime_pnl=Decimal("2.5"))
+    try:
+        print_summary(summary)
+    finally:
+        logger.remove()
+    assert json.loads(capsys.readouterr().out)["lifetime_pnl"] == "2.5"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = [line for line in lines if line["message"] == "exit summary"]
+    assert logged and json.loads(logged[0]["extra"]["summary"])["fills"] == 1

@@ -61,6 +61,16 @@ def test_bad_journal_paths_are_one_line_and_exit_2(tmp_path: Path) -> None:
         done = run_cli("run", "--no-dashboard", "--metrics-port", "0", "--journal", str(path), "--duration", "1")
         assert done.returncode == 2
         assert done.stderr.strip().count("\n") == 0 and words in done.stderr and "Traceback" not in done.stderr
+    from extmm.journal.schema import JournalLock
+
+    held = JournalLock(tmp_path / "busy.db")
+    held.acquire()  # another extmm process writes this journal
+    try:
+        done = run_cli("run", "--no-dashboard", "--metrics-port", "0", "--journal", str(tmp_path / "busy.db"))
+    finally:
+        held.release()
+    assert done.returncode == 2 and "in use by another extmm process" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
     for cmd in ("history", "report"):
         done = run_cli(cmd, "--journal", str(corrupt))
         assert done.returncode == 2 and "Traceback" not in done.stderr and "journal error" in done.stderr

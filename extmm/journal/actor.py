@@ -38,6 +38,15 @@ class JournalStats:
     degraded: str | None  # why writes fail now; None when healthy
 
 
+class PartialWrite(sqlite3.OperationalError):
+    """The disk failed after the first `done` rows of a batch were handled (committed or refused)."""
+
+    def __init__(self, message: str, *, done: int, refused: int) -> None:
+        super().__init__(message)
+        self.done = done
+        self.refused = refused
+
+
 class JournalWriter:
     """Writes batches in one transaction each. Runs on a worker thread, one call at a time."""
 
@@ -54,22 +63,23 @@ class JournalWriter:
         """Commit `rows`; returns how many were refused one by one as malformed (and skipped).
 
         Raises sqlite3.OperationalError (disk full, read-only, locked...) with nothing
-        committed, so the caller can keep the batch and retry.
+        committed — or `PartialWrite` saying how many leading rows were — so the caller
+        keeps the rest and retries.
         """
         try:
             self._write(rows)
             return 0
         except sqlite3.OperationalError:
             raise
-        except sqlite3.Error:
+        except Exception:  # noqa: BLE001 - a malformed row, whatever the error: find and skip it
             # One bad row must not block the others forever: write them one at a time.
             refused = 0
-            for row in rows:
+            for done, row in enumerate(rows):
                 try:
                     self._write([row])
-                except sqlite3.OperationalError:
-                    raise
-                except sqlite3.Error:
+                except sqlite3.OperationalError as exc:
+                    raise PartialWrite(str(exc), done=done, refused=refused) from exc
+                except Exception:  # noqa: BLE001
                     refused += 1
             return refused
 
@@ -228,9 +238,16 @@ class Journal:
                 refused = await trio.to_thread.run_sync(self.writer.write, batch)  # type: ignore[union-attr]
             else:
                 refused = self.writer.write(batch)  # type: ignore[union-attr]
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the disk, or a bug: trading must go on either way
+            if isinstance(exc, PartialWrite):
+                for _ in range(exc.done):
+                    self._pending.popleft()
+                self.written += exc.done - exc.refused
+                if exc.refused:
+                    self._drop(exc.refused, "malformed rows refused by SQLite")
             self.write_errors += 1
-            reason = _describe(exc)
+            reason = _describe(exc) if isinstance(exc, sqlite3.Error | OSError) else (
+                f"journal writer failed: {type(exc).__name__}: {exc}")
             if self.degraded != reason:
                 logger.error("journal degraded: {}; trading goes on, {} rows wait (at most {}), "
                              "drops are counted", reason, len(self._pending), self.pending_rows)
