@@ -20,6 +20,8 @@ from actors.channels import offer
 from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderEvent, QuoterIn, RiskIn, TopOfBook
 from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import MarketSpec, Rounding
+from extmm.journal.actor import Journal
+from extmm.journal.hooks import MarketJournal
 from extmm.telemetry import AccountStats, Telemetry
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
@@ -103,10 +105,12 @@ async def account_actor(
     publish_every_s: float = 1.0,
     funding_every_s: float = 60.0,
     snapshot_timeout_s: float = 30.0,
+    journal: Journal | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     market = spec.name
     state = _AccountState(spec)
+    journaled = MarketJournal(journal or Journal.disabled(), market)
     ready = trio.Event()
 
     async def publish() -> None:
@@ -114,6 +118,7 @@ async def account_actor(
         offer(to_quoter, inv)
         offer(to_risk, inv)
         snap = state.ledger.snapshot() if state.ledger is not None else None
+        journaled.mark(state.ledger)
         position = spec.lots_to_qty(state.position_lots)
         telemetry.publish(
             AccountStats(
@@ -132,6 +137,7 @@ async def account_actor(
                 equity=state.balance.equity if state.balance else None,
                 drift_corrections=state.drift_corrections,
                 at=trio.current_time(),
+                ledger=state.ledger,
             )
         )
 
@@ -148,6 +154,7 @@ async def account_actor(
         if state.ledger is None:
             state.ledger = MarketLedger(market=market)
         state.ledger = state.ledger.with_fill(t.side, t.price, t.qty, fee=t.fee, mid=state.mid or t.price)
+        journaled.fill(t, state.mid or t.price)
         return True
 
     async def stream_loop() -> None:
@@ -217,7 +224,9 @@ async def account_actor(
             if state.ledger is None:
                 state.ledger = MarketLedger.opening(market, position=spec.lots_to_qty(state.position_lots), mark=mid) \
                     if state.position_lots else MarketLedger(market=market)
+                journaled.mark(state.ledger.with_mark(mid), kind="open")
             state.ledger = state.ledger.with_mark(mid)
+            journaled.mid(mid)
 
     async def reconcile_loop() -> None:
         suspect: tuple[int, int] | None = None
@@ -261,6 +270,7 @@ async def account_actor(
                 if state.ledger is None:
                     state.ledger = MarketLedger(market=market)
                 state.ledger = state.ledger.with_funding(p.funding_fee)
+                journaled.funding(p)
             await trio.sleep(funding_every_s)
 
     async def publish_loop() -> None:

@@ -24,6 +24,8 @@ from extmm.domain import orders as om
 from extmm.domain.execution import Action, ActionKind, LiveOrder, SideTarget, decide
 from extmm.domain.stats import nearest_rank
 from extmm.domain.units import MarketSpec, Rounding, Side
+from extmm.journal.actor import Journal
+from extmm.journal.hooks import order_row
 from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
 from extmm.venue.network import placement_known
@@ -80,7 +82,9 @@ class _Executor:
         ids: ExternalIdFactory,
         epoch_ms: Callable[[], int],
         telemetry: Telemetry,
+        journal: Journal | None = None,
     ) -> None:
+        self.journal = journal or Journal.disabled()
         self.port = port
         self.spec = spec
         self.market = spec.name
@@ -204,6 +208,9 @@ class _Executor:
 
     # -- records ---------------------------------------------------------------------------
     def store(self, rec: om.OrderRecord) -> None:
+        old = self.records.get(rec.external_id)
+        if self.journal.enabled and (old is None or (old.state, old.filled_lots) != (rec.state, rec.filled_lots)):
+            self.journal.record(order_row(self.journal, rec, self.spec))  # every state transition
         self.records[rec.external_id] = rec
         if rec.may_be_open:
             self.open_ids[rec.external_id] = None
@@ -516,9 +523,11 @@ async def executor(
     inbox: trio.MemoryReceiveChannel[ExecIn],
     epoch_ms: Callable[[], int],
     telemetry: Telemetry,
+    journal: Journal | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    ex = _Executor(port=port, spec=spec, params=params, ids=ids, epoch_ms=epoch_ms, telemetry=telemetry)
+    ex = _Executor(port=port, spec=spec, params=params, ids=ids, epoch_ms=epoch_ms, telemetry=telemetry,
+                   journal=journal)
     # Updates that queued while we were down describe orders we no longer track.
     while True:
         try:

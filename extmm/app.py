@@ -22,6 +22,7 @@ import trio
 from loguru import logger
 
 from extmm.config import BotConfig
+from extmm.journal.actor import Journal
 from extmm.ops.dashboard import run_dashboard
 from extmm.ops.metrics import Metrics, serve_metrics
 from extmm.secrets import Secrets, register_secret
@@ -46,6 +47,7 @@ class RunOptions:
     settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
     allow_foreign_orders: bool = False  # start although the sub-account has orders not ours
     market_data: tuple[str, str] | None = None  # paper on this venue's live public data (REST, stream)
+    journal: str | None = None  # the trading journal's file (None: no journal)
 
 
 def startup_error_of(exc: BaseException) -> StartupError | None:
@@ -154,6 +156,7 @@ async def run_bot(
             observer=ChannelObserver(outcomes_send),
             rate_limit_per_min=cfg.rate_limit_per_min,
         ) as venue:
+            journal = await open_run_journal(cfg, opts, creds.vault, venue)
             root = RootSupervisor(
                 cfg=cfg,
                 port=venue,
@@ -162,22 +165,51 @@ async def run_bot(
                 request_outcomes=outcomes_recv,
                 warnings=warnings,
                 allow_foreign_orders=opts.allow_foreign_orders,
+                journal=journal,
             )
             roots.append(root)
 
             nursery.start_soon(_watch_signals, stop)
-            async with trio.open_nursery() as inner:
+            try:
+                async with trio.open_nursery() as inner:
 
-                async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                    result.append(await root.run(stop=stop, task_status=task_status))
-                    inner.cancel_scope.cancel()  # the panel, metrics and watchdog end with it
+                    async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                        result.append(await root.run(stop=stop, task_status=task_status))
+                        inner.cancel_scope.cancel()  # the panel, metrics and watchdog end with it
 
-                await inner.start(run_root)
-                await _after_ready(root, opts, inner, stop, on_ready, status)
+                    await inner.start(run_root)
+                    await _after_ready(root, opts, inner, stop, on_ready, status)
+            finally:
+                journal.release()
         nursery.cancel_scope.cancel()
     if not result:
         raise StartupError("the bot stopped before it was ready")
     return result[0]
+
+
+async def open_run_journal(cfg: BotConfig, opts: RunOptions, vault: int, venue: Any) -> Journal:
+    """The session's journal (or a disabled one); StartupError, one line, when unusable."""
+    if opts.journal is None:
+        return Journal.disabled()
+    from extmm import __version__
+    from extmm.journal.schema import JournalError
+    from extmm.journal.session import SessionMeta, config_digest, open_session, reconcile_missed_fills
+
+    markets = tuple(m.name for m in cfg.enabled_markets)
+    meta = SessionMeta(kind="paper" if opts.network == "paper" else "live", network=opts.network,
+                       account=f"vault {vault}", version=__version__,
+                       config_digest=config_digest(attrs.asdict(cfg)), markets=markets)
+    path = opts.journal
+    try:
+        journal = await trio.to_thread.run_sync(lambda: open_session(path, meta, clock=time.time))
+    except JournalError as exc:
+        raise StartupError(str(exc)) from None
+    if opts.network != "paper":  # the embedded simulator starts with no history
+        await reconcile_missed_fills(journal, venue.get_trades, markets, now_ms=wall_clock_ms())
+    logger.info("journal {} (session {}); lifetime PnL before it: {}", path,
+                journal.writer.session_id if journal.writer is not None else "?",
+                sum(journal.lifetime_base.values(), Decimal(0)))
+    return journal
 
 
 async def _after_ready(
@@ -236,5 +268,7 @@ def _status_line(root: RootSupervisor) -> str:
 
 
 def print_summary(summary: RunSummary) -> None:
+    # the JSON log keeps it too (extra.summary, a JSON string: the log masks extra values as text)
+    logger.bind(summary=json.dumps(summary.to_json())).info("exit summary")
     sys.stdout.write(json.dumps(summary.to_json()) + "\n")
     sys.stdout.flush()

@@ -90,6 +90,7 @@ class AccountStats:
     equity: Decimal | None
     drift_corrections: int
     at: float
+    ledger: Any = None  # the MarketLedger behind `pnl` (the journal's final mark is this one)
 
 
 TelemetryMsg = BookStats | QuoteStats | ExecStats | AccountStats

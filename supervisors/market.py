@@ -30,6 +30,7 @@ from actors.quoter import quoter
 from actors.risk import risk_actor
 from extmm.config import BotConfig, MarketConfig
 from extmm.domain.units import MarketSpec
+from extmm.journal.actor import Journal
 from extmm.telemetry import Telemetry
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory
@@ -102,6 +103,7 @@ class MarketContext:
     trading_active: Callable[[], bool] = lambda: True
     # Counts this market's stream reconnects by topic (summary, metrics).
     on_reconnect: Callable[[str], None] = lambda topic: None
+    journal: Journal | None = None  # the trading journal's non-blocking sink
 
 
 def reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
@@ -137,6 +139,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             to_executor=w.exec_in[0],
             telemetry=ctx.telemetry,
             reconnect_delay=reconnect,
+            journal=ctx.journal,
         ),
         "executor": functools.partial(
             executor,
@@ -147,6 +150,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             inbox=w.exec_in[1],
             epoch_ms=ctx.epoch_ms,
             telemetry=ctx.telemetry,
+            journal=ctx.journal,
         ),
         "risk": lambda task_status=trio.TASK_STATUS_IGNORED: risk_actor(
             spec=spec,

@@ -24,6 +24,8 @@ from loguru import logger
 
 from actors.messages import TradingMode
 from extmm.config import BotConfig
+from extmm.journal.actor import Journal
+from extmm.journal.hooks import event_row, record_final_marks
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
 from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.errors import AuthError, VenueError
@@ -87,12 +89,13 @@ class RunSummary:
     breaker_trips: int
     dms: str = "disarmed"  # or e.g. "armed 10s, open orders unconfirmed"
     cancelled_at_exit: int | None = 0
+    stream_reconnects: dict[str, dict[str, int]] = attrs.Factory(dict)
+    lifetime_pnl: Decimal | None = None  # net, all sessions of this network and account (journal)
 
     @property
     def clean(self) -> bool:
         """Zero of ours open (venue-confirmed) and the switch disarmed."""
         return self.open_orders_at_exit == 0 and self.dms == "disarmed"
-    stream_reconnects: dict[str, dict[str, int]] = attrs.Factory(dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,7 +110,7 @@ class RunSummary:
             "breaker_trips": self.breaker_trips,
             "dms": self.dms,
             "stream_reconnects": self.stream_reconnects,
-        }
+        } | ({} if self.lifetime_pnl is None else {"lifetime_pnl": str(self.lifetime_pnl)})
 
 
 class RootSupervisor:
@@ -124,7 +127,9 @@ class RootSupervisor:
         market_intensity: int = 5,
         market_period: float = 30.0,
         allow_foreign_orders: bool = False,
+        journal: Journal | None = None,
     ) -> None:
+        self.journal = journal or Journal.disabled()
         self.cfg = cfg
         self.port = port
         self.network = network
@@ -285,6 +290,7 @@ class RootSupervisor:
                 rng=self.rng,
                 trading_active=lambda: self.quoting and name not in self.halted,
                 on_reconnect=self.stream_reconnects.recorder(name),
+                journal=self.journal,
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -325,6 +331,7 @@ class RootSupervisor:
     async def _events_loop(self, events: trio.MemoryReceiveChannel[Any]) -> None:
         async with events:
             async for event in events:
+                self.journal.record(event_row(self.journal, event))
                 if isinstance(event, ChildRestarting):
                     self.restarts[event.path] += 1
 
@@ -497,6 +504,9 @@ class RootSupervisor:
             healthy=self.healthy(),
             ready=self.ready,
             stream_reconnects=self.reconnect_counts(),
+            lifetime_net=(sum(self.journal.lifetime_base.values(), Decimal(0))
+                          + sum((m.pnl.net for m in markets), Decimal(0))) if self.journal.enabled else None,
+            journal=self.journal.statistics() if self.journal.enabled else None,
         )
 
     def _rate_capacity(self) -> float:
@@ -571,6 +581,7 @@ class RootSupervisor:
         self.supervisor = Supervisor(spec, events=self.events, rng=self.rng)
         events = self.events.subscribe(1024)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.journal.run)
             nursery.start_soon(self._telemetry_loop)
             nursery.start_soon(self._events_loop, events)
             await self.port.set_dead_mans_switch(self.dms_countdown)
@@ -592,6 +603,7 @@ class RootSupervisor:
                 await self.shutdown()
                 raise
             summary = await self.shutdown()
+            await self.journal.close(summary.to_json())
             nursery.cancel_scope.cancel()
         return summary
 
@@ -668,6 +680,8 @@ class RootSupervisor:
         cancelled: int | None = 0,
     ) -> RunSummary:
         pnl = {k: Decimal(0) for k in ("spread", "inventory", "fees", "funding", "net")}
+        record_final_marks(self.journal, {n: getattr(self.view.get(n, AccountStats), "ledger", None)
+                                          for n in self.markets})
         orders_sent = fills = 0
         for name in self.markets:
             acc = self.view.get(name, AccountStats)
@@ -695,6 +709,8 @@ class RootSupervisor:
             dms=dms,
             cancelled_at_exit=cancelled,
             stream_reconnects=self.reconnect_counts(),
+            lifetime_pnl=(sum(self.journal.lifetime_base.values(), Decimal(0)) + pnl["net"]
+                          if self.journal.enabled else None),
         )
 
     def reconnect_counts(self) -> dict[str, dict[str, int]]:

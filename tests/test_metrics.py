@@ -122,9 +122,11 @@ def test_health_payload() -> None:
     code, body = health_payload(status)
     assert code == 200 and body["ok"] is True and body["ready"] is status.ready
     assert body["markets"] == {
-        m.name: {"state": m.state, "book_stale": m.book_stale, "open_orders": m.open_orders}
+        m.name: {"state": m.state, "book_stale": m.book_stale, "open_orders": m.open_orders,
+                 "position": str(m.position), "pnl_net": str(m.pnl.net), "fills": m.fills}
         for m in status.markets
     }
+    assert body["pnl"] == {"session": str(status.net_pnl), "lifetime": None} and "journal" not in body
     assert health_payload(attrs.evolve(status, healthy=False))[0] == 503
     code, body = health_payload(None)
     assert code == 503 and body["ok"] is False

@@ -66,6 +66,7 @@ class BacktestOptions:
     feed_latency_ms: float | None = None
     runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
     book_interval_s: float = 0.1  # book frame cadence of the simulated venue (Extended: 100 ms)
+    journal_path: Path | None = None  # write the trading journal here (same schema as live)
 
     @property
     def duration_s(self) -> float:
@@ -282,8 +283,10 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
     world_cm = replay_world(cfg, opts) if opts.replay else synthetic_world(cfg, opts)
     async with world_cm as world:
         port = ObservedPort(world.port)
+        journal = _backtest_journal(cfg, opts, world)
         root = RootSupervisor(
-            cfg=cfg, port=port, network="backtest", epoch_ms=world.now_ms, rng=random.Random(opts.seed)
+            cfg=cfg, port=port, network="backtest", epoch_ms=world.now_ms, rng=random.Random(opts.seed),
+            journal=journal,
         )
         stop = trio.Event()
         done = trio.Event()
@@ -310,6 +313,8 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
         # The venue's own word on what is left open, independent of the bot's bookkeeping.
         prefix = cfg.external_id_prefix
         venue_open = [o for o in await world.port.get_open_orders() if is_ours(o.external_id, prefix)]
+        if journal is not None:
+            journal.release()
     return BacktestResult(
         summary=result[0],
         samples=sampler.samples,
@@ -325,6 +330,20 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
         details=world.details,
         venue_open_orders=len(venue_open),
     )
+
+
+def _backtest_journal(cfg: BotConfig, opts: BacktestOptions, world: World) -> Any:
+    """The journal of a backtest: virtual timestamps, written inline (deterministic under MockClock)."""
+    if opts.journal_path is None:
+        return None
+    from extmm import __version__
+    from extmm.journal.session import SessionMeta, config_digest, open_session
+
+    meta = SessionMeta(kind="backtest", network="backtest", account=f"{world.mode} seed {opts.seed}",
+                       version=__version__, config_digest=config_digest(attrs.asdict(cfg)),
+                       markets=tuple(m.name for m in cfg.enabled_markets))
+    return open_session(opts.journal_path, meta, clock=lambda: world.now_ms() / 1000.0, on_thread=False, lock=False,
+                        commit_every_s=5.0)
 
 
 def backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:

@@ -29,7 +29,7 @@ import attrs
 import httpx
 import trio
 
-from extmm.argtypes import log_level, output_file_str, positive_float, positive_int
+from extmm.argtypes import log_level, non_negative_int, output_file_str, positive_float, positive_int
 from extmm.config import BotConfig, parse_config
 from extmm.domain.stats import nearest_rank
 from extmm.ops.gctune import settle_heap
@@ -68,6 +68,7 @@ class LatencyOptions:
     profile_path: str | None = None
     sim_profile_path: str | None = None
     log_level: str = "WARNING"
+    journal_path: str | None = None  # the bot keeps its trading journal here (None: no journal)
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="cProfile the bot during the measured window into FILE; top functions to stderr")
     parser.add_argument("--sim-profile", type=output_file_str, default=None, metavar="FILE", help="cProfile the simulator into FILE")
     parser.add_argument("--log-level", type=log_level, default="WARNING", help="bot log level on stderr (default WARNING)")
+    parser.add_argument("--journal-compare", type=non_negative_int, default=0, metavar="ROUNDS",
+                        help="measure without and with the trading journal, alternating, ROUNDS times each "
+                        "(in one run, so both see the same machine); prints both and their ratio")
     parser.set_defaults(handler=run)
 
 
@@ -138,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     from supervisors.root import StartupError
 
     configure_logging(level=opts.log_level)
+    if args.journal_compare > 0:
+        return compare_journal(opts, args.journal_compare)
     problems: list[BaseException] = []
     try:
         result = trio.run(measure, opts)
@@ -152,6 +158,45 @@ def run(args: argparse.Namespace) -> int:
     if result.samples == 0:
         print("bench latency: no order answered a probe frame (see the detail above)", file=sys.stderr)
         return 1
+    return 0
+
+
+def compare_journal(opts: LatencyOptions, rounds: int) -> int:
+    """Without / with the journal, alternating, so drifting machine load hits both alike."""
+    import tempfile
+
+    runs: dict[str, list[LatencyResult]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory(prefix="extmm-bench-journal-") as tmp:
+        for i in range(rounds):
+            for label in ("without", "with"):
+                path = f"{tmp}/journal-{i}.db" if label == "with" else None
+                problems: list[BaseException] = []
+                try:
+                    result = trio.run(measure, attrs.evolve(opts, journal_path=path))
+                except* Exception as group:
+                    problems.extend(_leaves(group))
+                if problems:
+                    for exc in problems:
+                        print(f"bench latency: {exc}", file=sys.stderr)
+                    return 1
+                print(f"bench latency ({label} journal, round {i + 1}): " + json.dumps(result.to_json())
+                      + " load " + str(result.detail.get("machine_load_1min"))
+                      + (" journal " + json.dumps(result.detail.get("journal")) if path else ""), file=sys.stderr)
+                runs[label].append(result)
+
+    def pooled(results: list[LatencyResult], key: str) -> float | None:
+        values = [getattr(r, key) for r in results if getattr(r, key) is not None]
+        return round(sum(values) / len(values), 3) if values else None
+
+    out: dict[str, Any] = {}
+    for label, results in runs.items():
+        out[label] = {k: pooled(results, k) for k in ("p50_ms", "p99_ms", "max_ms")}
+        out[label]["samples"] = sum(r.samples for r in results)
+    for q in ("p50_ms", "p99_ms"):
+        a, b = out["without"][q], out["with"][q]
+        out[f"ratio_{q.removesuffix('_ms')}"] = round(b / a, 3) if a and b else None
+    out["journal"] = [r.detail.get("journal") for r in runs["with"]]
+    print(json.dumps(out), flush=True)
     return 0
 
 
@@ -459,8 +504,16 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
         lane_on_write=stamps.request_written,
         stamps=stamps,
     ) as venue:
+        journal = None
+        if opts.journal_path is not None:
+            from extmm.journal.session import SessionMeta, open_session
+
+            journal = open_session(opts.journal_path, SessionMeta(
+                kind="bench", network="custom", account=f"vault {sim.credentials.vault}", version="bench",
+                config_digest="bench", markets=tuple(sim.markets)), clock=time.time)
         root = RootSupervisor(
-            cfg=cfg, port=venue, network="custom", epoch_ms=wall_clock_ms, request_outcomes=outcomes_recv
+            cfg=cfg, port=venue, network="custom", epoch_ms=wall_clock_ms, request_outcomes=outcomes_recv,
+            journal=journal,
         )
         stop = trio.Event()
         report: dict[str, Any] | None = None
@@ -499,10 +552,17 @@ async def _measure_against(sim: ProbeSim, opts: LatencyOptions) -> LatencyResult
             raise BenchError(f"probe calibration failed: {failed}")
         domain = await venue.get_signing_domain()
         market_infos = await venue.get_markets(list(sim.markets))
+    if journal is not None:
+        journal.release()
     floor = signing_floor(list(stamps.requests), sim.credentials, domain, market_infos)
     if profiler is not None and opts.profile_path:
         _dump_profile(profiler, opts.profile_path)
-    return _result(report, stamps, floor, opts, failed, bot_cpu_s, gc_pauses.durations)
+    result = _result(report, stamps, floor, opts, failed, bot_cpu_s, gc_pauses.durations)
+    if journal is not None:
+        st = journal.statistics()
+        result.detail["journal"] = {"written": st.written, "dropped": st.dropped, "commits": st.commits,
+                                    "write_errors": st.write_errors}
+    return result
 
 
 def _dump_profile(profiler: Any, path: str) -> None:

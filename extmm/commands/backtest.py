@@ -144,6 +144,7 @@ def main(args: argparse.Namespace) -> int:
         feed_latency_ms=args.feed_latency_ms,
         book_interval_s=args.book_interval_ms / 1000.0,
         balance_usd=Decimal(100_000),
+        journal_path=_fresh_journal(args.out) if args.out is not None else None,
     )
     started = time.perf_counter()  # wall time is measured here, at the edge, for the report only
     try:
@@ -201,3 +202,12 @@ def _known_failures(exc: BaseException) -> list[str]:
         else:
             return []
     return out
+
+
+def _fresh_journal(out: Path) -> Path:
+    """The backtest's journal in its output folder (the same schema as a live one), new each run."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "journal.db"
+    for stale in (path, out / "journal.db-wal", out / "journal.db-shm"):
+        stale.unlink(missing_ok=True)
+    return path

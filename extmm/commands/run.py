@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-foreign-orders", action="store_true",
                    help="start even if the sub-account has open orders that are not ours (the dead man's "
                    "switch is account-wide and would cancel them too); default: refuse")
+    p.add_argument("--journal", default=None, metavar="PATH",
+                   help="trading journal (SQLite) file (default $XDG_STATE_HOME/extmm/journal.db, "
+                   "else ~/.local/state/extmm/journal.db)")
+    p.add_argument("--no-journal", action="store_true", help="keep no journal")
     p.set_defaults(handler=main)
 
 
@@ -64,6 +68,11 @@ def main(args: argparse.Namespace) -> int:
     except (SecretsError, OSError) as exc:
         print(f"secrets error: {exc}", file=sys.stderr)
         return 2
+    if not args.no_journal and args.journal is None and not ensure_default_journal_folder():
+        return 2
+    if not args.no_journal and not journal_usable(journal_path(args)):
+        return 2
+
     if args.endpoint:
         network = "custom"
     else:
@@ -112,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         allow_foreign_orders=args.allow_foreign_orders,
         market_data=market_data,
+        journal=journal_path(args),
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))
@@ -144,3 +154,49 @@ def _market_data_source(values: list[str]) -> tuple[str, str] | None:
     print("--market-data: expected testnet, mainnet, or REST_URL (http[s]://…) STREAM_URL (ws[s]://…), "
           f"got {' '.join(values)!r}", file=sys.stderr)
     return None
+
+
+def journal_path(args: argparse.Namespace) -> str | None:
+    from extmm.journal.schema import default_path
+
+    if args.no_journal:
+        return None
+    return args.journal if args.journal is not None else str(default_path())
+
+
+def ensure_default_journal_folder() -> bool:
+    """The default folder is ours to create (systemd's StateDirectory= does it too)."""
+    from extmm.journal.schema import default_path
+
+    folder = default_path().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"journal folder {folder} cannot be created: {exc.strerror} (use --journal PATH or --no-journal)",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def journal_usable(path: str | None) -> bool:
+    """Refuse a bad journal (one line, exit 2) before anything is sent to the venue."""
+    from pathlib import Path
+
+    from extmm.journal.schema import JournalError, JournalLock, open_journal
+
+    if path is None:
+        return True
+    try:
+        lock = JournalLock(Path(path).expanduser())
+        if not lock.path.parent.is_dir():
+            raise JournalError(f"journal folder {lock.path.parent} does not exist "
+                               "(create it, or pick another --journal)")
+        lock.acquire()
+        try:
+            open_journal(path).close()
+        finally:
+            lock.release()
+    except JournalError as exc:
+        print(f"journal error: {exc}", file=sys.stderr)
+        return False
+    return True

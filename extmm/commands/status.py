@@ -107,11 +107,42 @@ def render(status_code: int, body: dict[str, Any]) -> list[str]:
                 continue
             book = "book stale" if market.get("book_stale") else "book fresh"
             orders = market.get("open_orders", "?")
-            lines.append(
-                f"  {name:<{width}}  {market.get('state', '?'):<8}  {book}  "
-                f"{orders} open order{'s' if orders != 1 else ''}"
-            )
+            line = (f"  {name:<{width}}  {market.get('state', '?'):<8}  {book}  "
+                    f"{orders} open order{'s' if orders != 1 else ''}")
+            if "position" in market:
+                line += f"  position {market['position']}  pnl {market.get('pnl_net', '?')}"
+            lines.append(line)
+    pnl = body.get("pnl")
+    if isinstance(pnl, dict):
+        lifetime = pnl.get("lifetime")
+        lines.append(f"pnl: session {pnl.get('session', '?')}, lifetime "
+                     + (str(lifetime) if lifetime is not None else "unknown (no journal)"))
+    journal = body.get("journal")
+    if isinstance(journal, dict):
+        state = f"DEGRADED: {journal.get('degraded')}" if journal.get("degraded") else "ok"
+        lines.append(f"journal: {state}, {journal.get('written', '?')} rows written, "
+                     f"{journal.get('dropped', '?')} dropped, {journal.get('pending', '?')} pending")
     return lines
+
+
+def last_fills(path: str | None, count: int = 5) -> list[str]:
+    """The last fills from the journal (read-only), or one line saying why there are none."""
+    from extmm.journal.report import history
+    from extmm.journal.schema import JournalError, default_path, open_journal
+
+    target = path or str(default_path())
+    try:
+        conn = open_journal(target, readonly=True)
+    except JournalError as exc:
+        return [f"last fills: unknown ({exc})"]
+    with conn:
+        rows = history(conn, "fills", limit=count)
+    if not rows:
+        return ["last fills: none journaled"]
+    return ["last fills:"] + [
+        f"  {r['time']}  {r['market']}  {r['side']} {r['qty']} @ {r['price']}  fee {r['fee']} {r['liquidity']}"
+        for r in rows
+    ]
 
 
 def main(
@@ -121,6 +152,8 @@ def main(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    journal: str | None = None,
+    show_fills: bool = False,
 ) -> int:
     """Print the bot's status; returns the exit code (0 healthy, 1 unhealthy, 2 unreachable)."""
     out = out or sys.stdout
@@ -133,13 +166,13 @@ def main(
     if as_json:
         print(json.dumps(body, indent=2, sort_keys=True), file=out)
     else:
-        for line in render(status_code, body):
+        for line in render(status_code, body) + (last_fills(journal) if show_fills else []):
             print(line, file=out)
     return EXIT_HEALTHY if is_healthy(status_code, body) else EXIT_UNHEALTHY
 
 
 def handle(args: argparse.Namespace) -> int:
-    return main(args.url, as_json=args.json, timeout_s=args.timeout)
+    return main(args.url, as_json=args.json, timeout_s=args.timeout, journal=args.journal, show_fills=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -155,6 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--url", default=DEFAULT_URL, help=f"the bot's metrics address (default {DEFAULT_URL})"
     )
     parser.add_argument("--json", action="store_true", help="print the /healthz JSON as is")
+    parser.add_argument("--journal", default=None, metavar="PATH",
+                        help="journal to read the last fills from (default $XDG_STATE_HOME/extmm/journal.db)")
     parser.add_argument(
         "--timeout",
         type=positive_float,

@@ -185,8 +185,14 @@ def _header(status: AppStatus) -> Panel:
         _kv("calls", requests),
         _kv("net PnL", _usd(status.net_pnl)),
     ]
+    if status.lifetime_net is not None:
+        cells.append(_kv("lifetime PnL", _usd(status.lifetime_net)))
     if status.equity is not None:
         cells.append(_kv("equity", f"{status.equity:,.2f}"))
+    journal = status.journal
+    if journal is not None and (journal.degraded or journal.dropped):
+        cells.append(_kv("journal", Text(f"{journal.degraded or 'ok'}, {journal.dropped} dropped, "
+                                         f"{journal.pending} waiting", style="bold red")))
     body: list[RenderableType] = [_Flow(cells)]
     if status.breaker_last_reason:
         body.append(

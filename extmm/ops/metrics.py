@@ -173,6 +173,13 @@ def status_families(status: AppStatus) -> list[Metric]:
     equity = float(status.equity) if status.equity is not None else None
     f.gauge("extmm_balance_usd", "Account balance.", balance)
     f.gauge("extmm_equity_usd", "Account equity.", equity)
+    if status.lifetime_net is not None:
+        f.gauge("extmm_lifetime_pnl_usd", "Net PnL over every journaled session.", float(status.lifetime_net))
+    if status.journal is not None:
+        f.counter("extmm_journal_rows_written_total", "Journal rows committed.", status.journal.written)
+        f.counter("extmm_journal_rows_dropped_total", "Journal rows lost (counted).", status.journal.dropped)
+        f.gauge("extmm_journal_pending_rows", "Journal rows waiting for the disk.", status.journal.pending)
+        f.gauge("extmm_journal_degraded", "1 while journal writes fail.", int(status.journal.degraded is not None))
 
     for m in status.markets:
         market = m.name
@@ -269,10 +276,16 @@ def health_payload(status: AppStatus | None) -> tuple[int, dict[str, Any]]:
         },
         "dms": {"armed": status.dms_armed, "remaining_s": status.dms_remaining_s},
         "markets": {
-            m.name: {"state": m.state, "book_stale": m.book_stale, "open_orders": m.open_orders}
+            m.name: {"state": m.state, "book_stale": m.book_stale, "open_orders": m.open_orders,
+                     "position": str(m.position), "pnl_net": str(m.pnl.net), "fills": m.fills}
             for m in status.markets
         },
+        "pnl": {"session": str(status.net_pnl),
+                "lifetime": None if status.lifetime_net is None else str(status.lifetime_net)},
     }
+    if status.journal is not None:
+        body["journal"] = {"written": status.journal.written, "dropped": status.journal.dropped,
+                           "pending": status.journal.pending, "degraded": status.journal.degraded}
     return (200 if status.healthy else 503), body
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -251,6 +252,8 @@ class AppStatus:
     healthy: bool = False
     ready: bool = False
     stream_reconnects: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)  # market → topic → n
+    lifetime_net: Decimal | None = None  # all sessions of this network and account (journal)
+    journal: Any = None  # extmm.journal.actor.JournalStats; None without a journal
 
     @property
     def dms_armed(self) -> bool:
