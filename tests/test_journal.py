@@ -218,7 +218,7 @@ async def test_session_ledger_is_restored_exactly(tmp_path: Path) -> None:
 
 async def test_bot_journals_every_fill_and_order(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     path = tmp_path / "j.db"
-    journal = open_session(path, META, clock=clock)
+    journal = open_session(path, META, clock=clock, on_thread=False)  # a worker thread lets autojump_clock race ahead
     async with running_bot(bot_config(), journal=journal) as bot:
         await wait_until(lambda: len(bot.engine.trades(bot.account_id)) >= 4, within=600)
         await trio.sleep(70)  # markouts at 60 s and a periodic mark
@@ -243,7 +243,7 @@ async def test_bot_journals_every_fill_and_order(tmp_path: Path, autojump_clock:
 
 async def test_trading_goes_on_when_the_disk_is_full(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     path = tmp_path / "j.db"
-    journal = open_session(path, META, clock=clock, pending_rows=50)
+    journal = open_session(path, META, clock=clock, pending_rows=50, on_thread=False)
     conn = journal.writer.conn
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
     async with running_bot(bot_config(), journal=journal) as bot:

@@ -9,6 +9,8 @@ import json
 import sys
 import time
 
+from extmm.argtypes import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--since", default=None, help="24h, 7d, 90m, 2026-12-01 or 2026-12-01T08:00 (UTC)")
     p.add_argument("--kind", choices=("fills", "orders", "events"), default="fills", help="default fills")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default table")
-    p.add_argument("--limit", type=int, default=None, help="only the last N rows")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the last N rows")
     p.set_defaults(handler=main)
 
 
