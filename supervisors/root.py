@@ -454,7 +454,8 @@ class RootSupervisor:
         left = await self._cancel_ours(names)
         if left:
             raise StartupError(f"{left} open orders of ours could not be cancelled at startup")
-        ids = ExternalIdFactory(self.cfg.external_id_prefix)
+        # The run id comes from the root's rng: random live, derived from the seed in a backtest.
+        ids = ExternalIdFactory(self.cfg.external_id_prefix, run_id=f"{self.rng.getrandbits(24):06x}")
         spec = SupervisorSpec(
             id="root",
             children=[self._market_child(n, fees[n], ids) for n in names],

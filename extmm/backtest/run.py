@@ -329,5 +329,8 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
 
 def backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
     """`run_backtest` in a fresh trio run under an autojumping `MockClock`."""
+    from extmm.backtest.determinism import seeded_scheduling
+
     clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(run_backtest, cfg, opts, clock=clock)
+    with seeded_scheduling(opts.seed):
+        return trio.run(run_backtest, cfg, opts, clock=clock)
