@@ -127,6 +127,10 @@ class BotConfig:
     order_expiry_s: PosInt = 3600
     external_id_prefix: str = "extmm"
     breaker: BreakerConfig = BreakerConfig()
+    # Startup: a market whose order book is not valid within this many seconds is left out
+    # ("skip": reported by name, the others trade) or stops the start ("fail").
+    book_ready_timeout_s: PosFloat = 60.0
+    on_missing_book: Literal["skip", "fail"] = "fail"
 
     @property
     def enabled_markets(self) -> list[MarketConfig]:

@@ -106,6 +106,7 @@ class RootSupervisor:
         self.markets: dict[str, MarketInfo] = {}
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
+        self.left_out: dict[str, str] = {}  # markets without a valid book at startup, and why
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
         self.restarts: Counter[str] = Counter()
         self.breaker = CircuitBreaker(cfg.breaker)
@@ -454,6 +455,7 @@ class RootSupervisor:
         left = await self._cancel_ours(names)
         if left:
             raise StartupError(f"{left} open orders of ours could not be cancelled at startup")
+        names = await self._markets_with_books(names)
         # The run id comes from the root's rng: random live, derived from the seed in a backtest.
         ids = ExternalIdFactory(self.cfg.external_id_prefix, run_id=f"{self.rng.getrandbits(24):06x}")
         spec = SupervisorSpec(
@@ -482,6 +484,25 @@ class RootSupervisor:
             summary = await self.shutdown()
             nursery.cancel_scope.cancel()
         return summary
+
+    async def _markets_with_books(self, names: list[str]) -> list[str]:
+        """The markets whose book is valid within the deadline; the others left out or fatal."""
+        from supervisors.readiness import wait_for_books
+
+        timeout = self.cfg.book_ready_timeout_s
+        missing = await wait_for_books(
+            self.port, {n: self.markets[n].spec for n in names}, timeout_s=timeout
+        )
+        if not missing:
+            return names
+        text = "; ".join(f"{n} ({why})" for n, why in missing.items())
+        if self.cfg.on_missing_book == "fail" or len(missing) == len(names):
+            raise StartupError(f"no valid order book within {timeout:g}s for {text}")
+        logger.error("left out, no valid order book within {:g}s: {}", timeout, text)
+        self.left_out.update(missing)
+        for name in missing:
+            del self.markets[name]
+        return [n for n in names if n not in missing]
 
     async def _run_supervisor(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:

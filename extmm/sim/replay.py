@@ -336,6 +336,8 @@ class ReplayDriver:
                 self._apply(kind, market, frame, world, self._trio_time(deliver))
                 self.stats.frames[kind] += 1
                 self.stats.last_ms = world
+            # The data ends when its last frame has been delivered (feed latency), not before.
+            await trio.sleep_until(self._trio_time(self._last_deliver_ms))
         finally:
             self.finished.set()
 
