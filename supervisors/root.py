@@ -107,6 +107,7 @@ class RootSupervisor:
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
         self.left_out: dict[str, str] = {}  # markets without a valid book at startup, and why
+        self.book_probe_port: ExchangePort = port  # what the startup book check reads (backtests: uncounted)
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
         self.restarts: Counter[str] = Counter()
         self.breaker = CircuitBreaker(cfg.breaker)
@@ -491,7 +492,7 @@ class RootSupervisor:
 
         timeout = self.cfg.book_ready_timeout_s
         missing = await wait_for_books(
-            self.port, {n: self.markets[n].spec for n in names}, timeout_s=timeout
+            self.book_probe_port, {n: self.markets[n].spec for n in names}, timeout_s=timeout
         )
         if not missing:
             return names

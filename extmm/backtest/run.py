@@ -40,7 +40,7 @@ from extmm.domain.markouts import MarkoutDone, MarkoutTracker
 from extmm.telemetry import AccountStats, BookStats, ExecStats
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import is_ours
-from supervisors.root import RootSupervisor, RunSummary
+from supervisors.root import RootSupervisor, RunSummary, StartupError
 
 START_MS = 1_790_000_000_000  # synthetic runs start here: results never depend on the wall clock
 
@@ -94,6 +94,8 @@ class World:
     finished: trio.Event  # set when a replay runs out of data (never for synthetic flow)
     mode: str  # synthetic | replay
     details: dict[str, Any] = attrs.Factory(dict)
+    # Why a market's book may never have become valid, as the world saw it (None: no idea).
+    diagnose: Callable[[str], str | None] = lambda _market: None
 
 
 @attrs.define
@@ -251,8 +253,21 @@ async def replay_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterator[W
             "order_latency_ms": opts.order_latency_ms,
             "feed_latency_ms": opts.feed_latency_ms,
         }
+        def diagnose(market: str) -> str | None:
+            bad = replay.engine.bad_book.get(market)
+            if bad is not None:
+                return f"the recording's book frames cannot be applied: {bad}"
+            if not replay.driver.stats.market_frames.get(market):
+                return "the recording has no book frames for it (in the data read so far)"
+            return None
+
         yield World(
-            port=replay.venue, now_ms=replay.now_ms, finished=replay.finished, mode="replay", details=details
+            port=replay.venue,
+            now_ms=replay.now_ms,
+            finished=replay.finished,
+            mode="replay",
+            details=details,
+            diagnose=diagnose,
         )
         # After the run: how our fills came about, and what the recording held.
         details["fills_by_reason"] = dict(replay.engine.fills)
@@ -368,6 +383,7 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
         root = RootSupervisor(
             cfg=cfg, port=port, network="backtest", epoch_ms=world.now_ms, rng=random.Random(opts.seed)
         )
+        root.book_probe_port = world.port  # the startup book check is not market data the bot traded on
         stop = trio.Event()
         done = trio.Event()
         ready = _Ready()
@@ -383,11 +399,20 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
 
             root_scope = trio.CancelScope()
 
+            async def guarded_root_explained(inner: Callable[[], Any]) -> None:
+                try:
+                    await inner()
+                except StartupError as exc:  # e.g. no market has a valid book: say why, per market
+                    notes = [f"{m}: {n}" for m in (m.name for m in cfg.enabled_markets) if (n := world.diagnose(m))]
+                    if not notes:
+                        raise
+                    raise StartupError(f"{exc} [{'; '.join(notes)}]") from exc
+
             async def guarded_root() -> None:
                 with root_scope:
                     await run_root()
 
-            nursery.start_soon(guarded_root)
+            nursery.start_soon(guarded_root_explained, guarded_root)
             # Startup races the end of the data and --hours: neither waits for a bot that
             # never becomes ready (a market without a valid book is settled by the root's
             # deadline; this is the backstop).
@@ -418,7 +443,7 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
             sampler.sample()  # the final state, after shutdown
             nursery.cancel_scope.cancel()
         if root.left_out:
-            world.details["markets_left_out"] = dict(root.left_out)
+            world.details["markets_left_out"] = {m: _explained(world, m, why) for m, why in root.left_out.items()}
         # The venue's own word on what is left open, independent of the bot's bookkeeping.
         prefix = cfg.external_id_prefix
         venue_open = [o for o in await world.port.get_open_orders() if is_ours(o.external_id, prefix)]
@@ -440,6 +465,11 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
         order_latency_ms=opts.order_latency_ms,
         feed_latency_ms=opts.feed_latency_ms,
     )
+
+
+def _explained(world: World, market: str, why: str) -> str:
+    note = world.diagnose(market)
+    return why if note is None else f"{why}; {note}"
 
 
 class _Ready:

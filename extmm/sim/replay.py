@@ -72,6 +72,7 @@ class ReplayEngine(SimEngine):
         self.books = {name: L2Book(self.market_spec(name)) for name in self.market_names()}
         self.queues: dict[str, dict[int, QueueSlot]] = {name: {} for name in self.market_names()}
         self.fills: Counter[str] = Counter()  # by reason: queue | through | taker
+        self.bad_book: dict[str, str] = {}  # market → the last book frame that could not be applied
         self._next_crowd_id = 9_000_000_000_000_000_001
 
     def _crowd_order(self, market: str, side: Side, ticks: int, lots: int, tif: str) -> SimOrder:
@@ -168,6 +169,7 @@ class ReplayEngine(SimEngine):
             book.apply(frame_type, data)
         except BadFrame as exc:
             logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
+            self.bad_book[market] = str(exc)
             return False
         if book.valid:
             for slot in self._live_slots(market).values():
@@ -213,6 +215,7 @@ class ReplayEngine(SimEngine):
 @attrs.define
 class ReplayStats:
     frames: Counter[str] = attrs.Factory(Counter)
+    market_frames: Counter[str] = attrs.Factory(Counter)  # book frames read, by market
     bad_frames: int = 0
     book_gaps: int = 0
     last_ms: int = 0
@@ -335,6 +338,8 @@ class ReplayDriver:
                 await trio.sleep_until(self._trio_time(world))
                 self._apply(kind, market, frame, world, self._trio_time(deliver))
                 self.stats.frames[kind] += 1
+                if kind == "orderbook":
+                    self.stats.market_frames[market] += 1
                 self.stats.last_ms = world
             # The data ends when its last frame has been delivered (feed latency), not before.
             await trio.sleep_until(self._trio_time(self._last_deliver_ms))
