@@ -75,6 +75,7 @@ class BacktestOptions:
     replay: tuple[Path, ...] = ()
     order_latency_ms: float = DEFAULT_ORDER_LATENCY_MS
     feed_latency_ms: float | None = DEFAULT_FEED_LATENCY_MS
+    replay_from_ms: int | None = None  # replay: start this late in the data (epoch ms; walk-forward)
     book_ready_timeout_s: float | None = None  # None: the config's book_ready_timeout_s
     on_missing_book: str = "skip"  # a market without a valid book: "skip" it or "fail" the run
     runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
@@ -247,6 +248,7 @@ async def replay_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterator[W
         # which order actions and fills publish at once; the recorded feed does not need its ticks.
         runner_tick_s=max(opts.runner_tick_s, 0.5),
         seed=opts.seed,
+        from_ms=opts.replay_from_ms,
     ) as replay:
         details: dict[str, Any] = {
             "replay": [str(p) for p in opts.replay],

@@ -462,6 +462,7 @@ async def replay_venue(
     seed: int = 0,
     maker_fee: Decimal = Decimal("0.0000"),
     taker_fee: Decimal = Decimal("0.00025"),
+    from_ms: int | None = None,
 ) -> AsyncIterator[Replay]:
     """Engine, runner, driver and port over a recording, running in this trio run's nursery."""
     files = expand_parts(paths)
@@ -473,6 +474,10 @@ async def replay_venue(
             f"market(s) {', '.join(missing)} not in the recording (it has {', '.join(sorted(probe.markets)) or 'none'})"
         )
     start_ms = _start_ms(probe)
+    if from_ms is not None and from_ms > start_ms:
+        # A later window (walk-forward): what comes before `from_ms` is applied at once (books,
+        # marks, funding; nobody subscribed yet), and the run starts at `from_ms`.
+        start_ms = from_ms
     config = EngineConfig(
         seed=seed,
         verify_signatures=False,
