@@ -115,10 +115,16 @@ def test_default_latency_removes_the_bursts_zero_latency_produces(tmp_path):
     path = _sweep_recording(tmp_path / "sweep.ndjson.gz")
     cfg = load_config("config/config.json")
     cfg = attrs.evolve(cfg, markets=[m for m in cfg.markets if m.name == "BTC-USD"])
-    zero = backtest(cfg, BacktestOptions(hours=1, replay=(path,), order_latency_ms=0.0, feed_latency_ms=None))
+    # Every recorded frame delivered at once (book_interval 0), no latency: the setting.
+    zero = backtest(cfg, BacktestOptions(hours=1, replay=(path,), order_latency_ms=0.0, feed_latency_ms=None,
+                                         book_interval_s=0.0))
     line = zero.to_json(wall_seconds=1.0)
     assert line["latency_ms"] == {"order": 0.0, "feed": "recorded"}
     assert line["fill_bursts"]["fills"] >= 10 and line["fill_bursts"]["longest"] >= 3
+    # The default latencies alone remove them (still every frame delivered)...
+    latency_only = backtest(cfg, BacktestOptions(hours=1, replay=(path,), book_interval_s=0.0))
+    assert latency_only.to_json(wall_seconds=1.0)["fill_bursts"]["fills"] == 0
+    # ...and so do all the defaults (latencies and the venue's 100 ms book cadence).
     default = backtest(cfg, BacktestOptions(hours=1, replay=(path,)))
     line = default.to_json(wall_seconds=1.0)
     assert line["latency_ms"] == {"order": 20.0, "feed": 50.0}

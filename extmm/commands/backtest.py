@@ -102,7 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--book-interval-ms",
         type=float,
         default=100.0,
-        help="synthetic mode: book frame cadence of the simulated venue (default 100, as Extended)",
+        help="book frame cadence of the venue (default 100, as Extended): the simulator pushes at it; "
+        "a replay merges the recorded book deltas of each window into one frame (0: every recorded frame)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--log-level", default="ERROR", help="bot log level on stderr (default ERROR)")
@@ -138,9 +139,14 @@ def main(args: argparse.Namespace) -> int:
     if args.book_timeout_s is not None and args.book_timeout_s <= 0:
         print("backtest: --book-timeout-s must be > 0", file=sys.stderr)
         return 2
-    if args.hours <= 0 or args.sample_s <= 0 or args.order_latency_ms < 0 or args.book_interval_ms <= 0:
+    if args.book_interval_ms == 0 and args.replay:
+        args.book_interval_ms = 0.0
+    elif args.book_interval_ms <= 0:
+        print("backtest: --book-interval-ms must be > 0 (0: replays only)", file=sys.stderr)
+        return 2
+    if args.hours <= 0 or args.sample_s <= 0 or args.order_latency_ms < 0:
         print(
-            "backtest: --hours, --sample-s and --book-interval-ms must be > 0, latencies ≥ 0", file=sys.stderr
+            "backtest: --hours and --sample-s must be > 0, latencies ≥ 0", file=sys.stderr
         )
         return 2
     replay: tuple[Path, ...] = ()

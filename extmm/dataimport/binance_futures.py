@@ -22,7 +22,8 @@ previous event's `u`. A broken chain (or a snapshot that no captured event bridg
 resynchronises at the next snapshot whose `lastUpdateId` lies at or after the break; if
 there is none, the import stops with a message naming the line. Quantities are absolute; 0
 removes a level; removing an absent level is normal. Trades: `m` is "buyer is the maker",
-so `m=true` means the aggressor SOLD.
+so `m=true` means the aggressor SOLD; prints of one market received in the same millisecond
+make one trades frame.
 
 Write (`export_binance`): the inverse for round-trip tests: depth updates with a consistent
 `U/u/pu` chain, broken on purpose at each recorded SNAPSHOT frame, with a REST snapshot
@@ -169,8 +170,21 @@ def classify(
                 raise ImportError_(f"{where}: {kind} without a usable field: {exc!r}") from None
         if trades:
             trades.sort(key=lambda e: e.recv_ms)  # stable: capture order within a millisecond
-            trade_streams.append(trades)
+            trade_streams.append(_group_trades(trades))
     return depth, snaps, trade_streams
+
+
+def _group_trades(trades: list[Event]) -> list[Event]:
+    """Prints of one market received in the same millisecond become one trades frame (as a
+    venue batches them, and as Tardis' rows with one local_timestamp are one message)."""
+    out: list[Event] = []
+    for event in trades:
+        last = out[-1] if out else None
+        if last is not None and last.market == event.market and last.recv_ms == event.recv_ms:
+            out[-1] = attrs.evolve(last, trades=last.trades + event.trades)
+        else:
+            out.append(event)
+    return out
 
 
 def _skip(skipped: Any, why: str) -> None:
