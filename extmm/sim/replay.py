@@ -260,6 +260,7 @@ class ReplayDriver:
         # matching engine still applies every frame at its own time.
         self.book_interval_ms = book_interval_ms
         self._pending: dict[str, dict[str, Any]] = {}  # market → the merged delta of the open window
+        self._others_blocked = False  # see _advance_to
 
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(self, kind: str, market: str) -> Subscription:
@@ -286,6 +287,7 @@ class ReplayDriver:
             subs.discard(sub)
 
     def _push(self, sub: Subscription, frame: dict[str, Any], due: float) -> None:
+        self._others_blocked = False  # the subscriber may wake
         sub.seq += 1
         frame = dict(frame)
         frame["seq"] = sub.seq
@@ -328,20 +330,30 @@ class ReplayDriver:
     async def _advance_to(self, when: float, clock: trio.testing.MockClock | None) -> None:
         """Let trio's time reach `when`, yielding to the bot only when it has something to do.
 
-        Under an autojumping MockClock, when no other task is runnable and no timer of any
+        Under an autojumping MockClock, when every other task is blocked and no timer of any
         task falls before `when`, nothing can happen in between: the clock is moved forward
-        in place (`MockClock.jump`) instead of a sleep and a trip through the scheduler —
-        the same schedule, at a fraction of the cost. Otherwise (or under a real clock) it
-        sleeps, or yields when another task became runnable meanwhile.
+        in place (`MockClock.jump`) instead of a sleep and a trip through the scheduler.
+        "Every other task is blocked" is known after `wait_all_tasks_blocked()` and stays
+        true until this driver wakes someone (a delivered frame, a fill) or sleeps; trio's
+        own run-queue length cannot tell (tasks woken in the same batch are not in it).
+        Under a real clock it simply sleeps.
         """
         now = trio.current_time()
-        stats = trio.lowlevel.current_statistics()
         if when > now:
-            if clock is not None and stats.tasks_runnable == 0 and now + stats.seconds_to_next_deadline > when:
-                clock.jump(when - now)
-            else:
-                await trio.sleep_until(when)
-        elif stats.tasks_runnable:
+            if clock is not None:
+                if not self._others_blocked:
+                    await trio.testing.wait_all_tasks_blocked()
+                    self._others_blocked = True
+                    now = trio.current_time()  # the autojump may have run timers meanwhile
+                    if now >= when:
+                        return
+                stats = trio.lowlevel.current_statistics()
+                if now + stats.seconds_to_next_deadline > when:
+                    clock.jump(when - now)
+                    return
+            self._others_blocked = False
+            await trio.sleep_until(when)
+        elif not self._others_blocked:
             await trio.lowlevel.checkpoint()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -430,6 +442,7 @@ class ReplayDriver:
                 book = self.engine.books[market]
                 prints = parse_prints(data, book.spec, book.ticks, book.lots)
                 if self.engine.on_prints(market, prints, now_ms):
+                    self._others_blocked = False  # fills: the account stream wakes
                     self.runner.pump()
                 self._deliver(kind, market, frame, due, snapshot=False)
             elif kind == "funding":
