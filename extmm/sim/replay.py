@@ -348,7 +348,7 @@ class ReplayDriver:
                     if now >= when:
                         return
                 stats = trio.lowlevel.current_statistics()
-                if now + stats.seconds_to_next_deadline > when:
+                if now + stats.seconds_to_next_deadline >= when:  # a timer due at `when` itself runs next
                     clock.jump(when - now)
                     return
             self._others_blocked = False
