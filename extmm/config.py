@@ -153,6 +153,10 @@ class BotConfig:
     # This instance's REST budget (requests/min). The venue counts per IP address across
     # all keys (SPEC §7): instances sharing an address divide it (README).
     rate_limit_per_min: PosInt = 1000
+    # Startup: a market whose order book is not valid within this many seconds is left out
+    # ("skip": reported by name, the others trade) or stops the start ("fail").
+    book_ready_timeout_s: PosFloat = 60.0
+    on_missing_book: Literal["skip", "fail"] = "fail"
 
     @property
     def enabled_markets(self) -> list[MarketConfig]:

@@ -152,6 +152,8 @@ class RootSupervisor:
         self.stream_reconnects = StreamReconnects()
         self.wirings: dict[str, MarketWiring] = {}
         self.halted: set[str] = set()
+        self.left_out: dict[str, str] = {}  # markets without a valid book at startup, and why
+        self.book_probe_port: ExchangePort = port  # what the startup book check reads (backtests: uncounted)
         self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
         self.restarts: Counter[str] = Counter()
         self.breaker = CircuitBreaker(cfg.breaker)
@@ -570,7 +572,9 @@ class RootSupervisor:
                 + ")"
             )
         await self._align_leverage()  # after our leftovers are gone: their margin may block a change
-        ids = ExternalIdFactory(self.cfg.external_id_prefix)
+        names = await self._markets_with_books(names)
+        # The run id comes from the root's rng: random live, derived from the seed in a backtest.
+        ids = ExternalIdFactory(self.cfg.external_id_prefix, run_id=f"{self.rng.getrandbits(24):06x}")
         spec = SupervisorSpec(
             id="root",
             children=[self._market_child(n, fees[n], ids) for n in names],
@@ -606,6 +610,25 @@ class RootSupervisor:
             await self.journal.close(summary.to_json())
             nursery.cancel_scope.cancel()
         return summary
+
+    async def _markets_with_books(self, names: list[str]) -> list[str]:
+        """The markets whose book is valid within the deadline; the others left out or fatal."""
+        from supervisors.readiness import wait_for_books
+
+        timeout = self.cfg.book_ready_timeout_s
+        missing = await wait_for_books(
+            self.book_probe_port, {n: self.markets[n].spec for n in names}, timeout_s=timeout
+        )
+        if not missing:
+            return names
+        text = "; ".join(f"{n} ({why})" for n, why in missing.items())
+        if self.cfg.on_missing_book == "fail" or len(missing) == len(names):
+            raise StartupError(f"no valid order book within {timeout:g}s for {text}")
+        logger.error("left out, no valid order book within {:g}s: {}", timeout, text)
+        self.left_out.update(missing)
+        for name in missing:
+            del self.markets[name]
+        return [n for n in names if n not in missing]
 
     async def _run_supervisor(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:

@@ -111,7 +111,15 @@ def test_summary_line_has_the_documented_keys(hour_of_two_markets):
     assert line["events_by_kind"]["book_levels"] > 5 * messages["book"]
     assert line["fill_ratio"] == pytest.approx(result.summary.fills / result.summary.orders_sent, abs=1e-6)
     assert line["limit_usd"] == cfg.risk.max_net_position_usd
-    assert line["sharpe"] is not None and math.isfinite(line["sharpe"])
+    # One hour is 60 per-minute changes: too few for an annualised Sharpe; the basis says so.
+    basis = line["sharpe_basis"]
+    assert basis["periods"] == 60 and basis["min_periods"] > 60 and basis["reported"] is False
+    assert line["sharpe"] is None
+    assert line["latency_ms"] == {"order": 20.0, "feed": 50.0}
+    assert set(line["markouts"]["mean_bps"]) == {"1s", "10s", "60s"}
+    assert line["markouts"]["settled"]["1s"] == line["fills"]  # every fill settles its 1 s markout
+    assert line["fill_bursts"]["fills"] == 0
+    assert 0.0 <= line["time_at_limit"]["any"] <= 1.0
     json.dumps(line)
 
 

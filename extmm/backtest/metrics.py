@@ -15,6 +15,7 @@ import csv
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -106,12 +107,23 @@ FILL_COLUMNS = (
 )
 
 
-def write_fills_csv(fills: Iterable[ObservedFill], path: Path, *, t0: float = 0.0) -> None:
-    """One row per fill; `t_s` is virtual seconds since the start, `ts_ms` the venue's epoch time."""
+MARKOUT_COLUMNS = ("markout_1s_bps", "markout_10s_bps", "markout_60s_bps")
+
+
+def write_fills_csv(
+    fills: Iterable[ObservedFill], path: Path, *, t0: float = 0.0, markouts: Iterable[Any] = ()
+) -> None:
+    """One row per fill; `t_s` is virtual seconds since the start, `ts_ms` the venue's epoch time;
+    markouts (bps, `extmm.domain.markouts`) at 1/10/60 s, empty when not settled by the end."""
+    by_trade: dict[Any, dict[float, float]] = {}
+    for m in markouts:
+        by_trade.setdefault(m.key, {})[m.horizon_s] = m.bps
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(FILL_COLUMNS)
+        writer.writerow(FILL_COLUMNS + MARKOUT_COLUMNS)
         for f in fills:
+            settled = by_trade.get(f.trade_id, {})
+            marks = tuple("" if h not in settled else f"{settled[h]:.4f}" for h in (1.0, 10.0, 60.0))
             writer.writerow(
                 (
                     f"{f.at - t0:.3f}",
@@ -124,5 +136,6 @@ def write_fills_csv(fills: Iterable[ObservedFill], path: Path, *, t0: float = 0.
                     f.fee,
                     int(f.is_taker),
                     f.position_after,
+                    *marks,
                 )
             )

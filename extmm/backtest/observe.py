@@ -61,6 +61,7 @@ class ObservedFill:
     fee: Decimal
     is_taker: bool
     position_after: Decimal  # signed, base asset, from the fills alone (fresh account)
+    order_id: int = 0  # the venue's id of our order that was filled
 
 
 def book_levels(data: Any) -> int:
@@ -117,6 +118,7 @@ class ObservedPort:
         self.fills: list[ObservedFill] = []
         self._seen_trades: set[int] = set()
         self._positions: dict[str, Decimal] = {}
+        self.on_fill: Callable[[ObservedFill], None] | None = None  # called for every new fill
 
     def __getattr__(self, name: str) -> Any:
         # REST reads, cancels, DMS, statistics...: straight through.
@@ -185,5 +187,8 @@ class ObservedPort:
                     fee=trade.fee,
                     is_taker=trade.is_taker,
                     position_after=position,
+                    order_id=trade.order_id,
                 )
             )
+            if self.on_fill is not None:
+                self.on_fill(self.fills[-1])

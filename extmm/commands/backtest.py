@@ -75,22 +75,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--order-latency-ms",
         type=non_negative_float,
-        default=0.0,
-        help="delay of every order action on its way to the matching engine (default 0)",
+        default=20.0,
+        help="delay of every order action on its way to the matching engine (default 20)",
     )
     p.add_argument(
         "--feed-latency-ms",
-        type=non_negative_float,
+        type=_feed_latency,
+        default=50.0,
+        help="deliver market data this long after it happened (default 50); replay only: "
+        "'recorded' = at the recorded receive time",
+    )
+    p.add_argument(
+        "--book-timeout-s",
+        type=positive_float,
         default=None,
-        help="replay: deliver market data this long after its exchange timestamp "
-        "(default: at the recorded receive time)",
+        help="a market without a valid order book this long after startup is left out or fails "
+        "the run (default: the config's book_ready_timeout_s, 60)",
+    )
+    p.add_argument(
+        "--missing-book",
+        choices=("skip", "fail"),
+        default="skip",
+        help="a market without a valid book: leave it out and run the others (default) or fail",
     )
     p.add_argument("--sample-s", type=positive_float, default=1.0, help="virtual seconds between samples (default 1)")
     p.add_argument(
         "--book-interval-ms",
-        type=positive_float,
+        type=non_negative_float,
         default=100.0,
-        help="synthetic mode: book frame cadence of the simulated venue (default 100, as Extended)",
+        help="book frame cadence of the venue (default 100, as Extended): the simulator pushes at it; "
+        "a replay merges the recorded book deltas of each window into one frame (0: every recorded frame)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--log-level", type=log_level, default="ERROR", help="bot log level on stderr (default ERROR)")
@@ -120,9 +134,20 @@ def main(args: argparse.Namespace) -> int:
             )
             return 2
         cfg = attrs.evolve(cfg, markets=[m for m in cfg.markets if m.name in wanted])
-    if args.hours <= 0 or args.sample_s <= 0 or args.order_latency_ms < 0 or args.book_interval_ms <= 0:
+    if args.feed_latency_ms is None and not args.replay:
+        print("backtest: --feed-latency-ms recorded needs --replay", file=sys.stderr)
+        return 2
+    if args.book_timeout_s is not None and args.book_timeout_s <= 0:
+        print("backtest: --book-timeout-s must be > 0", file=sys.stderr)
+        return 2
+    if args.book_interval_ms == 0 and args.replay:
+        args.book_interval_ms = 0.0
+    elif args.book_interval_ms <= 0:
+        print("backtest: --book-interval-ms must be > 0 (0: replays only)", file=sys.stderr)
+        return 2
+    if args.hours <= 0 or args.sample_s <= 0 or args.order_latency_ms < 0:
         print(
-            "backtest: --hours, --sample-s and --book-interval-ms must be > 0, latencies ≥ 0", file=sys.stderr
+            "backtest: --hours and --sample-s must be > 0, latencies ≥ 0", file=sys.stderr
         )
         return 2
     replay: tuple[Path, ...] = ()
@@ -145,6 +170,8 @@ def main(args: argparse.Namespace) -> int:
         book_interval_s=args.book_interval_ms / 1000.0,
         balance_usd=Decimal(100_000),
         journal_path=_fresh_journal(args.out) if args.out is not None else None,
+        book_ready_timeout_s=args.book_timeout_s,
+        on_missing_book=args.missing_book,
     )
     started = time.perf_counter()  # wall time is measured here, at the edge, for the report only
     try:
@@ -157,11 +184,13 @@ def main(args: argparse.Namespace) -> int:
             print(f"backtest: {line}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
+    for market, why in result.details.get("markets_left_out", {}).items():
+        print(f"backtest: market {market} left out: {why}", file=sys.stderr)
     line = result.to_json(wall_seconds=wall)
     if args.out is not None:
         out: Path = args.out
         out.mkdir(parents=True, exist_ok=True)
-        write_fills_csv(result.fills, out / "fills.csv", t0=result.started_at)
+        write_fills_csv(result.fills, out / "fills.csv", t0=result.started_at, markouts=result.markouts)
         written = ["fills.csv", "summary.json"]
         if not args.no_plots:
             from extmm.backtest.plots import PlotsUnavailable, write_plots
@@ -183,6 +212,18 @@ def main(args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _feed_latency(text: str) -> float | None:
+    if text.strip().lower() == "recorded":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of ms or 'recorded': {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be ≥ 0")
+    return value
 
 
 def _known_failures(exc: BaseException) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 import attrs
 import orjson
 import trio
+import trio.testing
 from loguru import logger
 
 from extmm.backtest.l2 import BadFrame, L2Book, parse_prints
@@ -72,6 +73,7 @@ class ReplayEngine(SimEngine):
         self.books = {name: L2Book(self.market_spec(name)) for name in self.market_names()}
         self.queues: dict[str, dict[int, QueueSlot]] = {name: {} for name in self.market_names()}
         self.fills: Counter[str] = Counter()  # by reason: queue | through | taker
+        self.bad_book: dict[str, str] = {}  # market → the last book frame that could not be applied
         self._next_crowd_id = 9_000_000_000_000_000_001
 
     def _crowd_order(self, market: str, side: Side, ticks: int, lots: int, tif: str) -> SimOrder:
@@ -175,6 +177,7 @@ class ReplayEngine(SimEngine):
             book.apply(frame_type, data)
         except BadFrame as exc:
             logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
+            self.bad_book[market] = str(exc)
             return False
         if book.valid:
             for slot in self._live_slots(market).values():
@@ -220,7 +223,9 @@ class ReplayEngine(SimEngine):
 @attrs.define
 class ReplayStats:
     frames: Counter[str] = attrs.Factory(Counter)
+    market_frames: Counter[str] = attrs.Factory(Counter)  # book frames read, by market
     bad_frames: int = 0
+    conflated_frames: int = 0  # recorded book deltas merged into the delivered one of their window
     book_gaps: int = 0
     last_ms: int = 0
 
@@ -238,6 +243,7 @@ class ReplayDriver:
         start_ms: int,
         feed_latency_s: float | None = None,
         capacity: int = 4096,
+        book_interval_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.runner = runner
@@ -256,6 +262,12 @@ class ReplayDriver:
         self._last_mark: dict[str, Decimal] = {}
         self._last_world_ms = start_ms
         self._last_deliver_ms = start_ms
+        # Book deltas are delivered as the venue pushes them: merged per `book_interval_ms`
+        # window (Extended: every 100 ms, SPEC §5.3); 0 delivers every recorded frame. The
+        # matching engine still applies every frame at its own time.
+        self.book_interval_ms = book_interval_ms
+        self._pending: dict[str, dict[str, Any]] = {}  # market → the merged delta of the open window
+        self._others_blocked = False  # see _advance_to
 
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(self, kind: str, market: str) -> Subscription:
@@ -282,6 +294,7 @@ class ReplayDriver:
             subs.discard(sub)
 
     def _push(self, sub: Subscription, frame: dict[str, Any], due: float) -> None:
+        self._others_blocked = False  # the subscriber may wake
         sub.seq += 1
         frame = dict(frame)
         frame["seq"] = sub.seq
@@ -321,8 +334,39 @@ class ReplayDriver:
         return self._t0 + (epoch_ms - self.start_ms) / 1000.0
 
     # -- the walk ------------------------------------------------------------------------------
+    async def _advance_to(self, when: float, clock: trio.testing.MockClock | None) -> None:
+        """Let trio's time reach `when`, yielding to the bot only when it has something to do.
+
+        Under an autojumping MockClock, when every other task is blocked and no timer of any
+        task falls before `when`, nothing can happen in between: the clock is moved forward
+        in place (`MockClock.jump`) instead of a sleep and a trip through the scheduler.
+        "Every other task is blocked" is known after `wait_all_tasks_blocked()` and stays
+        true until this driver wakes someone (a delivered frame, a fill) or sleeps; trio's
+        own run-queue length cannot tell (tasks woken in the same batch are not in it).
+        Under a real clock it simply sleeps.
+        """
+        now = trio.current_time()
+        if when > now:
+            if clock is not None:
+                if not self._others_blocked:
+                    await trio.testing.wait_all_tasks_blocked()
+                    self._others_blocked = True
+                    now = trio.current_time()  # the autojump may have run timers meanwhile
+                    if now >= when:
+                        return
+                stats = trio.lowlevel.current_statistics()
+                if now + stats.seconds_to_next_deadline >= when:  # a timer due at `when` itself runs next
+                    clock.jump(when - now)
+                    return
+            self._others_blocked = False
+            await trio.sleep_until(when)
+        elif not self._others_blocked:
+            await trio.lowlevel.checkpoint()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._t0 = trio.current_time()
+        current = trio.lowlevel.current_clock()
+        clock = current if isinstance(current, trio.testing.MockClock) and current.autojump_threshold == 0 else None
         task_status.started()
         try:
             for record in self.reader:
@@ -339,23 +383,73 @@ class ReplayDriver:
                     self.stats.bad_frames += 1
                     continue
                 world, deliver = self._times(record, frame)
-                await trio.sleep_until(self._trio_time(world))
-                self._apply(kind, market, frame, world, self._trio_time(deliver))
+                if self._pending:
+                    self._flush_pending(before_ms=world)
+                await self._advance_to(self._trio_time(world), clock)
+                self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
                 self.stats.frames[kind] += 1
+                if kind == "orderbook":
+                    self.stats.market_frames[market] += 1
                 self.stats.last_ms = world
+            self._flush_pending(before_ms=None)
+            # The data ends when its last frame has been delivered (feed latency), not before.
+            await trio.sleep_until(self._trio_time(self._last_deliver_ms))
         finally:
             self.finished.set()
 
-    def _apply(self, kind: str, market: str, frame: dict[str, Any], world_ms: int, due: float) -> None:
+    # -- conflation ------------------------------------------------------------------------------
+    def _window_end(self, deliver_ms: int) -> int:
+        step = self.book_interval_ms
+        return (deliver_ms // step + 1) * step
+
+    def _conflate(self, market: str, frame: dict[str, Any], data: dict[str, Any], deliver_ms: int) -> None:
+        """Merge a DELTA into its market's open window (a level's last absolute size wins)."""
+        end = self._window_end(deliver_ms)
+        pending = self._pending.get(market)
+        if pending is not None and pending["end"] != end:
+            self._flush_market(market)
+            pending = None
+        if pending is None:
+            pending = self._pending[market] = {"end": end, "b": {}, "a": {}, "ts": frame.get("ts"), "frames": 0}
+        pending["ts"] = frame.get("ts")
+        pending["frames"] += 1
+        for key in ("b", "a"):
+            levels = pending[key]
+            for level in data.get(key) or ():
+                price = level["p"]
+                before = levels.get(price)
+                if before is None or "c" in level or "q" not in level or "q" not in before:
+                    merged = dict(level)
+                    if before is not None and "q" in before and "q" in level:
+                        merged["q"] = str(Decimal(before["q"]) + Decimal(level["q"]))
+                    levels[price] = merged
+                else:  # changes without absolute sizes add up
+                    levels[price] = {**before, "q": str(Decimal(before["q"]) + Decimal(level["q"]))}
+
+    def _flush_market(self, market: str) -> None:
+        pending = self._pending.pop(market)
+        data = {"t": "DELTA", "m": market, "b": list(pending["b"].values()), "a": list(pending["a"].values())}
+        self.stats.conflated_frames += pending["frames"] - 1
+        self._deliver("orderbook", market, {"type": "DELTA", "data": data, "ts": pending["ts"]},
+                      self._trio_time(pending["end"]), snapshot=False)
+
+    def _flush_pending(self, *, before_ms: int | None) -> None:
+        """Deliver the windows that close at or before `before_ms` (None: all)."""
+        for market in [m for m, p in self._pending.items() if before_ms is None or p["end"] <= before_ms]:
+            self._flush_market(market)
+
+    def _apply(self, kind: str, market: str, frame: dict[str, Any], world_ms: int, due: float,
+               deliver_ms: int = 0) -> None:
         now_ms = self.runner.now_ms()
         data = frame.get("data")
         try:
             if kind == "orderbook":
-                self._apply_book(market, frame, data, now_ms, due)
+                self._apply_book(market, frame, data, now_ms, due, deliver_ms)
             elif kind == "trades":
                 book = self.engine.books[market]
                 prints = parse_prints(data, book.spec, book.ticks, book.lots)
                 if self.engine.on_prints(market, prints, now_ms):
+                    self._others_blocked = False  # fills: the account stream wakes
                     self.runner.pump()
                 self._deliver(kind, market, frame, due, snapshot=False)
             elif kind == "funding":
@@ -373,7 +467,9 @@ class ReplayDriver:
             self.stats.bad_frames += 1
             logger.warning("replay {}/{}: frame skipped: {}", kind, market, exc)
 
-    def _apply_book(self, market: str, frame: dict[str, Any], data: Any, now_ms: int, due: float) -> None:
+    def _apply_book(
+        self, market: str, frame: dict[str, Any], data: Any, now_ms: int, due: float, deliver_ms: int = 0
+    ) -> None:
         frame_type = frame.get("type") or (data.get("t") if isinstance(data, dict) else None)
         seq = frame.get("seq")
         last = self._last_seq.get(market)
@@ -391,9 +487,15 @@ class ReplayDriver:
         self._last_seq[market] = seq if isinstance(seq, int) else None
         if not isinstance(data, dict):
             raise BadFrame(f"{market} book frame without data")
+        was_valid = book.valid
         valid = self.engine.on_book(market, frame_type, data, now_ms)
+        if market in self._pending and (not valid or frame_type != "DELTA"):
+            self._flush_market(market)  # the window's deltas go before a snapshot
         if valid:
-            self._deliver("orderbook", market, frame, due, snapshot=frame_type == "SNAPSHOT")
+            if self.book_interval_ms > 0 and frame_type == "DELTA" and was_valid:
+                self._conflate(market, frame, data, deliver_ms)
+            else:
+                self._deliver("orderbook", market, frame, due, snapshot=frame_type == "SNAPSHOT")
             if market not in self._has_mark and book.mid is not None:
                 self.engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))
 
@@ -462,6 +564,8 @@ async def replay_venue(
     seed: int = 0,
     maker_fee: Decimal = Decimal("0.0000"),
     taker_fee: Decimal = Decimal("0.00025"),
+    from_ms: int | None = None,
+    book_interval_ms: int = 0,
 ) -> AsyncIterator[Replay]:
     """Engine, runner, driver and port over a recording, running in this trio run's nursery."""
     files = expand_parts(paths)
@@ -473,6 +577,10 @@ async def replay_venue(
             f"market(s) {', '.join(missing)} not in the recording (it has {', '.join(sorted(probe.markets)) or 'none'})"
         )
     start_ms = _start_ms(probe)
+    if from_ms is not None and from_ms > start_ms:
+        # A later window (walk-forward): what comes before `from_ms` is applied at once (books,
+        # marks, funding; nobody subscribed yet), and the run starts at `from_ms`.
+        start_ms = from_ms
     config = EngineConfig(
         seed=seed,
         verify_signatures=False,
@@ -486,7 +594,8 @@ async def replay_venue(
     runner = SimRunner(engine, seed=seed, tick_s=runner_tick_s)
     reader = RecordingReader(files)
     driver = ReplayDriver(
-        engine, runner, reader, markets=names, start_ms=start_ms, feed_latency_s=feed_latency_s
+        engine, runner, reader, markets=names, start_ms=start_ms, feed_latency_s=feed_latency_s,
+        book_interval_ms=book_interval_ms,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)

@@ -199,8 +199,11 @@ class SimRunner:
         snapshot_interval_s: float = 60.0,
         heartbeat_s: float = 1.0,
         queue_capacity: int = 256,
+        market_data_latency_s: float = 0.0,
     ) -> None:
         self.engine = engine
+        # Public streams (not the account stream) are delivered this much later (backtests).
+        self.market_data_latency_s = market_data_latency_s
         self._t0 = trio.current_time()
         self._epoch_at_t0 = engine.now_ms
         if isinstance(faults, FaultController):
@@ -359,6 +362,8 @@ class SimRunner:
         """Wrap pre-serialised `data` in the v1 envelope with this connection's next `seq`."""
         faults = self.faults.frame_faults()
         due = trio.current_time() + self.faults.stream_latency_s()
+        if sub.kind != "account":
+            due += self.market_data_latency_s
         if faults.garbage is not None:
             sub.push(OutFrame(faults.garbage, due))
         sub.seq += 1 + faults.extra_seq
