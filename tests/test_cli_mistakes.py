@@ -77,12 +77,16 @@ def required_filler(parser: argparse.ArgumentParser, skip: argparse.Action | Non
     for action in options(parser):
         if action is skip or not action.required:
             continue
-        value = file if is_file_option(action) else (action.choices and list(action.choices)[0]) or "BTC-USD"
+        numeric = action.type in (*RANGED_NUMBERS, int, float)
+        value = file if is_file_option(action) else (action.choices and list(action.choices)[0]) or (
+            "1" if numeric else "BTC-USD")
         out += [action.option_strings[0], *([str(value)] * (action.nargs if isinstance(action.nargs, int) else 1))]
     for group in parser._mutually_exclusive_groups:
         if group.required and not any(a is skip for a in group._group_actions):
-            chosen = next(a for a in group._group_actions if a.choices)  # e.g. --network
-            out += [chosen.option_strings[0], "testnet"]
+            # e.g. --network (a choice), else the first option: a file, or a number such as --hours
+            chosen = next((a for a in group._group_actions if a.choices), group._group_actions[0])
+            value = list(chosen.choices)[0] if chosen.choices else (file if is_file_option(chosen) else "1")
+            out += [chosen.option_strings[0], str(value)]
     return out
 
 

@@ -29,23 +29,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from extmm.argtypes import existing_file, non_negative_float, output_file, positive_float
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("replay", help="replay events/s: ours and hftbacktest's", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", type=Path, default=None, help="a one-market recording (default: generated)")
+    p.add_argument("--input", type=existing_file, default=None, help="a one-market recording (default: generated)")
     p.add_argument("--market", default="BTC-USD")
-    p.add_argument("--minutes", type=float, default=10.0, help="generated data length (default 10)")
+    p.add_argument("--minutes", type=positive_float, default=10.0, help="generated data length (default 10)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--no-split", action="store_true", help="generated data: keep the 100 ms book frames")
-    p.add_argument("--book-interval-ms", type=float, default=100.0,
+    p.add_argument("--book-interval-ms", type=non_negative_float, default=100.0,
                    help="our venue's book cadence; 0 delivers every recorded frame (default 100)")
     p.add_argument("--no-hftbacktest", action="store_true", help="skip hftbacktest even when installed")
-    p.add_argument("--hbt-window-s", type=float, default=60.0,
+    p.add_argument("--hbt-window-s", type=positive_float, default=60.0,
                    help="hftbacktest GLFT example: calibration window before it quotes (default 60 s)")
-    p.add_argument("--profile", type=Path, default=None, metavar="FILE",
+    p.add_argument("--profile", type=output_file, default=None, metavar="FILE",
                    help="also write a cProfile of our run here (pstats format)")
     p.set_defaults(handler=run)
 

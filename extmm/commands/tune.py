@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from extmm.argtypes import existing_file, output_dir, positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -33,17 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--config", default="config/config.json", help="bot config to start from")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--replay", type=Path, nargs="+", metavar="FILE", help="recordings to tune on")
-    data.add_argument("--hours", type=float, help="synthetic flow: virtual hours per trial (tuning + held-out)")
-    p.add_argument("--space", type=Path, required=True, help="search space JSON (docs/tune/space.example.json)")
-    p.add_argument("--trials", type=int, required=True, help="trials in the study, between all workers")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    data.add_argument("--replay", type=existing_file, nargs="+", metavar="FILE", help="recordings to tune on")
+    data.add_argument("--hours", type=positive_float, help="synthetic flow: virtual hours per trial (tuning + held-out)")
+    p.add_argument("--space", type=existing_file, required=True, help="search space JSON (docs/tune/space.example.json)")
+    p.add_argument("--trials", type=positive_int, required=True, help="trials in the study, between all workers")
+    p.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by every worker and machine "
                    "(default sqlite:///extmm-tune.db; journal:PATH for the journal file storage)")
     p.add_argument("--study", default="extmm", help="study name (default extmm)")
     p.add_argument("--seed", type=int, default=0, help="backtest seed (synthetic flow, bot jitter)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write best.json and PNG plots here")
+    p.add_argument("--out", type=output_dir, default=None, metavar="DIR", help="write best.json and PNG plots here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=main)
 
