@@ -75,6 +75,8 @@ async def risk_actor(
                 open_orders=inventory.open_orders,
                 live_bid=inventory.open_bids > 0,
                 live_ask=inventory.open_asks > 0,
+                live_bids=inventory.open_bids,
+                live_asks=inventory.open_asks,
                 drawdown_usd=inventory.drawdown_usd,
             ),
             min_order_lots=min_lots,
@@ -90,6 +92,8 @@ async def risk_actor(
                 decided_at=now,
                 kill=decision.kill,
                 book_updated_at=proposal.book_updated_at,
+                more_bids=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_bids),
+                more_asks=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_asks),
             )
         )
 
@@ -100,4 +104,7 @@ def _scaled(intent: QuoteIntent, fraction: float, min_lots: int) -> QuoteIntent:
     def shrink(lots: int) -> int:
         return max(int(lots * fraction), min_lots) if lots else 0
 
-    return attrs.evolve(intent, bid_lots=shrink(intent.bid_lots), ask_lots=shrink(intent.ask_lots))
+    return intent.with_ladders(
+        tuple((t, shrink(lots)) for t, lots in intent.bid_ladder),
+        tuple((t, shrink(lots)) for t, lots in intent.ask_ladder),
+    )

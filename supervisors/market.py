@@ -123,6 +123,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
         stale_target_s=max(bot.risk.stale_book_ms / 1000.0, 1.0),
         stale_book_s=bot.risk.stale_book_ms / 1000.0,
         max_open_orders=bot.risk.max_open_orders,
+        levels=market.levels,
     )
     starts = {
         "account": functools.partial(
