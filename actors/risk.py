@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import attrs
 import trio
 from loguru import logger
 

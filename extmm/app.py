@@ -42,6 +42,7 @@ class RunOptions:
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
     seed: int | None = None
+    flow: str = "default"  # paper: the embedded simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
     watchdog: bool = True
     settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
 
@@ -84,6 +85,7 @@ async def run_bot(
                 lambda task_status: serve_simulator(
                     markets=[m.name for m in cfg.enabled_markets],
                     seed=opts.seed if opts.seed is not None else random.randrange(2**31),
+                    flow=opts.flow,
                     task_status=task_status,
                 )
             )

@@ -15,7 +15,7 @@ from extmm.config import MarketConfig, ModelConfig, RiskConfig
 from extmm.domain.execution import SideTarget
 from extmm.domain.quoting import QuoteIntent, compute_quote
 from extmm.domain.risk import RiskSnapshot, clamp_intent
-from extmm.domain.units import MarketSpec, Side
+from extmm.domain.units import MarketSpec
 from extmm.telemetry import Telemetry
 from extmm.venue.signing import ExternalIdFactory
 from extmm.venue.types import OrderRequest, PlacedOrder

@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 
 from extmm.backtest.observe import ObservedFill
+from extmm.domain.markouts import HORIZONS_S, MarkoutTracker, mean_by_horizon
 
 PNL_KEYS = ("spread", "inventory", "fees", "funding", "net")
 MINUTES_PER_YEAR = 365 * 24 * 60
@@ -126,3 +127,26 @@ def write_fills_csv(fills: Iterable[ObservedFill], path: Path, *, t0: float = 0.
                     f.position_after,
                 )
             )
+
+
+def fill_markouts(fills, samples, started_at: float, horizons_s=HORIZONS_S) -> dict[str, float | None]:
+    """Mean markout (bps, + = in our favour) of our fills per horizon, against the sampled
+    mids (the shared tracker, `extmm.domain.markouts`); keys are the horizons in seconds."""
+    by_market: dict[str, list] = {}
+    for s in samples:
+        if s.mid is not None:
+            by_market.setdefault(s.market, []).append((s.t, s.mid))
+    done = []
+    for market, mids in by_market.items():
+        tracker = MarkoutTracker(horizons_s=horizons_s)
+        events = sorted(
+            [(f.at - started_at, 0, i, f) for i, f in enumerate(fills) if f.market == market]
+            + [(t, 1, i, mid) for i, (t, mid) in enumerate(mids)],
+            key=lambda e: (e[0], e[1]),
+        )
+        for t, kind, i, item in events:
+            if kind == 0:
+                tracker.add_fill(i, t, 1 if item.side == "BUY" else -1, float(item.price))
+            else:
+                done.extend(tracker.observe_mid(t, item))
+    return {f"{h:g}s": (None if v is None else round(v, 3)) for h, v in mean_by_horizon(done, horizons_s).items()}

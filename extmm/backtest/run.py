@@ -26,6 +26,7 @@ import trio.testing
 from extmm.backtest.metrics import (
     PNL_KEYS,
     MarketSample,
+    fill_markouts,
     fill_ratio,
     max_abs_inventory_usd,
     net_pnl_series,
@@ -64,6 +65,7 @@ class BacktestOptions:
     replay: tuple[Path, ...] = ()
     order_latency_ms: float = 0.0
     feed_latency_ms: float | None = None
+    flow: str = "default"  # synthetic mode: the simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
     runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
     book_interval_s: float = 0.1  # book frame cadence of the simulated venue (Extended: 100 ms)
 
@@ -142,6 +144,7 @@ class BacktestResult:
             "limit_usd": self.limit_usd,
             "sharpe": _round(sharpe(per_minute_changes(series))),
             "fill_ratio": _round(fill_ratio(fills, self.summary.orders_sent)),
+            "markouts_bps": fill_markouts(self.fills, self.samples, self.started_at),
             "mode": self.mode,
             "markets": list(self.markets),
             "events_by_kind": dict(sorted(self.market_events_by_kind.items())),
@@ -179,6 +182,7 @@ async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterato
         seed=opts.seed,
         start_ms=opts.start_ms,
         verify_signatures=False,
+        flow=opts.flow,
     )
     info = engine.create_account(balance=opts.balance_usd)
     runner = SimRunner(
@@ -187,14 +191,17 @@ async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterato
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         venue = InProcessVenue(runner, info, latency_s=opts.order_latency_ms / 1000.0)
+        details: dict[str, Any] = {"seed": opts.seed, "flow": opts.flow, "order_latency_ms": opts.order_latency_ms}
         yield World(
             port=venue,
             now_ms=runner.now_ms,
             finished=trio.Event(),
             mode="synthetic",
-            details={"seed": opts.seed},
+            details=details,
         )
         nursery.cancel_scope.cancel()
+        # How our resting orders were filled (see SimEngine.maker_fills), as replays report it.
+        details["fills_by_reason"] = dict(sorted(engine.maker_fills.items()))
 
 
 @asynccontextmanager

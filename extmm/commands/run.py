@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for /metrics and /healthz (default 127.0.0.1; 0.0.0.0 inside Docker)")
     p.add_argument("--seed", type=int, default=None, help="paper mode: the simulator's random seed")
+    p.add_argument("--flow", default="default", choices=("default", "toxic"),
+                   help="paper mode: the simulator's flow preset (default: default; toxic: informed flow)")
     p.add_argument("--log-level", default="INFO", help="stderr/JSON log level (default INFO)")
     p.add_argument("--log-json", default=None, metavar="FILE", help="also write JSON log lines to FILE")
     p.add_argument("--env-file", default=None, help="read secrets from this .env file (default ./.env)")
@@ -79,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         metrics_host=args.metrics_host,
         seed=args.seed,
+        flow=args.flow,
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))

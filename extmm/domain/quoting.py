@@ -271,7 +271,7 @@ class QuoteIntent:
         if self.bid_lots and self.ask_lots and self.bid_ticks >= self.ask_ticks:
             raise ValueError(f"{self.market}: crossed quote, bid {self.bid_ticks} ≥ ask {self.ask_ticks}")
         for name, levels, sign in (("bid", self.bid_ladder, -1), ("ask", self.ask_ladder, 1)):
-            for (t0, l0), (t1, l1) in zip(levels, levels[1:], strict=False):
+            for (t0, _), (t1, l1) in zip(levels, levels[1:], strict=False):
                 if l1 < 0 or (l1 and t1 <= 0):
                     raise ValueError(f"{self.market}: bad {name} level ({t1}, {l1})")
                 if t0 > 0 and t1 > 0 and (t1 - t0) * sign <= 0:
