@@ -85,10 +85,11 @@ class GuardsConfig:
     """Adverse-selection guards of one market (#16), every one off by default.
 
     fill_cooldown_ms: a side rests for this long after it was filled (0 = off).
-    sweep_window_ms / sweep_levels: a sweep is a fill of ours, or a book top moving
-    through our last price, or `sweep_levels` ticks or more of touch movement within the
-    window (0 = off); the swept side is widened by `sweep_widen_bps` or pulled
-    (`sweep_action`) for `sweep_hold_ms`.
+    sweep_window_ms / sweep_move_bps: a side is swept when, within the window, the book's
+    touch on that side moved through the price of one of our fills, or the opposite touch
+    reached our last quote, or the touch moved `sweep_move_bps` or more against that side
+    (0 = off); the swept side is widened by `sweep_widen_bps` or pulled (`sweep_action`)
+    for `sweep_hold_ms`.
     markout_horizon_s / markout_widen_bps: a side whose recent fills' mean markout at the
     horizon is below −markout_threshold_bps widens by markout_widen_bps per bp of loss,
     capped at markout_max_widen_bps (0 = off); the mean is over markout_window fills.
@@ -99,7 +100,7 @@ class GuardsConfig:
 
     fill_cooldown_ms: NonNegFloat = 0.0
     sweep_window_ms: NonNegFloat = 0.0
-    sweep_levels: PosInt = 3
+    sweep_move_bps: PosFloat = 3.0
     sweep_action: SweepAction = "widen"
     sweep_widen_bps: NonNegFloat = 5.0
     sweep_hold_ms: NonNegFloat = 2000.0
@@ -112,6 +113,12 @@ class GuardsConfig:
     vol_pause_bps: PosFloat = 10.0
     vol_pause_ms: NonNegFloat = 3000.0
     fair_value: FairValue = "mid"
+
+    @property
+    def any_on(self) -> bool:
+        """Whether any guard is on (the Quoter skips them all otherwise)."""
+        return bool(self.fill_cooldown_ms or self.sweep_window_ms or self.markout_widen_bps
+                    or self.vol_window_ms or self.fair_value != "mid")
 
 
 @attrs.frozen(kw_only=True)
