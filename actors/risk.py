@@ -18,8 +18,9 @@ from actors.messages import Approved, ExecIn, Inventory, Proposal, RiskIn, Tradi
 from extmm.config import RiskConfig
 from extmm.domain.execution import SideTarget
 from extmm.domain.quoting import QuoteIntent, min_quote_lots
-from extmm.domain.risk import RiskSnapshot, clamp_intent
+from extmm.domain.risk import ExposureBoard, RiskReason, RiskSnapshot, clamp_intent
 from extmm.domain.units import MarketSpec
+from extmm.telemetry import RiskStats, Telemetry
 
 
 async def risk_actor(
@@ -31,6 +32,8 @@ async def risk_actor(
     out: trio.MemorySendChannel[ExecIn],
     initially_active: bool = True,
     inventory_stale_s: float = 3.0,
+    exposure: ExposureBoard | None = None,
+    telemetry: Telemetry | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     inventory: Inventory | None = None
@@ -60,8 +63,16 @@ async def risk_actor(
             # Without a live, recent account view the position may be stale (the Account
             # publishes every second; silence means it is down or restarting): quote nothing.
             reason = "inventory unknown" if inventory is None else "inventory stale"
+            if exposure is not None:
+                exposure.report(spec.name, None)
             await send(out, Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
             continue
+        mid = proposal.mid if proposal.mid is not None else math.nan
+        others = None
+        if exposure is not None:
+            exposure.report(spec.name, spec.lots_to_float(inventory.position_lots) * mid)
+            if limits.max_total_net_position_usd is not None:
+                others = exposure.others(spec.name)
         decision = clamp_intent(
             proposal.intent,
             spec=spec,
@@ -77,10 +88,16 @@ async def risk_actor(
                 live_bids=inventory.open_bids,
                 live_asks=inventory.open_asks,
                 drawdown_usd=inventory.drawdown_usd,
+                other_markets_usd=others,
             ),
             min_order_lots=min_lots,
         )
         intent = decision.intent
+        if telemetry is not None:
+            telemetry.publish(RiskStats(
+                market=spec.name, reducing=RiskReason.REDUCING in decision.reasons,
+                reasons=tuple(r.value for r in decision.reasons), at=now,
+            ))
         if mode.size_fraction < 1.0:
             intent = _scaled(intent, mode.size_fraction, min_lots)
         await send(out,

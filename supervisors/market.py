@@ -29,6 +29,7 @@ from actors.messages import AccountIn, ExecIn, FeedControl, FeedOut, QuoterIn, R
 from actors.quoter import quoter
 from actors.risk import risk_actor
 from extmm.config import BotConfig, MarketConfig
+from extmm.domain.risk import ExposureBoard
 from extmm.domain.units import MarketSpec
 from extmm.telemetry import Telemetry
 from extmm.venue.port import ExchangePort
@@ -100,6 +101,8 @@ class MarketContext:
     # Read at every (re)start of Risk: one restarted while the breaker is open must not
     # resume quoting.
     trading_active: Callable[[], bool] = lambda: True
+    # Every market's |net USD| for risk.max_total_net_position_usd (shared by the root).
+    exposure: ExposureBoard | None = None
 
 
 def reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
@@ -154,6 +157,8 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             inbox=w.risk_in[1],
             out=w.exec_in[0],
             initially_active=ctx.trading_active(),
+            exposure=ctx.exposure,
+            telemetry=ctx.telemetry,
             task_status=task_status,
         ),
         "quoter": functools.partial(

@@ -24,8 +24,17 @@ from loguru import logger
 
 from actors.messages import TradingMode
 from extmm.config import BotConfig
+from extmm.domain.risk import ExposureBoard
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
-from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
+from extmm.telemetry import (
+    AccountStats,
+    BookStats,
+    ExecStats,
+    RiskStats,
+    Telemetry,
+    TelemetryMsg,
+    TelemetryView,
+)
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
@@ -99,6 +108,8 @@ class RootSupervisor:
         self.market_port = SharingPort(port, self.account_hub)
         self.events = EventHub()
         self.view = TelemetryView()
+        # Account-wide net exposure, shared by the markets' Risk actors (#16).
+        self.exposure = ExposureBoard([m.name for m in cfg.enabled_markets], cfg.risk.max_net_position_usd)
         self.request_outcomes = request_outcomes
         self.warnings = warnings
         self.market_intensity = market_intensity
@@ -217,6 +228,7 @@ class RootSupervisor:
                 period=self.market_period,
                 rng=self.rng,
                 trading_active=lambda: self.quoting and name not in self.halted,
+                exposure=self.exposure,
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -374,6 +386,9 @@ class RootSupervisor:
             return "OFF"
         if not self.ready:
             return "STARTING"
+        risk = self.view.get(name, RiskStats)
+        if risk is not None and risk.reducing:
+            return "REDUCING"  # over a position limit: only orders that reduce it (#16)
         return "ACTIVE"
 
     def status(self) -> AppStatus:

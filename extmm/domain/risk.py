@@ -231,3 +231,22 @@ def clamp_intent(
     if (new_bids, new_asks) != (intent.bid_ladder, intent.ask_ladder):
         intent = intent.with_ladders(new_bids, new_asks)
     return RiskDecision(intent=intent, reasons=tuple(reasons), kill=kill)
+
+
+class ExposureBoard:
+    """Each market's |net position| in USD at its mid, shared by the markets' Risk actors
+    for `max_total_net_position_usd`. A market that has not reported, or whose position
+    is unknown now, counts at `unknown_usd` (its own limit): unknown is not zero."""
+
+    def __init__(self, markets: tuple[str, ...] | list[str], unknown_usd: float) -> None:
+        self.unknown_usd = unknown_usd
+        self._usd: dict[str, float | None] = dict.fromkeys(markets)
+
+    def report(self, market: str, usd: float | None) -> None:
+        self._usd[market] = None if usd is None or not math.isfinite(usd) else abs(usd)
+
+    def others(self, market: str) -> float:
+        return sum(self.unknown_usd if v is None else v for m, v in self._usd.items() if m != market)
+
+    def total(self) -> float:
+        return sum(self.unknown_usd if v is None else v for v in self._usd.values())
