@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "microprice fair value": {"guards": MICRO},
     "ladder 3 levels, 5 bps": {"levels": 3, "level_spacing_bps": 5.0, "quote_notional_cap_usd": 20},
     "combination: cooldown + sweep + markout + vol": {"guards": {**COOLDOWN, **SWEEP, **MARKOUT, **VOL}},
+    "sweep (pull) + vol pause": {"guards": {**SWEEP, "sweep_action": "pull", **VOL}},
+    "sweep (pull) + vol pause + cooldown": {"guards": {**SWEEP, "sweep_action": "pull", **VOL, **COOLDOWN}},
 }
 
 
