@@ -102,3 +102,53 @@ def test_microprice_leans_to_the_thin_side():
     assert microprice(100, 10, 102, 10, 1.0) == 101.0
     assert microprice(100, 30, 102, 10, 1.0) == pytest.approx(101.5)  # thin asks: price goes up
     assert microprice(100, 0, 102, 10, 1.0) is None
+
+
+# -- wired into the Quoter -------------------------------------------------------------------
+
+
+async def test_quoter_pulls_the_filled_side_for_the_cooldown_and_reports_why(autojump_clock):
+    import trio
+
+    from actors.messages import Inventory, Proposal, TopOfBook
+    from actors.quoter import quoter
+    from extmm.config import MarketConfig
+    from extmm.telemetry import Telemetry
+
+    market = MarketConfig(name="BTC-USD", quote_notional_cap_usd=100.0, guards=GuardsConfig(fill_cooldown_ms=2000))
+    q_send, q_recv = trio.open_memory_channel(16)
+    out_send, out_recv = trio.open_memory_channel(64)
+
+    def top() -> TopOfBook:
+        return TopOfBook(market="BTC-USD", bid_ticks=99_990, bid_lots=50, ask_ticks=100_010, ask_lots=50,
+                         mid=100_000.0, sigma=1e-5, valid=True, updated_at=trio.current_time(), seq=1)
+
+    def inventory(position: int) -> Inventory:
+        return Inventory(position_lots=position, balance_usd=1e5, equity_usd=1e5, open_bids=1, open_asks=1,
+                         drawdown_usd=0.0, at=trio.current_time())
+
+    async def latest() -> Proposal:
+        await trio.sleep(0.01)
+        msg = await out_recv.receive()
+        while True:
+            try:
+                msg = out_recv.receive_nowait()
+            except trio.WouldBlock:
+                return msg
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: quoter(spec=SPEC, market=market, inbox=q_recv, out=out_send, quote_loop_s=0.25,
+                                          maker_fee_rate=0.0, telemetry=Telemetry(None)))
+        await q_send.send(inventory(0))
+        await q_send.send(top())
+        first = await latest()
+        assert first.intent.has_bid and first.intent.has_ask
+        await q_send.send(inventory(10))  # our bid was filled
+        await q_send.send(top())
+        after = await latest()
+        assert not after.intent.has_bid and after.intent.has_ask
+        await trio.sleep(2.5)
+        await q_send.send(top())
+        later = await latest()
+        assert later.intent.has_bid  # the cooldown is over
+        nursery.cancel_scope.cancel()
