@@ -39,6 +39,7 @@ async def risk_actor(
     inventory: Inventory | None = None
     mode = TradingMode(active=initially_active, reason="start")
     min_lots = min_quote_lots(spec, min_order_size)
+    last_published: tuple[bool | None, tuple[str, ...], float] = (None, (), -math.inf)
     task_status.started()
     async for msg in inbox:
         match msg:
@@ -94,10 +95,12 @@ async def risk_actor(
         )
         intent = decision.intent
         if telemetry is not None:
-            telemetry.publish(RiskStats(
-                market=spec.name, reducing=RiskReason.REDUCING in decision.reasons,
-                reasons=tuple(r.value for r in decision.reasons), at=now,
-            ))
+            reasons = tuple(r.value for r in decision.reasons)
+            reducing = RiskReason.REDUCING in decision.reasons
+            # On change only (or once a second): Risk judges every proposal, ~10 a second.
+            if (reducing, reasons) != last_published[:2] or now - last_published[2] >= 1.0:
+                telemetry.publish(RiskStats(market=spec.name, reducing=reducing, reasons=reasons, at=now))
+                last_published = (reducing, reasons, now)
         if mode.size_fraction < 1.0:
             intent = _scaled(intent, mode.size_fraction, min_lots)
         await send(out,
