@@ -55,6 +55,7 @@ class ExecutorParams:
     in_flight_grace_s: float = 3.0  # an unacknowledged order younger than this is not looked up
     reject_pause_s: float = 1.0  # first pause after a rejection; doubles up to 30 s
     max_open_orders: int = 1_000_000  # never more orders that may be open than this
+    levels: int = 1  # ladder levels a side (`markets[].levels`): one worker and one order each
 
 
 class ReconcileFailed(Exception):
@@ -62,8 +63,11 @@ class ReconcileFailed(Exception):
 
 
 class _SideState:
-    def __init__(self, side: Side) -> None:
+    """One order slot: a side's ladder level (0 = nearest the touch)."""
+
+    def __init__(self, side: Side, level: int = 0) -> None:
         self.side = side
+        self.level = level
         self.target: SideTarget | None = None
         self.live: str | None = None  # external id of this side's current order
         self.wake = trio.Event()
@@ -97,6 +101,10 @@ class _Executor:
         # cap, telemetry) must not scan the settled history, thousands long at high rates.
         self.open_ids: dict[str, None] = {}  # insertion-ordered set
         self.sides = {Side.BUY: _SideState(Side.BUY), Side.SELL: _SideState(Side.SELL)}
+        # Every order slot, the first levels (`sides`) included; a ladder adds levels ≥ 1.
+        self.slots: list[_SideState] = [*self.sides.values()] + [
+            _SideState(side, level) for level in range(1, max(params.levels, 1)) for side in (Side.BUY, Side.SELL)
+        ]
         self.last_approved_at = trio.current_time()
         self.book_updated_at: float | None = None  # of the book behind the current targets
         self.sent = self.replaces = self.cancels = self.rejects = self.orphans = 0
@@ -160,7 +168,7 @@ class _Executor:
                     rec is not None
                     and rec.may_be_open
                     and ext not in self.in_flight
-                    and all(side.live != ext for side in self.sides.values())
+                    and all(side.live != ext for side in self.slots)
                 ):
                     logger.warning("{}: order {} still open after its cancel; cancelling again", self.market, ext)
                     self.apply(ext, om.CancelSent(at=now))
@@ -240,8 +248,10 @@ class _Executor:
         if rec.filled_lots > filled_before:
             # Risk sized this side for the position before the fill: no new exposure here
             # until it has judged the new one (a silent Quoter would otherwise be refilled).
-            self.sides[rec.side].needs_approval = True
-        for side in self.sides.values():
+            for slot in self.slots:
+                if slot.side is rec.side:
+                    slot.needs_approval = True
+        for side in self.slots:
             if side.live == ext and rec.is_terminal:
                 side.live = None
                 if rec.state is om.OrderState.REJECTED:
@@ -266,15 +276,15 @@ class _Executor:
         if info.status == "REJECTED":
             self.count_reject(info.status_reason or "REJECTED")
         elif info.status in ("NEW", "PARTIALLY_FILLED", "FILLED"):
-            for side in self.sides.values():
+            for side in self.slots:
                 if side.live == info.external_id:
                     side.reject_streak = 0
 
     def on_approved(self, msg: Approved) -> None:
         self.last_approved_at = msg.decided_at or trio.current_time()
         self.book_updated_at = msg.book_updated_at
-        for side, target in ((Side.BUY, msg.bid), (Side.SELL, msg.ask)):
-            state = self.sides[side]
+        for state in self.slots:
+            target = msg.target(state.side, state.level)
             if state.target != target or state.needs_approval:
                 state.target = target
                 state.needs_approval = False
@@ -560,7 +570,7 @@ async def _run(
     task_status: trio.TaskStatus[None],
 ) -> None:
     async with trio.open_nursery() as nursery:
-        for state in ex.sides.values():
+        for state in ex.slots:
             nursery.start_soon(ex.side_worker, state)
         nursery.start_soon(ex.reconcile_loop)
         task_status.started()

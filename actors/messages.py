@@ -14,6 +14,7 @@ import attrs
 
 from extmm.domain.execution import SideTarget
 from extmm.domain.quoting import QuoteIntent
+from extmm.domain.units import Side
 from extmm.venue.types import OrderInfo, TradeInfo
 
 # -- Feed → Book ----------------------------------------------------------------------
@@ -156,6 +157,16 @@ class Approved:
     # When the book the targets were computed from last changed (trio time): the Executor
     # takes them down once that book is older than the stale threshold, Risk alive or not.
     book_updated_at: float | None = None
+    # Ladder levels beyond the first, per side (level 1 first); a missing level is None.
+    more_bids: tuple[SideTarget | None, ...] = ()
+    more_asks: tuple[SideTarget | None, ...] = ()
+
+    def target(self, side: Side, level: int = 0) -> SideTarget | None:
+        """The approved target of one ladder level of one side (None: no order there)."""
+        first, more = (self.bid, self.more_bids) if side is Side.BUY else (self.ask, self.more_asks)
+        if level == 0:
+            return first
+        return more[level - 1] if level - 1 < len(more) else None
 
 
 @attrs.frozen(kw_only=True)

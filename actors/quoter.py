@@ -10,6 +10,11 @@ With `model.recalibrate` the Quoter estimates σ, A and k online over a rolling 
 prints the Book forwards) at most once per `estimate_every_s`, and once the data covers
 `min(recalibrate_window_s, warmup_s)` quotes with them instead of the Book's σ and the
 configured A and k. The estimates are logged and published in `QuoteStats.estimate`.
+
+With any of `market.guards` on (#16, `extmm.domain.guards`), the Quoter feeds the guards
+the book tops and our fills — inferred from changes of the position, priced at the side's
+last quoted first level — and passes every intent through them; their notes are
+published as quote reasons. With every guard off (the default) nothing changes.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from actors.channels import send
 from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
 from extmm.calibrate import OnlineCalibrator
 from extmm.config import MarketConfig
+from extmm.domain.guards import QuoteGuards, microprice
 from extmm.domain.quoting import QuoteIntent, compute_quote
-from extmm.domain.units import MarketSpec
+from extmm.domain.units import MarketSpec, Side
 from extmm.telemetry import ModelEstimate, QuoteStats, Telemetry
 
 ESTIMATE_EVERY_S = 1.0  # a fit over a full 900 s window costs ~0.5 ms: not more often than this
@@ -49,6 +55,8 @@ async def quoter(
     inventory: Inventory | None = None
     funding_rate = 0.0
     recal = Recalibration(spec, market, every_s=estimate_every_s) if market.model.recalibrate else None
+    guards = QuoteGuards(market.guards, spec) if market.guards.any_on else None
+    last_intent: QuoteIntent | None = None
     task_status.started()
     while True:
         batch: list[QuoterIn] = []
@@ -70,12 +78,20 @@ async def quoter(
                     requote = True
                     if recal is not None:
                         recal.on_top(msg)
+                    if guards is not None:
+                        guards.on_top(msg.updated_at, msg.bid_ticks, msg.ask_ticks, msg.mid if msg.valid else None)
                 case TradePrints():
                     if recal is not None:
                         recal.on_prints(msg)
                 case Inventory():
                     if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
                         requote = True
+                    if guards is not None and inventory is not None and last_intent is not None:
+                        moved = msg.position_lots - inventory.position_lots
+                        if moved:
+                            side = Side.BUY if moved > 0 else Side.SELL
+                            ticks = last_intent.bid_ticks if moved > 0 else last_intent.ask_ticks
+                            guards.on_fill(trio.current_time(), side, ticks)
                     inventory = msg
                 case FundingRate():
                     requote = requote or msg.rate != funding_rate
@@ -88,6 +104,16 @@ async def quoter(
             intent = _intent(spec, recal.market, top, inventory, funding_rate, maker_fee_rate, recal.sigma_rel)
         else:
             intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
+        notes: tuple[str, ...] = (intent.note,) if intent.note else ()
+        if guards is not None:
+            if market.guards.fair_value == "microprice":
+                intent = _intent(spec, recal.market if recal is not None else market, top, inventory,
+                                 funding_rate, maker_fee_rate,
+                                 recal.sigma_rel if recal is not None else None, fair=_microprice(spec, top))
+            intent, guard_notes = guards.apply(intent, now, top.mid if top.mid is not None else math.nan)
+            guards.on_quote(intent)
+            notes += guard_notes
+        last_intent = intent
         await send(out, Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
         telemetry.publish(
             QuoteStats(
@@ -97,7 +123,7 @@ async def quoter(
                 ask=spec.ticks_to_price(intent.ask_ticks) if intent.has_ask else None,
                 ask_qty=spec.lots_to_qty(intent.ask_lots) if intent.has_ask else None,
                 model=intent.model,
-                reasons=(intent.note,) if intent.note else (),
+                reasons=notes,
                 at=now,
                 estimate=recal.estimate if recal is not None else None,
             )
@@ -182,6 +208,7 @@ def _intent(
     funding_rate: float,
     maker_fee_rate: float,
     sigma_rel: float | None = None,
+    fair: float | None = None,
 ) -> QuoteIntent:
     if not top.valid or top.mid is None or not math.isfinite(top.mid):
         return QuoteIntent.empty(spec.name, model=market.model.type, note="book invalid")
@@ -192,9 +219,16 @@ def _intent(
         market=market,
         best_bid_ticks=top.bid_ticks,
         best_ask_ticks=top.ask_ticks,
-        mid=top.mid,
+        mid=fair if fair is not None else top.mid,
         sigma=sigma_rel if sigma_rel is not None else top.sigma if top.sigma is not None else 0.0,
         inventory_lots=inventory.position_lots,
         funding_rate=funding_rate,
         maker_fee_rate=maker_fee_rate,
     )
+
+
+def _microprice(spec: MarketSpec, top: TopOfBook) -> float | None:
+    """The touch microprice of `top` (None when a side is empty: the mid stands)."""
+    if top.bid_ticks is None or top.ask_ticks is None or not top.bid_lots or not top.ask_lots:
+        return None
+    return microprice(top.bid_ticks, top.bid_lots, top.ask_ticks, top.ask_lots, float(spec.tick_size))

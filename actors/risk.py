@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import attrs
 import trio
 from loguru import logger
 
@@ -19,8 +18,9 @@ from actors.messages import Approved, ExecIn, Inventory, Proposal, RiskIn, Tradi
 from extmm.config import RiskConfig
 from extmm.domain.execution import SideTarget
 from extmm.domain.quoting import QuoteIntent, min_quote_lots
-from extmm.domain.risk import RiskSnapshot, clamp_intent
+from extmm.domain.risk import ExposureBoard, RiskReason, RiskSnapshot, clamp_intent
 from extmm.domain.units import MarketSpec
+from extmm.telemetry import RiskStats, Telemetry
 
 
 async def risk_actor(
@@ -32,11 +32,14 @@ async def risk_actor(
     out: trio.MemorySendChannel[ExecIn],
     initially_active: bool = True,
     inventory_stale_s: float = 3.0,
+    exposure: ExposureBoard | None = None,
+    telemetry: Telemetry | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     inventory: Inventory | None = None
     mode = TradingMode(active=initially_active, reason="start")
     min_lots = min_quote_lots(spec, min_order_size)
+    last_published: tuple[bool | None, tuple[str, ...], float] = (None, (), -math.inf)
     task_status.started()
     async for msg in inbox:
         match msg:
@@ -61,8 +64,16 @@ async def risk_actor(
             # Without a live, recent account view the position may be stale (the Account
             # publishes every second; silence means it is down or restarting): quote nothing.
             reason = "inventory unknown" if inventory is None else "inventory stale"
+            if exposure is not None:
+                exposure.report(spec.name, None)
             await send(out, Approved(bid=None, ask=None, reasons=(reason,), decided_at=now))
             continue
+        mid = proposal.mid if proposal.mid is not None else math.nan
+        others = None
+        if exposure is not None:
+            exposure.report(spec.name, spec.lots_to_float(inventory.position_lots) * mid)
+            if limits.max_total_net_position_usd is not None:
+                others = exposure.others(spec.name)
         decision = clamp_intent(
             proposal.intent,
             spec=spec,
@@ -75,11 +86,21 @@ async def risk_actor(
                 open_orders=inventory.open_orders,
                 live_bid=inventory.open_bids > 0,
                 live_ask=inventory.open_asks > 0,
+                live_bids=inventory.open_bids,
+                live_asks=inventory.open_asks,
                 drawdown_usd=inventory.drawdown_usd,
+                other_markets_usd=others,
             ),
             min_order_lots=min_lots,
         )
         intent = decision.intent
+        if telemetry is not None:
+            reasons = tuple(r.value for r in decision.reasons)
+            reducing = RiskReason.REDUCING in decision.reasons
+            # On change only (or once a second): Risk judges every proposal, ~10 a second.
+            if (reducing, reasons) != last_published[:2] or now - last_published[2] >= 1.0:
+                telemetry.publish(RiskStats(market=spec.name, reducing=reducing, reasons=reasons, at=now))
+                last_published = (reducing, reasons, now)
         if mode.size_fraction < 1.0:
             intent = _scaled(intent, mode.size_fraction, min_lots)
         await send(out,
@@ -90,6 +111,8 @@ async def risk_actor(
                 decided_at=now,
                 kill=decision.kill,
                 book_updated_at=proposal.book_updated_at,
+                more_bids=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_bids),
+                more_asks=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_asks),
             )
         )
 
@@ -100,4 +123,7 @@ def _scaled(intent: QuoteIntent, fraction: float, min_lots: int) -> QuoteIntent:
     def shrink(lots: int) -> int:
         return max(int(lots * fraction), min_lots) if lots else 0
 
-    return attrs.evolve(intent, bid_lots=shrink(intent.bid_lots), ask_lots=shrink(intent.ask_lots))
+    return intent.with_ladders(
+        tuple((t, shrink(lots)) for t, lots in intent.bid_ladder),
+        tuple((t, shrink(lots)) for t, lots in intent.ask_ladder),
+    )

@@ -43,6 +43,7 @@ class RunOptions:
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
     seed: int | None = None
+    flow: str = "default"  # paper: the embedded simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
     watchdog: bool = True
     settle_gc: bool = True  # freeze the start-up heap once ready (see extmm.ops.gctune)
     allow_foreign_orders: bool = False  # start although the sub-account has orders not ours
@@ -134,7 +135,8 @@ async def run_bot(
                     raise StartupError(str(exc)) from None
             else:
                 handle = await nursery.start(
-                    lambda task_status: serve_simulator(markets=names, seed=seed, task_status=task_status)
+                    lambda task_status: serve_simulator(markets=names, seed=seed, flow=opts.flow,
+                                                        task_status=task_status)
                 )
             rest_url, stream_url = handle.rest_url, handle.stream_url
             creds = handle.account.credentials()

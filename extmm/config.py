@@ -76,6 +76,51 @@ class ModelConfig:
     recalibrate_window_s: PosFloat = 900.0
 
 
+FairValue = Literal["mid", "microprice"]
+SweepAction = Literal["widen", "pull"]
+
+
+@attrs.frozen(kw_only=True)
+class GuardsConfig:
+    """Adverse-selection guards of one market (#16), every one off by default.
+
+    fill_cooldown_ms: a side rests for this long after it was filled (0 = off).
+    sweep_window_ms / sweep_move_bps: a side is swept when, within the window, the book's
+    touch on that side moved through the price of one of our fills, or the opposite touch
+    reached our last quote, or the touch moved `sweep_move_bps` or more against that side
+    (0 = off); the swept side is widened by `sweep_widen_bps` or pulled (`sweep_action`)
+    for `sweep_hold_ms`.
+    markout_horizon_s / markout_widen_bps: a side whose recent fills' mean markout at the
+    horizon is below −markout_threshold_bps widens by markout_widen_bps per bp of loss,
+    capped at markout_max_widen_bps (0 = off); the mean is over markout_window fills.
+    vol_window_ms / vol_pause_bps: both sides pause for vol_pause_ms when the mid moved
+    more than vol_pause_bps (high − low) within the window (0 = off).
+    fair_value: the price every model quotes around: the mid or the touch microprice.
+    """
+
+    fill_cooldown_ms: NonNegFloat = 0.0
+    sweep_window_ms: NonNegFloat = 0.0
+    sweep_move_bps: PosFloat = 3.0
+    sweep_action: SweepAction = "widen"
+    sweep_widen_bps: NonNegFloat = 5.0
+    sweep_hold_ms: NonNegFloat = 2000.0
+    markout_horizon_s: PosFloat = 10.0
+    markout_window: PosInt = 20
+    markout_threshold_bps: NonNegFloat = 0.0
+    markout_widen_bps: NonNegFloat = 0.0
+    markout_max_widen_bps: NonNegFloat = 20.0
+    vol_window_ms: NonNegFloat = 0.0
+    vol_pause_bps: PosFloat = 10.0
+    vol_pause_ms: NonNegFloat = 3000.0
+    fair_value: FairValue = "mid"
+
+    @property
+    def any_on(self) -> bool:
+        """Whether any guard is on (the Quoter skips them all otherwise)."""
+        return bool(self.fill_cooldown_ms or self.sweep_window_ms or self.markout_widen_bps
+                    or self.vol_window_ms or self.fair_value != "mid")
+
+
 @attrs.frozen(kw_only=True)
 class MarketConfig:
     name: MarketName
@@ -93,6 +138,13 @@ class MarketConfig:
     post_only: bool = True
     fees_override: FeesOverride | None = None
     model: ModelConfig = ModelConfig()
+    # Ladders (#16): orders a side; each further level level_spacing_bps (of mid) further
+    # out and level_size_multiplier × the size of the level before.
+    levels: PosInt = 1
+    level_spacing_bps: PosFloat = 5.0
+    level_size_multiplier: PosFloat = 1.0
+    inventory_target_usd: float = 0.0  # every model skews towards this signed USD position
+    guards: GuardsConfig = GuardsConfig()
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +154,8 @@ class RiskConfig:
     min_balance_usd: NonNegFloat = 50.0
     stale_book_ms: PosInt = 3000  # no quotes rest on a book older than this
     max_drawdown_usd: PosFloat | None = None  # kill switch; None disables
+    # Account-wide: Σ over markets of |net position| at each market's mid; None disables.
+    max_total_net_position_usd: PosFloat | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -260,7 +314,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is Literal, _literal)
     # Wrong container types get a plain "expected ..." instead of a Python error.
-    for cls in (FeesOverride, RiskConfig, BreakerConfig):
+    for cls in (FeesOverride, RiskConfig, BreakerConfig, GuardsConfig):
         conv.register_structure_hook(cls, _object_hook(conv.get_structure_hook(cls)))
     # `model` may be just the model's name.
     base_model_hook = conv.get_structure_hook(ModelConfig)

@@ -93,7 +93,17 @@ class AccountStats:
     ledger: Any = None  # the MarketLedger behind `pnl` (the journal's final mark is this one)
 
 
-TelemetryMsg = BookStats | QuoteStats | ExecStats | AccountStats
+@attrs.frozen(kw_only=True)
+class RiskStats:
+    """Risk's last decision: `reducing` while over a position limit (only reducing orders)."""
+
+    market: str
+    reducing: bool
+    reasons: tuple[str, ...]
+    at: float
+
+
+TelemetryMsg = BookStats | QuoteStats | ExecStats | AccountStats | RiskStats
 
 
 class Telemetry:

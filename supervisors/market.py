@@ -29,6 +29,7 @@ from actors.messages import AccountIn, ExecIn, FeedControl, FeedOut, QuoterIn, R
 from actors.quoter import quoter
 from actors.risk import risk_actor
 from extmm.config import BotConfig, MarketConfig
+from extmm.domain.risk import ExposureBoard
 from extmm.domain.units import MarketSpec
 from extmm.journal.actor import Journal
 from extmm.telemetry import Telemetry
@@ -104,6 +105,8 @@ class MarketContext:
     # Counts this market's stream reconnects by topic (summary, metrics).
     on_reconnect: Callable[[str], None] = lambda topic: None
     journal: Journal | None = None  # the trading journal's non-blocking sink
+    # Every market's |net USD| for risk.max_total_net_position_usd (shared by the root).
+    exposure: ExposureBoard | None = None
 
 
 def reconnect_delay(policy: Backoff, rng: random.Random) -> Callable[[int], float]:
@@ -127,6 +130,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
         stale_target_s=max(bot.risk.stale_book_ms / 1000.0, 1.0),
         stale_book_s=bot.risk.stale_book_ms / 1000.0,
         max_open_orders=bot.risk.max_open_orders,
+        levels=market.levels,
     )
     starts = {
         "account": functools.partial(
@@ -159,6 +163,8 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             inbox=w.risk_in[1],
             out=w.exec_in[0],
             initially_active=ctx.trading_active(),
+            exposure=ctx.exposure,
+            telemetry=ctx.telemetry,
             task_status=task_status,
         ),
         "quoter": functools.partial(

@@ -24,10 +24,19 @@ from loguru import logger
 
 from actors.messages import TradingMode
 from extmm.config import BotConfig
+from extmm.domain.risk import ExposureBoard
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import event_row, record_final_marks
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
-from extmm.telemetry import AccountStats, BookStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
+from extmm.telemetry import (
+    AccountStats,
+    BookStats,
+    ExecStats,
+    RiskStats,
+    Telemetry,
+    TelemetryMsg,
+    TelemetryView,
+)
 from extmm.venue.errors import AuthError, VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.reconnects import StreamReconnects
@@ -140,6 +149,8 @@ class RootSupervisor:
         self.market_port = SharingPort(port, self.account_hub)
         self.events = EventHub()
         self.view = TelemetryView()
+        # Account-wide net exposure, shared by the markets' Risk actors (#16).
+        self.exposure = ExposureBoard([m.name for m in cfg.enabled_markets], cfg.risk.max_net_position_usd)
         self.request_outcomes = request_outcomes
         self.warnings = warnings
         self.market_intensity = market_intensity
@@ -293,6 +304,7 @@ class RootSupervisor:
                 trading_active=lambda: self.quoting and name not in self.halted,
                 on_reconnect=self.stream_reconnects.recorder(name),
                 journal=self.journal,
+                exposure=self.exposure,
             )
             await Supervisor(market_supervisor_spec(ctx, wiring), events=self.events, rng=self.rng).run(
                 task_status=task_status
@@ -461,6 +473,9 @@ class RootSupervisor:
             return "OFF"
         if not self.ready:
             return "STARTING"
+        risk = self.view.get(name, RiskStats)
+        if risk is not None and risk.reducing:
+            return "REDUCING"  # over a position limit: only orders that reduce it (#16)
         return "ACTIVE"
 
     def status(self) -> AppStatus:

@@ -58,7 +58,8 @@ def test_worked_example_eth_quotes_and_position_limit():
     # intent that still carries one (e.g. computed just before the fill landed) ...
     decision = clamp(flat, spec=spec, position_lots=50)
     assert (decision.intent.bid_lots, decision.intent.ask_lots) == (0, 5)
-    assert decision.reasons == (RiskReason.POSITION_LIMIT,)
+    # At the limit: the reducing mode (#16) is reported too.
+    assert decision.reasons == (RiskReason.REDUCING, RiskReason.POSITION_LIMIT)
     # ... and the full path ends the same way.
     long = compute_quote(spec=spec, market=market, inventory_lots=50, **book)
     decision = clamp(long, spec=spec, position_lots=50)
@@ -75,9 +76,11 @@ def test_worked_example_limit_converts_at_current_mid():
 
 
 def test_side_is_reduced_to_what_fits():
-    # Limit 50 lots at 2000; long 30 → a bid may add 20 more; the ask may go to −50 (80 lots).
+    # Limit 100 USD; long 30 → a bid may add 20 more (50 lots at the mid 2000; at its own
+    # price 1999 as well). The ask fills at 2001, where 50 lots are 100.05 USD: it may go to
+    # −49 only (79 lots), so a fill at its own price cannot end past the limit (#16).
     decision = clamp(intent(bid_lots=30, ask_lots=90), position_lots=30)
-    assert (decision.intent.bid_lots, decision.intent.ask_lots) == (20, 80)
+    assert (decision.intent.bid_lots, decision.intent.ask_lots) == (20, 79)
     assert decision.reasons == (RiskReason.POSITION_LIMIT,)
 
 
@@ -209,4 +212,6 @@ def test_clamped_sizes_respect_limits(bid_lots, ask_lots, position, mid, balance
     assert new_orders <= max(LIMITS.max_open_orders - open_orders, 0)
     changed = (out.bid_lots, out.ask_lots) != (bid_lots, ask_lots)
     below_min = 0 < bid_lots < ETH.min_order_lots or 0 < ask_lots < ETH.min_order_lots
-    assert changed == bool(decision.reasons) or below_min
+    # REDUCING reports a state (at or over the limit), not a change.
+    cuts = [r for r in decision.reasons if r is not RiskReason.REDUCING]
+    assert changed == bool(cuts) or below_min

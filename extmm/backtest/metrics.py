@@ -139,3 +139,5 @@ def write_fills_csv(
                     *marks,
                 )
             )
+
+

@@ -78,6 +78,7 @@ class BacktestOptions:
     replay_from_ms: int | None = None  # replay: start this late in the data (epoch ms; walk-forward)
     book_ready_timeout_s: float | None = None  # None: the config's book_ready_timeout_s
     on_missing_book: str = "skip"  # a market without a valid book: "skip" it or "fail" the run
+    flow: str = "default"  # synthetic mode: the simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
     runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
     # Book frame cadence of the venue (Extended: 100 ms, SPEC §5.3): the simulator's push
     # interval; a replay merges the recorded deltas of each window into one (0: every frame).
@@ -211,6 +212,7 @@ async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterato
         seed=opts.seed,
         start_ms=opts.start_ms,
         verify_signatures=False,
+        flow=opts.flow,
     )
     info = engine.create_account(balance=opts.balance_usd)
     runner = SimRunner(
@@ -223,18 +225,18 @@ async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterato
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         venue = InProcessVenue(runner, info, latency_s=opts.order_latency_ms / 1000.0)
+        details: dict[str, Any] = {"seed": opts.seed, "flow": opts.flow, "order_latency_ms": opts.order_latency_ms,
+                                   "feed_latency_ms": opts.feed_latency_ms}
         yield World(
             port=venue,
             now_ms=runner.now_ms,
             finished=trio.Event(),
             mode="synthetic",
-            details={
-                "seed": opts.seed,
-                "order_latency_ms": opts.order_latency_ms,
-                "feed_latency_ms": opts.feed_latency_ms,
-            },
+            details=details,
         )
         nursery.cancel_scope.cancel()
+        # How our resting orders were filled (see SimEngine.maker_fills), as replays report it.
+        details["fills_by_reason"] = dict(sorted(engine.maker_fills.items()))
 
 
 @asynccontextmanager

@@ -167,6 +167,7 @@ class ChaosRun:
         settle_s: float = 1.0,
         wrap_venue: Callable[[ExchangePort], ExchangePort] | None = None,
         wrap_port: Callable[[RecordingPort], ExchangePort] | None = None,
+        flow: str = "default",
     ) -> None:
         """`wrap_venue` goes between the simulator and the recording port, `wrap_port`
         between the recording port and the bot (tests plant faults of the bot's own there)."""
@@ -174,6 +175,7 @@ class ChaosRun:
         self.wrap_venue = wrap_venue
         self.wrap_port = wrap_port
         self.seed = seed
+        self.flow = flow  # the simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
         self.markets = tuple(m.name for m in cfg.enabled_markets)
         self.tolerances = Tolerances(settle_s=settle_s)
         self.checker = InvariantChecker(market_limits(cfg), self.tolerances)
@@ -262,7 +264,9 @@ class ChaosRun:
     # -- the bot --------------------------------------------------------------------------
     async def run_bot(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Simulator, recording port and root supervisor, until `stop` is set."""
-        async with inprocess_simulator(start_ms=START_MS, markets=self.markets, seed=self.seed) as (venue, runner):
+        async with inprocess_simulator(
+            start_ms=START_MS, markets=self.markets, seed=self.seed, flow=self.flow
+        ) as (venue, runner):
             self.runner = runner
             self.account_id = venue.account_id
             self.port = RecordingPort(self.wrap_venue(venue) if self.wrap_venue else venue)

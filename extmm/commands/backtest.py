@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="virtual hours to run (default 1; a replay also stops at the end of its data)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic flow and the bot's jitter")
+    p.add_argument("--flow", default="default", choices=("default", "toxic"),
+                   help="synthetic mode: the simulator's flow preset (default: default; toxic: informed flow)")
     p.add_argument(
         "--out",
         type=output_dir,
@@ -163,6 +165,7 @@ def main(args: argparse.Namespace) -> int:
     opts = BacktestOptions(
         hours=args.hours,
         seed=args.seed,
+        flow=args.flow,
         sample_s=args.sample_s,
         replay=replay,
         order_latency_ms=args.order_latency_ms,

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="fault injection time per scenario (default: the scenario's own)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulator and the fault schedule")
+    parser.add_argument("--flow", default="default", choices=("default", "toxic"),
+                        help="synthetic flow preset of the virtual scenarios (default: default; toxic: informed "
+                        "takers, sweeps, jumps, volatility regimes, clustered arrivals)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="bot config for the virtual scenarios (default: the built-in drill config; "
                         "its markets must be bundled ones)")
@@ -78,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                 timings = ProcessKillTimings(restart_run_s=args.duration)
             result = run_process_kill_sync(seed=args.seed, timings=timings)
         else:
-            result = run_scenario(name, duration_s=args.duration, seed=args.seed, cfg=cfg)
+            result = run_scenario(name, duration_s=args.duration, seed=args.seed, cfg=cfg, flow=args.flow)
         broken |= not result.passed
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
         sys.stdout.flush()

@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for /metrics and /healthz (default 127.0.0.1; 0.0.0.0 inside Docker)")
     p.add_argument("--seed", type=int, default=None, help="paper mode: the simulator's random seed")
+    p.add_argument("--flow", default="default", choices=("default", "toxic"),
+                   help="paper mode: the simulator's flow preset (default: default; toxic: informed flow)")
     p.add_argument("--log-level", type=log_level, default="INFO",
                    help="stderr/JSON log level: TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL "
                    "(default INFO)")
@@ -122,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
         allow_foreign_orders=args.allow_foreign_orders,
         market_data=market_data,
         journal=journal_path(args),
+        flow=args.flow,
     )
     try:
         summary = trio.run(lambda: run_bot(cfg, opts, secrets, warnings=buffer.lines))

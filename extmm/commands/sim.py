@@ -87,6 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reject nonces outside [1, 2^31] as DOC26 states (the SDK's own nonces may exceed it)",
     )
     parser.add_argument(
+        "--flow", default="default", choices=("default", "toxic"),
+        help="synthetic flow preset (default: default; toxic: informed takers, sweeps, jumps, volatility "
+        "regimes, clustered arrivals; see extmm.sim.flow.FLOW_PRESETS)",
+    )
+    parser.add_argument(
         "--log-level", type=log_level, default="WARNING", help="simulator log level on stderr (default WARNING)"
     )
     parser.add_argument(
@@ -150,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 port=args.port,
                 markets=markets,
                 seed=args.seed,
+                flow=args.flow,
                 faults=faults,
                 api_key=api_key,
                 vault=args.vault,

@@ -69,7 +69,9 @@ def decide(
     - both → replace when the price moved at least `replace_threshold_bps` (and at least
       one tick), the size differs by more than `size_threshold` of the target, or the
       order is about to expire; but not sooner than `coalesce_s` after the last
-      place/replace, so a burst of book updates becomes one replace.
+      place/replace, so a burst of book updates becomes one replace;
+    - a live order larger than the target is cut at once (no size tolerance, no
+      coalescing): Risk sized the target so that a fill cannot pass a position limit (#16).
     """
     if target is None or target.lots <= 0:
         if live is None:
@@ -77,6 +79,8 @@ def decide(
         return Action(kind=ActionKind.CANCEL, reason="side denied")
     if live is None:
         return Action(kind=ActionKind.PLACE, target=target, reason="new quote")
+    if live.lots > target.lots:
+        return Action(kind=ActionKind.REPLACE, target=target, reason="size cut by risk")
     expiring = now >= live.expires_at
     moved = target.ticks != live.ticks and price_moved_bps(live.ticks, target.ticks) >= replace_threshold_bps
     resized = abs(target.lots - live.lots) > size_threshold * target.lots

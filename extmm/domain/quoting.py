@@ -258,6 +258,10 @@ class QuoteIntent:
     half_spread: float = 0.0
     model: str = ""
     note: str = ""
+    # Ladder levels beyond the first (`markets[].levels` > 1), each (ticks, lots), ordered
+    # away from the touch: bids strictly lower, asks strictly higher than the level before.
+    more_bids: tuple[tuple[int, int], ...] = ()
+    more_asks: tuple[tuple[int, int], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.bid_lots < 0 or self.ask_lots < 0:
@@ -266,6 +270,30 @@ class QuoteIntent:
             raise ValueError(f"{self.market}: non-positive quote price ({self.bid_ticks}, {self.ask_ticks})")
         if self.bid_lots and self.ask_lots and self.bid_ticks >= self.ask_ticks:
             raise ValueError(f"{self.market}: crossed quote, bid {self.bid_ticks} ≥ ask {self.ask_ticks}")
+        for name, levels, sign in (("bid", self.bid_ladder, -1), ("ask", self.ask_ladder, 1)):
+            for (t0, _), (t1, l1) in zip(levels, levels[1:], strict=False):
+                if l1 < 0 or (l1 and t1 <= 0):
+                    raise ValueError(f"{self.market}: bad {name} level ({t1}, {l1})")
+                if t0 > 0 and t1 > 0 and (t1 - t0) * sign <= 0:
+                    raise ValueError(f"{self.market}: {name} levels must move away from the touch ({t0} → {t1})")
+
+    @property
+    def bid_ladder(self) -> tuple[tuple[int, int], ...]:
+        """Every bid level, (ticks, lots), the first one (`bid_ticks`, `bid_lots`) included."""
+        return ((self.bid_ticks, self.bid_lots), *self.more_bids)
+
+    @property
+    def ask_ladder(self) -> tuple[tuple[int, int], ...]:
+        return ((self.ask_ticks, self.ask_lots), *self.more_asks)
+
+    def with_ladders(self, bids: tuple[tuple[int, int], ...], asks: tuple[tuple[int, int], ...]) -> QuoteIntent:
+        """This intent with the given full ladders (first level included); sizes may be 0."""
+        (bid_ticks, bid_lots), *more_bids = bids
+        (ask_ticks, ask_lots), *more_asks = asks
+        return attrs.evolve(
+            self, bid_ticks=bid_ticks, bid_lots=bid_lots, ask_ticks=ask_ticks, ask_lots=ask_lots,
+            more_bids=tuple(more_bids), more_asks=tuple(more_asks),
+        )
 
     @classmethod
     def empty(cls, market: str, *, model: str = "", note: str = "") -> QuoteIntent:
@@ -367,6 +395,8 @@ def compute_quote(
         funding_rate = _finite("funding_rate", funding_rate)
         maker_fee_rate = _finite("maker_fee_rate", maker_fee_rate)
         base_qty = market.quote_notional_cap_usd / mid
+        # Skew towards the inventory target (`inventory_target_usd`, 0 by default) instead of flat.
+        inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
         inventory = spec.lots_to_float(inventory_lots) / base_qty
         carry = funding_carry(funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
         reference = mid + funding_shift(mid=mid, funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
@@ -395,6 +425,8 @@ def compute_quote(
     base_lots = spec.float_to_lots(base_qty)
     bid_lots, ask_lots = skewed_sizes(base_lots=base_lots, inventory_lots=inventory_lots)
     min_lots = min_quote_lots(spec, market.min_order_size)
+    more_bids = ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid, side=Side.BUY)
+    more_asks = ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid, side=Side.SELL)
     bid_lots = _venue_size(spec, bid_ticks, bid_lots, min_lots)
     ask_lots = _venue_size(spec, ask_ticks, ask_lots, min_lots)
     return QuoteIntent(
@@ -406,7 +438,42 @@ def compute_quote(
         reservation=raw.reservation,
         half_spread=raw.half_spread + fee_distance,
         model=model.type,
+        more_bids=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_bids),
+        more_asks=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_asks),
     )
+
+
+def target_lots(spec: MarketSpec, target_usd: float, mid: float) -> int:
+    """The inventory target in signed lots at `mid` (rounded towards zero)."""
+    if not target_usd:
+        return 0
+    lots = spec.float_to_lots(abs(target_usd) / mid)
+    return lots if target_usd > 0 else -lots
+
+
+def ladder_levels(
+    spec: MarketSpec, market: MarketConfig, *, first_ticks: int, first_lots: int, mid: float, side: Side
+) -> list[tuple[int, int]]:
+    """Levels 2..`levels` of one side as (ticks, lots), before venue caps.
+
+    Level i (0 = the first) sits i·`level_spacing_bps` of the mid further from the touch
+    than the first, and at least one tick beyond the level before; its size is the first
+    level's × `level_size_multiplier`^i, rounded down to lots.
+    """
+    out: list[tuple[int, int]] = []
+    if market.levels <= 1 or first_ticks <= 0:
+        return out
+    sign = -1 if side is Side.BUY else 1
+    first_price = spec.ticks_to_float(first_ticks)
+    previous = first_ticks
+    for i in range(1, market.levels):
+        price = first_price + sign * i * market.level_spacing_bps * 1e-4 * mid
+        ticks = spec.float_to_ticks(price, side) if price > 0 else 0
+        ticks = min(ticks, previous - 1) if sign < 0 else max(ticks, previous + 1)
+        lots = int(first_lots * market.level_size_multiplier**i + 1e-9) if ticks > 0 else 0
+        out.append((max(ticks, 0), lots))
+        previous = ticks
+    return out
 
 
 def _venue_size(spec: MarketSpec, ticks: int, lots: int, min_lots: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+from decimal import Decimal
 
 import attrs
 
@@ -26,6 +27,8 @@ class RiskReason(enum.Enum):
     STALE_BOOK = "stale_book"  # book older than stale_book_ms: both sides off
     MIN_BALANCE = "min_balance"  # balance < min_balance_usd: exposure-increasing sides off
     POSITION_LIMIT = "position_limit"  # a side reduced or denied by max_net_position_usd
+    TOTAL_LIMIT = "total_position_limit"  # a side reduced or denied by max_total_net_position_usd
+    REDUCING = "reducing"  # over a position limit: only orders that reduce the position
     MAX_OPEN_ORDERS = "max_open_orders"  # no room for a new order in this market
 
 
@@ -48,6 +51,12 @@ class RiskSnapshot:
     live_bid: bool = False
     live_ask: bool = False
     drawdown_usd: float = 0.0
+    # Ladders: how many orders already rest per side (None: `live_bid`/`live_ask` as 0/1).
+    live_bids: int | None = None
+    live_asks: int | None = None
+    # Account-wide limit: Σ |net position USD| of the OTHER markets at their mids (an
+    # unknown market counted at its own limit by the caller); None when not configured.
+    other_markets_usd: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +69,56 @@ class RiskDecision:
 def position_limit_lots(spec: MarketSpec, max_net_position_usd: float, mid: float) -> int:
     """The USD net-position limit as lots at the current mid, rounded down."""
     return spec.float_to_lots(max_net_position_usd / mid)
+
+
+def limit_lots_at(spec: MarketSpec, limit_usd: float, ticks: int, mid: float) -> int:
+    """The largest |position| in lots whose value stays within `limit_usd` both at the
+    price `ticks` (a fill's own price) and at the mid: lots·max(price, mid) ≤ limit.
+
+    Exact in integers at the fill price (a float division could round one lot over)."""
+    if limit_usd <= 0:
+        return 0
+    price = max(spec.ticks_to_float(ticks), mid)
+    lots = spec.float_to_lots(limit_usd / price)
+    # Correct float rounding so that lots·price ≤ limit holds exactly at the tick price.
+    tick_value = spec.ticks_to_price(max(ticks, 1)) * spec.lot_size
+    limit = Decimal(repr(float(limit_usd)))
+    while lots > 0 and lots * tick_value > limit:
+        lots -= 1
+    return lots
+
+
+def effective_limit_usd(limits: RiskConfig, snapshot: RiskSnapshot) -> tuple[float, bool]:
+    """This market's position limit in USD now, and whether the account-wide limit binds.
+
+    min(max_net_position_usd, max_total_net_position_usd − other markets' |net USD|)."""
+    limit = limits.max_net_position_usd
+    total = limits.max_total_net_position_usd
+    if total is None:
+        return limit, False
+    others = snapshot.other_markets_usd
+    room = total - others if others is not None and math.isfinite(others) else 0.0
+    room = max(room, 0.0)
+    return (room, True) if room < limit else (limit, False)
+
+
+def _ladder_allowance(
+    spec: MarketSpec, levels: tuple[tuple[int, int], ...], *, position: int, sign: int,
+    limit_usd: float, mid: float,
+) -> list[int]:
+    """Per level, the largest size that keeps the position within the limit should this
+    level and every level before it fill completely (at the level's own price).
+
+    sign +1 for bids (fills add), −1 for asks. A level's cumulative fill ends at its price."""
+    out: list[int] = []
+    cum = 0
+    for ticks, lots in levels:
+        cap = limit_lots_at(spec, limit_usd, ticks, mid) if ticks > 0 else 0
+        # After filling this level: sign·(position) + cum + x ≤ cap
+        allowed = max(cap - sign * position - cum, 0)
+        out.append(allowed)
+        cum += min(lots, allowed)
+    return out
 
 
 def clamp_intent(
@@ -108,36 +167,86 @@ def clamp_intent(
             reasons.append(reason)
         return allowed if allowed >= min_lots else 0
 
-    if bid_lots or ask_lots:
-        limit = position_limit_lots(spec, limits.max_net_position_usd, snapshot.mid)
-        bid_lots = cut(bid_lots, max(limit - position, 0), RiskReason.POSITION_LIMIT)
-        ask_lots = cut(ask_lots, max(limit + position, 0), RiskReason.POSITION_LIMIT)
+    # Every level of a ladder counts: work on the full ladders (level 0 first).
+    bids = [[t, lots] for t, lots in intent.bid_ladder]
+    asks = [[t, lots] for t, lots in intent.ask_ladder]
+    bids[0][1], asks[0][1] = bid_lots, ask_lots
+    if not (bid_lots or ask_lots):
+        for level in (*bids, *asks):
+            level[1] = 0
 
-    if (bid_lots or ask_lots) and not snapshot.balance_usd >= limits.min_balance_usd:
+    def any_lots() -> bool:
+        return any(level[1] for level in (*bids, *asks))
+
+    if any_lots():
+        # Net position, at each order's own price (and never less strict than at the mid):
+        # filling any prefix of a side's ladder cannot end past the limit.
+        limit_usd, total_binds = effective_limit_usd(limits, snapshot)
+        reason = RiskReason.TOTAL_LIMIT if total_binds else RiskReason.POSITION_LIMIT
+        held_usd = abs(spec.lots_to_float(position)) * snapshot.mid
+        if held_usd > limit_usd or (position and held_usd >= limit_usd - 1e-9):
+            reasons.append(RiskReason.REDUCING)
+        for ladder, sign in ((bids, 1), (asks, -1)):
+            allowed = _ladder_allowance(
+                spec, tuple((t, lots) for t, lots in ladder), position=position, sign=sign,
+                limit_usd=limit_usd, mid=snapshot.mid,
+            )
+            for level, room in zip(ladder, allowed, strict=True):
+                level[1] = cut(level[1], room, reason)
+
+    if any_lots() and not snapshot.balance_usd >= limits.min_balance_usd:
         # Reduce-only: the side facing the position may close it, never flip it.
-        bid_lots = cut(bid_lots, max(-position, 0), RiskReason.MIN_BALANCE)
-        ask_lots = cut(ask_lots, max(position, 0), RiskReason.MIN_BALANCE)
+        for ladder, room in ((bids, max(-position, 0)), (asks, max(position, 0))):
+            for level in ladder:
+                level[1] = cut(level[1], room, RiskReason.MIN_BALANCE)
+                room -= level[1]
 
-    if bid_lots or ask_lots:
+    if any_lots():
         free_slots = max(limits.max_open_orders - snapshot.open_orders, 0)
-        ask_first = position > 0
-        for side in ("ask", "bid") if ask_first else ("bid", "ask"):
-            lots, live = (ask_lots, snapshot.live_ask) if side == "ask" else (bid_lots, snapshot.live_bid)
-            if not lots or live:
-                continue
-            if free_slots > 0:
-                free_slots -= 1
-                continue
-            if RiskReason.MAX_OPEN_ORDERS not in reasons:
-                reasons.append(RiskReason.MAX_OPEN_ORDERS)
-            if side == "ask":
-                ask_lots = 0
-            else:
-                bid_lots = 0
+        live = {
+            "bid": snapshot.live_bids if snapshot.live_bids is not None else int(snapshot.live_bid),
+            "ask": snapshot.live_asks if snapshot.live_asks is not None else int(snapshot.live_ask),
+        }
+        ladders = {"bid": bids, "ask": asks}
+        order = ("ask", "bid") if position > 0 else ("bid", "ask")
+        # Level by level, the position-reducing side first: a level that rests already
+        # (one of the side's live orders) replaces it; a new one needs a free slot.
+        for i in range(max(len(bids), len(asks))):
+            for side in order:
+                ladder = ladders[side]
+                if i >= len(ladder) or not ladder[i][1] or i < live[side]:
+                    continue
+                if free_slots > 0:
+                    free_slots -= 1
+                    continue
+                if RiskReason.MAX_OPEN_ORDERS not in reasons:
+                    reasons.append(RiskReason.MAX_OPEN_ORDERS)
+                ladder[i][1] = 0
 
     # An intent that arrived under the minimum is not sent either.
-    bid_lots = bid_lots if bid_lots >= min_lots else 0
-    ask_lots = ask_lots if ask_lots >= min_lots else 0
-    if (bid_lots, ask_lots) != (intent.bid_lots, intent.ask_lots):
-        intent = attrs.evolve(intent, bid_lots=bid_lots, ask_lots=ask_lots)
+    for level in (*bids, *asks):
+        level[1] = level[1] if level[1] >= min_lots else 0
+    new_bids = tuple((t, lots) for t, lots in bids)
+    new_asks = tuple((t, lots) for t, lots in asks)
+    if (new_bids, new_asks) != (intent.bid_ladder, intent.ask_ladder):
+        intent = intent.with_ladders(new_bids, new_asks)
     return RiskDecision(intent=intent, reasons=tuple(reasons), kill=kill)
+
+
+class ExposureBoard:
+    """Each market's |net position| in USD at its mid, shared by the markets' Risk actors
+    for `max_total_net_position_usd`. A market that has not reported, or whose position
+    is unknown now, counts at `unknown_usd` (its own limit): unknown is not zero."""
+
+    def __init__(self, markets: tuple[str, ...] | list[str], unknown_usd: float) -> None:
+        self.unknown_usd = unknown_usd
+        self._usd: dict[str, float | None] = dict.fromkeys(markets)
+
+    def report(self, market: str, usd: float | None) -> None:
+        self._usd[market] = None if usd is None or not math.isfinite(usd) else abs(usd)
+
+    def others(self, market: str) -> float:
+        return sum(self.unknown_usd if v is None else v for m, v in self._usd.items() if m != market)
+
+    def total(self) -> float:
+        return sum(self.unknown_usd if v is None else v for v in self._usd.values())

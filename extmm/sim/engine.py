@@ -46,8 +46,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -132,6 +132,7 @@ class EngineConfig:
         factory=dict
     )  # per market; else FlowParams.for_market
     step_ms: int = 100  # flow step; divides 1000
+    flow_preset: str = "default"  # extmm.sim.flow.FLOW_PRESETS: "default" or "toxic" (#16)
     mark_interval_ms: int = 1000  # mark/index publication cadence
     funding_interval_ms: int = HOUR_MS
     funding_estimate_interval_ms: int = 60_000
@@ -225,13 +226,20 @@ class SimEngine:
         self._api_keys: dict[str, int] = {}
         self._expiries: list[tuple[int, int, SimOrder]] = []
         self._markets: dict[str, _Market] = {}
+        # Our (non-crowd) resting orders' fills by how they came about (#16): "sweep" (a
+        # crowd taker traded through our price), "queue" (it stopped at our price),
+        # "crossed" (a crowd order placed across our stale quote as the mid moved), "other".
+        self.maker_fills: Counter[str] = Counter()
+        self._maker_fill_buffer: list[SimOrder] = []
         raw_markets = list(markets) if markets is not None else list(bundled_markets().values())
         for raw in raw_markets:
             raw = dict(raw)
             spec = spec_from_market(raw)
             flow = None
             if self.config.synthetic_flow:
-                params = self.config.flow_params.get(spec.name) or FlowParams.for_market(raw)
+                params = self.config.flow_params.get(spec.name) or FlowParams.for_market(
+                    raw, preset=self.config.flow_preset
+                )
                 flow = MarketFlow(params, spec, random.Random(f"{self.config.seed}:flow:{spec.name}"))
             self._markets[spec.name] = _Market(raw, spec, flow)
         self._terms = {name: m.terms for name, m in self._markets.items()}
@@ -715,6 +723,7 @@ class SimEngine:
             self._close(order, REJECTED, "REDUCE_ONLY_FAILED")
             return ack
         self._submit(m, order)
+        self._classify_maker_fills(lambda _maker: "other")
         return ack
 
     def _check_price_band(self, m: _Market, order_type: str, side: Side, price: Decimal) -> None:
@@ -964,6 +973,8 @@ class SimEngine:
             order.updated_ms = now
         maker_account = self._accounts.get(maker.account_id) if maker.account_id != CROWD_ACCOUNT_ID else None
         if maker_account is not None:
+            self._maker_fill_buffer.append(maker)
+        if maker_account is not None:
             maker_account.untrack_lots(maker, lots)
         m.book.reduce(maker, lots)
         trade_id = next(self._trade_ids)
@@ -1140,7 +1151,9 @@ class SimEngine:
             if best is None or (best > ticks if is_bid else best < ticks):
                 m.book.add(order)  # the common case: nothing to match, nothing to report
                 return order
-            return self._submit(m, order)
+            rested = self._submit(m, order)
+            self._classify_maker_fills(lambda _maker: "crossed")
+            return rested
 
         def cancel(order: SimOrder) -> None:
             if order.resting:
@@ -1170,7 +1183,22 @@ class SimEngine:
             created_ms=self._now,
             updated_ms=self._now,
         )
+        self._maker_fill_buffer.clear()
         self._submit(m, taker)
+        last = m.last_ticks
+
+        def reason(maker: SimOrder) -> str:
+            if last is None:
+                return "queue"
+            through = last > maker.price_ticks if is_buy else last < maker.price_ticks
+            return "sweep" if through else "queue"
+
+        self._classify_maker_fills(reason)
+
+    def _classify_maker_fills(self, reason: Callable[[SimOrder], str]) -> None:
+        for maker in self._maker_fill_buffer:
+            self.maker_fills[reason(maker)] += 1
+        self._maker_fill_buffer.clear()
 
     # == snapshots =============================================================================
     def _marks(self) -> dict[str, Fraction]:

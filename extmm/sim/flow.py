@@ -12,6 +12,20 @@ Model (all parameters in `FlowParams`, exposed so calibration tests can compare)
   mid is therefore filled with intensity A·exp(−k·δ) — the Avellaneda–Stoikov form;
 - the mark is the mid with a little noise; the hourly funding rate is redrawn each
   minute around `funding_mean`.
+
+Informed flow (#16; every part off by default, all on in the `toxic` preset, see
+`FLOW_PRESETS`): real flow is not that kind. With `informed_rate` > 0 a hidden fair value
+leads the mid: it diffuses (σ, times `vol_regime_multiplier` in the volatile regime) and
+jumps (`jump_rate` per second, sizes Exponential with mean `jump_bps`), while the mid
+relaxes towards it with time constant `informed_horizon_s` (plus its own σ noise
+scaled by `mid_noise_share`). Informed takers arrive at `informed_rate` per second and,
+when the fair value is at least a tick away, sweep towards it and `sweep_depth_bps`
+beyond — through several levels, and through any quote left between mid and fair: their
+orders predict the next move. Volatility regimes: calm/volatile, each lasting an
+Exponential time with mean `vol_regime_s`. Arrivals cluster (a discretised Hawkes
+process): every taker raises the arrival intensity (both sides together) by
+`hawkes_alpha` per second, which decays at rate `hawkes_beta` (branching ratio α/β < 1). All randomness comes from the
+flow's own seeded RNG.
 """
 
 from __future__ import annotations
@@ -51,12 +65,35 @@ class FlowParams:
     mark_noise_bps: float = 0.2
     funding_mean: float = 0.0000125
     funding_noise: float = 0.000005
+    # -- informed flow (off by default; see the module docstring and FLOW_PRESETS) --
+    informed_rate: float = 0.0  # informed taker arrivals per second (both sides together)
+    informed_horizon_s: float = 5.0  # the mid's lag behind the fair value (time constant, s)
+    sweep_depth_bps: float = 0.0  # informed sweeps reach the fair value + Exp(mean this)
+    mid_noise_share: float = 0.3  # with informed flow: the mid's own noise, share of σ
+    jump_rate: float = 0.0  # fair-value jumps per second
+    jump_bps: float = 0.0  # mean |jump|, basis points of price
+    vol_regime_multiplier: float = 1.0  # σ multiplier in the volatile regime
+    vol_regime_s: float = 0.0  # mean regime duration, s (0: one calm regime)
+    hawkes_alpha: float = 0.0  # intensity added per taker arrival, per second
+    hawkes_beta: float = 1.0  # decay rate of that excitation, per second
 
     def __attrs_post_init__(self) -> None:
         if self.initial_mid <= 0 or self.sigma < 0 or self.taker_rate < 0 or self.k <= 0:
             raise ValueError("FlowParams: need initial_mid > 0, sigma ≥ 0, taker_rate ≥ 0, k > 0")
         if self.spread_ticks < 1 or self.depth_levels < 1 or self.level_size <= 0:
             raise ValueError("FlowParams: need spread_ticks ≥ 1, depth_levels ≥ 1, level_size > 0")
+        if min(self.informed_rate, self.sweep_depth_bps, self.mid_noise_share, self.jump_rate,
+               self.jump_bps, self.vol_regime_s, self.hawkes_alpha) < 0:
+            raise ValueError("FlowParams: informed-flow parameters must be ≥ 0")
+        if self.informed_horizon_s <= 0 or self.vol_regime_multiplier <= 0 or self.hawkes_beta <= 0:
+            raise ValueError("FlowParams: need informed_horizon_s, vol_regime_multiplier, hawkes_beta > 0")
+        if self.hawkes_alpha >= self.hawkes_beta:
+            raise ValueError("FlowParams: hawkes_alpha must be < hawkes_beta (else arrivals explode)")
+
+    @property
+    def informed(self) -> bool:
+        """Whether any part of the informed flow is on (the default flow has none)."""
+        return bool(self.informed_rate or self.jump_rate or self.vol_regime_s or self.hawkes_alpha)
 
     def fill_intensity(self, distance: float) -> float:
         """Expected fills per second of a resting order `distance` price units from the mid."""
@@ -89,11 +126,38 @@ class FlowParams:
         return cls(**values)
 
     @classmethod
-    def for_market(cls, market: Mapping[str, Any], **overrides: Any) -> FlowParams:
-        """Defaults for a venue market object: BTC and ETH presets, else scaled by price."""
+    def for_market(cls, market: Mapping[str, Any], *, preset: str = "default", **overrides: Any) -> FlowParams:
+        """Defaults for a venue market object: BTC and ETH presets, else scaled by price;
+        `preset` (a key of FLOW_PRESETS) adds its parameters before `overrides`."""
+        if preset not in FLOW_PRESETS:
+            raise ValueError(f"unknown flow preset {preset!r}; known: {', '.join(FLOW_PRESETS)}")
         mid = float(market.get("marketStats", {}).get("markPrice") or 0) or 100.0
         daily_vol = {"BTC-USD": 0.025, "ETH-USD": 0.035}.get(market["name"], 0.04)
-        return cls.scaled(mid, daily_vol=daily_vol, **overrides)
+        return cls.scaled(mid, daily_vol=daily_vol, **{**FLOW_PRESETS[preset], **overrides})
+
+
+# Named flows for the simulator (`sim --flow`, `run --network paper --flow`, `backtest
+# --flow`, `chaos --flow`). "default" is today's kind, uninformed flow. "toxic" is what a
+# busy perpetual shows (#16): a fair value that jumps (every ~15 s, mean 6 bps) and
+# diffuses 2× faster in volatile regimes (mean 60 s each), a mid that lags it by ~4 s,
+# informed takers (1 per second) sweeping through to it and 2 bps beyond, fewer
+# uninformed takers, and clustered arrivals (branching ratio 0.6).
+FLOW_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "toxic": dict(
+        taker_rate=0.5,
+        k_per_bp=1.5,
+        informed_rate=2.0,
+        informed_horizon_s=4.0,
+        sweep_depth_bps=0.5,
+        jump_rate=1 / 10,
+        jump_bps=8.0,
+        vol_regime_multiplier=2.0,
+        vol_regime_s=60.0,
+        hawkes_alpha=0.6,
+        hawkes_beta=1.0,
+    ),
+}
 
 
 class CrowdSide:
@@ -129,13 +193,44 @@ class MarketFlow:
         self.funding_rate = params.funding_mean
         self._min_lots = max(spec.min_order_lots, 1)
         self._last_touch: tuple[int, int] | None = None
+        # Informed flow state (unused by the default flow, which draws nothing for it).
+        self.fair = self.mid
+        self.volatile = False
+        self._regime_left_s = 0.0
+        self.excitation = 0.0  # Hawkes: extra arrivals per second, both sides together
+        self.informed_takes = 0
+        self.jumps = 0
 
     # -- randomness ---------------------------------------------------------------------
     def diffuse(self, dt_s: float) -> None:
-        if self.params.sigma > 0:
-            self.mid += self.params.sigma * math.sqrt(dt_s) * self.rng.gauss(0.0, 1.0)
-            # An arithmetic walk can wander to zero over very long runs; keep it positive.
-            self.mid = max(self.mid, self.tick * (self.params.spread_ticks + self.params.depth_levels + 1))
+        p = self.params
+        if p.informed:
+            self._diffuse_informed(dt_s)
+        elif p.sigma > 0:
+            self.mid += p.sigma * math.sqrt(dt_s) * self.rng.gauss(0.0, 1.0)
+        # An arithmetic walk can wander to zero over very long runs; keep it positive.
+        floor = self.tick * (p.spread_ticks + p.depth_levels + 1)
+        self.mid = max(self.mid, floor)
+        self.fair = max(self.fair, floor)
+
+    def _diffuse_informed(self, dt_s: float) -> None:
+        p = self.params
+        if p.vol_regime_s > 0:
+            self._regime_left_s -= dt_s
+            if self._regime_left_s <= 0:
+                self.volatile = not self.volatile
+                self._regime_left_s = self.rng.expovariate(1.0 / p.vol_regime_s)
+        sigma = p.sigma * (p.vol_regime_multiplier if self.volatile else 1.0)
+        self.fair += sigma * math.sqrt(dt_s) * self.rng.gauss(0.0, 1.0)
+        if p.jump_rate > 0 and self.rng.random() < p.jump_rate * dt_s:
+            size = self.rng.expovariate(1.0 / p.jump_bps) if p.jump_bps > 0 else 0.0
+            self.fair *= 1.0 + (size if self.rng.random() < 0.5 else -size) * 1e-4
+            self.jumps += 1
+        pull = 1.0 - math.exp(-dt_s / p.informed_horizon_s)
+        noise = p.mid_noise_share * sigma * math.sqrt(dt_s) * self.rng.gauss(0.0, 1.0)
+        self.mid += (self.fair - self.mid) * pull + noise
+        if p.hawkes_alpha > 0:
+            self.excitation *= math.exp(-p.hawkes_beta * dt_s)
 
     def _poisson(self, lam: float) -> int:
         if lam <= 0:
@@ -150,11 +245,32 @@ class MarketFlow:
 
     def takers(self, dt_s: float) -> list[tuple[bool, float]]:
         """Taker events of one step: (is_buy, δ) in arrival order (sides interleaved at random)."""
-        lam = self.params.taker_rate * dt_s
+        p = self.params
+        if p.informed:
+            return self._informed_takers(dt_s)
+        lam = p.taker_rate * dt_s
         events = [(True, 0.0)] * self._poisson(lam) + [(False, 0.0)] * self._poisson(lam)
         if len(events) > 1:
             self.rng.shuffle(events)
-        return [(is_buy, self.rng.expovariate(self.params.k)) for is_buy, _ in events]
+        return [(is_buy, self.rng.expovariate(p.k)) for is_buy, _ in events]
+
+    def _informed_takers(self, dt_s: float) -> list[tuple[bool, float]]:
+        p = self.params
+        # The excitation is extra arrivals per second on both sides together, half a side.
+        lam = (p.taker_rate + self.excitation / 2.0) * dt_s
+        events = [(True, self.rng.expovariate(p.k)) for _ in range(self._poisson(lam))]
+        events += [(False, self.rng.expovariate(p.k)) for _ in range(self._poisson(lam))]
+        gap = self.fair - self.mid
+        for _ in range(self._poisson(p.informed_rate * dt_s)):
+            if abs(gap) < self.tick:
+                continue
+            beyond = self.rng.expovariate(1.0 / (p.sweep_depth_bps * 1e-4 * self.mid)) if p.sweep_depth_bps > 0 else 0.0
+            events.append((gap > 0, abs(gap) + beyond))
+            self.informed_takes += 1
+        if len(events) > 1:
+            self.rng.shuffle(events)
+        self.excitation += p.hawkes_alpha * len(events)
+        return events
 
     def sweep_limit(self, is_buy: bool, delta: float) -> int:
         """The limit price (ticks) of a taker reaching `delta` price units from the mid."""

@@ -410,6 +410,7 @@ async def inprocess_simulator(
     maker_fee: Decimal | None = None,
     taker_fee: Decimal | None = None,
     ip_rate_limit_per_min: int | None = None,
+    flow: str = "default",
 ) -> AsyncIterator[tuple[InProcessVenue, SimRunner]]:
     """An engine, its runner (running in a nursery) and a funded account's port, for backtests.
 
@@ -421,7 +422,7 @@ async def inprocess_simulator(
     """
     if engine is None:
         engine = build_engine(
-            markets=markets, seed=seed, start_ms=start_ms, verify_signatures=verify_signatures
+            markets=markets, seed=seed, start_ms=start_ms, verify_signatures=verify_signatures, flow=flow
         )
     spec = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
     info = engine.create_account(balance=balance)

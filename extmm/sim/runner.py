@@ -635,6 +635,7 @@ def build_engine(
     verify_signatures: bool = True,
     strict_nonce: bool = False,
     engine_config: EngineConfig | None = None,
+    flow: str = "default",
 ) -> SimEngine:
     """An engine over the bundled markets (all, or the named ones).
 
@@ -647,7 +648,7 @@ def build_engine(
     if unknown:
         raise KeyError(f"unknown market(s) {', '.join(unknown)}; bundled: {', '.join(sorted(bundled))}")
     config = engine_config or EngineConfig(
-        seed=seed, verify_signatures=verify_signatures, strict_nonce=strict_nonce
+        seed=seed, verify_signatures=verify_signatures, strict_nonce=strict_nonce, flow_preset=flow
     )
     return SimEngine(config, start_ms=start_ms, markets=[bundled[n] for n in names])
 
@@ -676,6 +677,7 @@ async def serve_simulator(
     maker_fee: Decimal | None = None,
     taker_fee: Decimal | None = None,
     ip_rate_limit_per_min: int | None = DEFAULT_IP_RATE_LIMIT_PER_MIN,
+    flow: str = "default",
     task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a simulator on `host:port` (0: a free port) until cancelled.
@@ -699,6 +701,7 @@ async def serve_simulator(
             start_ms=start_ms,
             verify_signatures=verify_signatures,
             strict_nonce=strict_nonce,
+            flow=flow,
         )
     spec = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
     info = engine.create_account(
