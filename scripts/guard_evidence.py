@@ -4,8 +4,8 @@ recommended combination, on the simulator's `toxic` flow over several seeds.
     PYTHONPATH=$PWD python scripts/guard_evidence.py --seeds 1 2 3 4 --hours 0.25 --jobs 2
 
 Every run is the production bot in virtual time (`extmm.backtest.run.backtest`), BTC-USD,
-order latency 20 ms (the synthetic world has no feed latency knob: book frames every
-100 ms). Prints a Markdown table: mean ± sample std over the seeds of net PnL (USD), the
+order latency 20 ms and feed latency 50 ms (the backtest defaults), book frames every
+100 ms. Prints a Markdown table: mean ± sample std over the seeds of net PnL (USD), the
 1/10/60 s markouts (bps, + = our favour), the share of fills from sweeps (a crowd taker
 trading through our price, or a crowd order crossing our stale quote), fills and max
 |inventory| (USD); and one JSON line per run on stderr.
@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_one(job: tuple[str, int, float, float]) -> dict[str, Any]:
+def run_one(job: tuple[str, int, float, float, float]) -> dict[str, Any]:
     from loguru import logger
 
     from extmm.backtest.run import BacktestOptions, backtest
@@ -55,11 +55,12 @@ def run_one(job: tuple[str, int, float, float]) -> dict[str, Any]:
 
     logger.remove()  # the bot's log lines are not the evidence
 
-    name, seed, hours, latency_ms = job
+    name, seed, hours, latency_ms, feed_latency_ms = job
     raw = json.loads(json.dumps(BASE))
     raw["markets"][0].update(VARIANTS[name])
     result = backtest(parse_config(raw), BacktestOptions(hours=hours, seed=seed, flow="toxic",
-                                                         order_latency_ms=latency_ms))
+                                                         order_latency_ms=latency_ms,
+                                                         feed_latency_ms=feed_latency_ms))
     out = result.to_json(wall_seconds=1.0)
     reasons = out.get("fills_by_reason", {})
     total = sum(reasons.values())
@@ -83,17 +84,19 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--hours", type=float, default=0.25)
     p.add_argument("--order-latency-ms", type=float, default=20.0)
+    p.add_argument("--feed-latency-ms", type=float, default=50.0)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--variants", nargs="*", default=None, help="subset of the variant names")
     args = p.parse_args()
     names = args.variants or list(VARIANTS)
-    jobs = [(n, s, args.hours, args.order_latency_ms) for n in names for s in args.seeds]
+    jobs = [(n, s, args.hours, args.order_latency_ms, args.feed_latency_ms) for n in names for s in args.seeds]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         rows = list(pool.map(run_one, jobs))
     for row in rows:
         print(json.dumps(row), file=sys.stderr)
     print(f"toxic flow, BTC-USD, {args.hours:g} h virtual per run, seeds {args.seeds}, "
-          f"order latency {args.order_latency_ms:g} ms, book frames every 100 ms; mean ± std over seeds\n")
+          f"order latency {args.order_latency_ms:g} ms, feed latency {args.feed_latency_ms:g} ms, "
+          "book frames every 100 ms; mean ± std over seeds\n")
     print("| configuration | net PnL USD | markout 1 s bps | markout 10 s bps | markout 60 s bps "
           "| fills from sweeps | fills | max inventory USD |")
     print("|---|---|---|---|---|---|---|---|")
