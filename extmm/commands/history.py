@@ -46,9 +46,6 @@ def main(args: argparse.Namespace) -> int:
     except BadSince as exc:
         print(f"history: {exc}", file=sys.stderr)
         return 2
-    if args.limit is not None and args.limit <= 0:
-        print("history: --limit must be a positive number", file=sys.stderr)
-        return 2
     conn = open_readonly(args.journal)
     if conn is None:
         return 2
