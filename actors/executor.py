@@ -400,9 +400,7 @@ class _Executor:
         try:
             placed = await self.port.place_order(req)
         except OrderRejected as exc:
-            self.count_reject(str(exc.code))
-            self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{exc.code}: {exc.venue_message}"))
-            self.back_off(state, exc)
+            self.refused(state, ext, str(exc.code), exc.venue_message, exc)
             return False
         except RateLimited as exc:
             self.count_reject("429")
@@ -421,9 +419,7 @@ class _Executor:
         except (ValueError, KeyError, ArithmeticError) as exc:
             # Ports raise OrderBuildFailed; any other order that cannot be built is still
             # a rejection of this order (never sent), not a crash of the actor.
-            self.count_reject("BUILD_FAILED")
-            self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"BUILD_FAILED: {exc}"))
-            self.back_off(state, exc)
+            self.refused(state, ext, "BUILD_FAILED", str(exc), exc)
             return False
         finally:
             self.in_flight -= involved
@@ -431,6 +427,12 @@ class _Executor:
         self.sent += 1
         self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
         return True
+
+    def refused(self, state: _SideState, ext: str, code: str, detail: str, exc: Exception) -> None:
+        """The order was refused (by the venue, or could not be built): counted, final, backed off."""
+        self.count_reject(code)
+        self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{code}: {detail}"))
+        self.back_off(state, exc)
 
     def back_off(self, state: _SideState, reason: object) -> None:
         """A rejected order: wait before this side sends again, longer each time in a row."""
