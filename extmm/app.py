@@ -193,14 +193,12 @@ async def open_run_journal(cfg: BotConfig, opts: RunOptions, vault: int, venue: 
     """The session's journal (or a disabled one); StartupError, one line, when unusable."""
     if opts.journal is None:
         return Journal.disabled()
-    from extmm import __version__
     from extmm.journal.schema import JournalError
-    from extmm.journal.session import SessionMeta, config_digest, open_session, reconcile_missed_fills
+    from extmm.journal.session import SessionMeta, open_session, reconcile_missed_fills
 
-    markets = tuple(m.name for m in cfg.enabled_markets)
-    meta = SessionMeta(kind="paper" if opts.network == "paper" else "live", network=opts.network,
-                       account=f"vault {vault}", version=__version__,
-                       config_digest=config_digest(attrs.asdict(cfg)), markets=markets)
+    meta = SessionMeta.for_config(cfg, kind="paper" if opts.network == "paper" else "live",
+                                  network=opts.network, account=f"vault {vault}")
+    markets = meta.markets
     path = opts.journal
     try:
         journal = await trio.to_thread.run_sync(lambda: open_session(path, meta, clock=time.time))

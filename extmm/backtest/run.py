@@ -484,14 +484,13 @@ def _backtest_journal(cfg: BotConfig, opts: BacktestOptions, world: World) -> An
     """The journal of a backtest: virtual timestamps, written inline (deterministic under MockClock)."""
     if opts.journal_path is None:
         return None
-    from extmm import __version__
-    from extmm.journal.session import SessionMeta, config_digest, open_session
+    from extmm.journal.session import SessionMeta, open_session
 
-    meta = SessionMeta(kind="backtest", network="backtest", account=f"{world.mode} seed {opts.seed}",
-                       version=__version__, config_digest=config_digest(attrs.asdict(cfg)),
-                       markets=tuple(m.name for m in cfg.enabled_markets))
+    meta = SessionMeta.for_config(cfg, kind="backtest", network="backtest", account=f"{world.mode} seed {opts.seed}")
     return open_session(opts.journal_path, meta, clock=lambda: world.now_ms() / 1000.0, on_thread=False, lock=False,
                         commit_every_s=5.0)
+
+
 def _explained(world: World, market: str, why: str) -> str:
     note = world.diagnose(market)
     return why if note is None else f"{why}; {note}"

@@ -40,6 +40,15 @@ class SessionMeta:
     config_digest: str
     markets: tuple[str, ...]
 
+    @classmethod
+    def for_config(cls, cfg: Any, *, kind: str, network: str, account: str) -> SessionMeta:
+        """A session trading `cfg` (a BotConfig): its enabled markets, digest and our version."""
+        from extmm import __version__
+
+        return cls(kind=kind, network=network, account=account, version=__version__,
+                   config_digest=config_digest(attrs.asdict(cfg)),
+                   markets=tuple(m.name for m in cfg.enabled_markets))
+
 
 def config_digest(data: Any) -> str:
     """A short stable digest of the config (what changed between two sessions)."""
