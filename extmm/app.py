@@ -208,7 +208,7 @@ async def open_run_journal(cfg: BotConfig, opts: RunOptions, vault: int, venue: 
         await reconcile_missed_fills(journal, venue.get_trades, markets, now_ms=wall_clock_ms())
     logger.info("journal {} (session {}); lifetime PnL before it: {}", path,
                 journal.writer.session_id if journal.writer is not None else "?",
-                sum(journal.lifetime_base.values(), Decimal(0)))
+                journal.lifetime_net())
     return journal
 
 

@@ -521,8 +521,7 @@ class RootSupervisor:
             healthy=self.healthy(),
             ready=self.ready,
             stream_reconnects=self.reconnect_counts(),
-            lifetime_net=(sum(self.journal.lifetime_base.values(), Decimal(0))
-                          + sum((m.pnl.net for m in markets), Decimal(0))) if self.journal.enabled else None,
+            lifetime_net=self.journal.lifetime_net(sum((m.pnl.net for m in markets), Decimal(0))),
             journal=self.journal.statistics() if self.journal.enabled else None,
         )
 
@@ -747,8 +746,7 @@ class RootSupervisor:
             dms=dms,
             cancelled_at_exit=cancelled,
             stream_reconnects=self.reconnect_counts(),
-            lifetime_pnl=(sum(self.journal.lifetime_base.values(), Decimal(0)) + pnl["net"]
-                          if self.journal.enabled else None),
+            lifetime_pnl=self.journal.lifetime_net(pnl["net"]),
         )
 
     def reconnect_counts(self) -> dict[str, dict[str, int]]:

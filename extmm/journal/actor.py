@@ -146,6 +146,13 @@ class Journal:
         journal._done.set()
         return journal
 
+    def lifetime_net(self, session_net: Decimal = Decimal(0)) -> Decimal | None:
+        """Net PnL over every earlier session of this network and account, plus `session_net`;
+        None without a journal (unknown, not zero)."""
+        if not self.enabled:
+            return None
+        return sum(self.lifetime_base.values(), Decimal(0)) + session_net
+
     @property
     def enabled(self) -> bool:
         return self.writer is not None
