@@ -281,18 +281,14 @@ class WebSocketSource:
 
             async def receive(self) -> str | bytes:
                 while True:
-                    check_at = self.heard_at + live.probe_after_s
-                    if live.data_stall_s is not None:
-                        check_at = min(check_at, self.frame_at + live.data_stall_s)
-                    with trio.move_on_at(check_at):
+                    with trio.move_on_at(live.next_check_at(heard_at=self.heard_at, frame_at=self.frame_at)):
                         try:
                             frame = await self.ws.get_message()
                         except ConnectionClosed as exc:
                             raise SourceClosed(f"{kind}/{market}: connection closed ({exc.reason})") from None
                         self.heard_at = self.frame_at = trio.current_time()
                         return frame
-                    now = trio.current_time()
-                    if live.data_stall_s is not None and now - self.frame_at >= live.data_stall_s:
+                    if live.stalled(now=trio.current_time(), frame_at=self.frame_at):
                         raise SourceClosed(f"{kind}/{market}: no frame for {live.data_stall_s:g}s")
                     with trio.move_on_after(live.pong_timeout_s):
                         try:

@@ -53,6 +53,17 @@ class Liveness:
     probe_after_s: float = 10.0
     pong_timeout_s: float = 5.0
 
+    def next_check_at(self, *, heard_at: float, frame_at: float) -> float:
+        """When to look again if nothing arrives: the probe time, or the data stall if sooner."""
+        at = heard_at + self.probe_after_s
+        if self.data_stall_s is not None:
+            at = min(at, frame_at + self.data_stall_s)
+        return at
+
+    def stalled(self, *, now: float, frame_at: float) -> bool:
+        """No data frame for longer than this topic allows."""
+        return self.data_stall_s is not None and now - frame_at >= self.data_stall_s
+
 
 TOPICS = ("orderbook", "trades", "funding", "mark", "account")
 
@@ -188,16 +199,12 @@ class StreamSubscription:
         return max(self._last_frame_at, self._last_pong_at, ping if ping is not None else float("-inf"))
 
     def _next_check_at(self) -> float:
-        live = self._liveness
-        at = self._heard_at() + live.probe_after_s
-        if live.data_stall_s is not None:
-            at = min(at, self._last_frame_at + live.data_stall_s)
-        return at
+        return self._liveness.next_check_at(heard_at=self._heard_at(), frame_at=self._last_frame_at)
 
     async def _check_alive(self) -> None:
         live = self._liveness
         now = trio.current_time()
-        if live.data_stall_s is not None and now - self._last_frame_at >= live.data_stall_s:
+        if live.stalled(now=now, frame_at=self._last_frame_at):
             raise StreamClosed(f"{self.name}: stalled, no frame for {live.data_stall_s:g}s")
         if now - self._heard_at() < live.probe_after_s:
             return
