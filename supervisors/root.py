@@ -38,7 +38,7 @@ from extmm.telemetry import (
     TelemetryView,
 )
 from extmm.venue.errors import AuthError, VenueError
-from extmm.venue.port import ExchangePort
+from extmm.venue.port import MAX_IDS_PER_CANCEL, ExchangePort
 from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
 from extmm.venue.signing import ExternalIdFactory, is_ours
@@ -68,7 +68,6 @@ UNCONFIRMED_DMS_S = 10
 # confirm (15 s), positions and the final switch call (a few s). Deployment stop timeouts
 # (systemd TimeoutStopSec, docker stop_grace_period) must be longer.
 SHUTDOWN_BUDGET_S = 2 + 20 + 15 + 8
-MAX_IDS_PER_CANCEL = 100  # SPEC §4.10 documents no limit on externalOrderIds; keep bodies small
 
 
 @attrs.frozen(kw_only=True)

@@ -36,6 +36,7 @@ from extmm.commands.check import (
 )
 from extmm.secrets import API_KEY_VAR, SecretsError, load_secrets
 from extmm.venue.errors import AuthError, OrderRejected, VenueError
+from extmm.venue.port import MAX_IDS_PER_CANCEL
 from extmm.venue.signing import is_ours
 from extmm.venue.types import OrderInfo
 
@@ -55,7 +56,6 @@ NETWORK_VAR = "EXTENDED_NETWORK"
 DEFAULT_NETWORK = "mainnet"
 POLL_S = 0.5
 RESEND_S = 3.0  # a lost or half-applied mass cancel is simply sent again
-MAX_IDS_PER_CANCEL = 100  # no documented limit (SPEC §4.10); keep each body small
 
 
 class VenueRefused(Exception):

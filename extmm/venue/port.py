@@ -38,6 +38,11 @@ class AccountStream(Protocol):
     async def receive(self) -> AccountUpdate: ...
 
 
+# External ids per mass cancel: SPEC §4.10 documents no limit on `externalOrderIds`; we keep
+# each request body small (shutdown, halts, breaker trips and `cancel-all` all chunk by it).
+MAX_IDS_PER_CANCEL = 100
+
+
 class ExchangePort(Protocol):
     # -- public ---------------------------------------------------------------
     async def get_markets(self, names: Sequence[str] | None = None) -> list[MarketInfo]: ...
