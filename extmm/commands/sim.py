@@ -40,16 +40,6 @@ def _fee_rate(text: str) -> Decimal:
     return rate
 
 
-def _budget(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of requests, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("expected 0 (unlimited) or a positive number of requests")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sim",
@@ -103,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="taker fee rate of the built-in account (default 0.00025)",
     )
     parser.add_argument(
-        "--ip-rate-limit-per-min", type=_budget, default=DEFAULT_IP_RATE_LIMIT_PER_MIN, metavar="N",
+        "--ip-rate-limit-per-min", type=non_negative_int, default=DEFAULT_IP_RATE_LIMIT_PER_MIN, metavar="N",
         help="REST requests per minute per client address, shared by every key; over it HTTP 429 "
         f"(default {DEFAULT_IP_RATE_LIMIT_PER_MIN}, the venue's default tier; 0 = unlimited)",
     )
