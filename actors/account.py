@@ -22,7 +22,7 @@ from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import MarketSpec, Rounding
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import MarketJournal
-from extmm.telemetry import AccountStats, Telemetry
+from extmm.ops.telemetry import AccountStats, Telemetry
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort

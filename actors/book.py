@@ -32,7 +32,7 @@ from actors.messages import (
 from extmm.domain.book import Book, MalformedBookFrame
 from extmm.domain.units import MarketSpec
 from extmm.domain.volatility import EwmaVolatility
-from extmm.telemetry import BookStats, Telemetry
+from extmm.ops.telemetry import BookStats, Telemetry
 
 DEFAULT_PRIOR_SIGMA = 1e-4  # relative σ per √s (≈ 56 % a year) until the estimator warms up
 

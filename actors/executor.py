@@ -26,7 +26,7 @@ from extmm.domain.stats import nearest_rank
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import order_row
-from extmm.telemetry import ExecStats, LiveOrderView, Telemetry
+from extmm.ops.telemetry import ExecStats, LiveOrderView, Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
 from extmm.venue.network import placement_known
 from extmm.venue.port import ExchangePort

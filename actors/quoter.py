@@ -6,7 +6,7 @@ quiet or stalled book is re-judged (Risk then sees its age). The model is
 `extmm.domain.quoting.compute_quote`, the same code the tests exercise.
 
 With `model.recalibrate` the Quoter estimates σ, A and k online over a rolling window
-(`extmm.calibrate.OnlineCalibrator`: mids from the book tops, aggressor depths from the
+(`extmm.domain.calibration.OnlineCalibrator`: mids from the book tops, aggressor depths from the
 prints the Book forwards) at most once per `estimate_every_s`, and once the data covers
 `min(recalibrate_window_s, warmup_s)` quotes with them instead of the Book's σ and the
 configured A and k. The estimates are logged and published in `QuoteStats.estimate`.
@@ -27,12 +27,12 @@ from loguru import logger
 
 from actors.channels import send
 from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
-from extmm.calibrate import OnlineCalibrator
 from extmm.config import MarketConfig
+from extmm.domain.calibration import OnlineCalibrator
 from extmm.domain.guards import QuoteGuards, microprice
 from extmm.domain.quoting import QuoteIntent, compute_quote
 from extmm.domain.units import MarketSpec, Side
-from extmm.telemetry import ModelEstimate, QuoteStats, Telemetry
+from extmm.ops.telemetry import ModelEstimate, QuoteStats, Telemetry
 
 ESTIMATE_EVERY_S = 1.0  # a fit over a full 900 s window costs ~0.5 ms: not more often than this
 WARMUP_S = 60.0  # estimates are used once the data covers min(window, this)

@@ -20,7 +20,7 @@ from extmm.domain.execution import SideTarget
 from extmm.domain.quoting import QuoteIntent, min_quote_lots
 from extmm.domain.risk import ExposureBoard, RiskReason, RiskSnapshot, clamp_intent
 from extmm.domain.units import MarketSpec
-from extmm.telemetry import RiskStats, Telemetry
+from extmm.ops.telemetry import RiskStats, Telemetry
 
 
 async def risk_actor(

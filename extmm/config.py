@@ -3,7 +3,7 @@
 One cattrs converter with `forbid_extra_keys=True` structures the file; every leaf type
 has a strict hook so a wrong value is reported with its key path, the bad value and what
 was expected, e.g. `markets[1].base_spread: expected a number ≥ 0, got "abc"`.
-Secrets never live here: see `extmm.secrets`.
+Secrets never live here: see `extmm.ops.secrets`.
 
 Units: `base_spread` is a fraction of mid (0.001 = 10 bps); `*_usd` are USD notionals;
 `*_ms` / `*_sec` / `*_s` are durations; `replace_threshold_bps` is basis points of price.

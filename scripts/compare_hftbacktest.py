@@ -13,7 +13,7 @@
    adj1 = 1, adj2 = 0.05), with our quote size and position limit, the risk-averse queue
    model (like ours), the same latency and fees.
 4. Replays the same recording through extmm's production bot (`glft` model with A and k
-   calibrated from the recording by `extmm.calibrate`).
+   calibrated from the recording by `extmm.domain.calibration`).
 
 Reported per engine: wall time; `events` and `events_per_s` with one definition for both,
 hftbacktest's: the data set's L2 level updates plus its trade prints (the same count for
@@ -59,7 +59,7 @@ def to_hftbacktest_events(path: Path, market: str) -> tuple[np.ndarray, dict[str
     )
     from hftbacktest.data import correct_event_order, validate_event_order
 
-    from extmm.record import read_recording
+    from extmm.research.record import read_recording
 
     rows: list[tuple[int, int, int, float, float]] = []
     counts = {"snapshots": 0, "deltas": 0, "level_updates": 0, "trade_messages": 0, "prints": 0}
@@ -327,8 +327,8 @@ def run_extmm(
 ) -> dict[str, Any]:
     from loguru import logger
 
-    from extmm.backtest.run import BacktestOptions, backtest
     from extmm.config import parse_config
+    from extmm.research.backtest.run import BacktestOptions, backtest
 
     logger.remove()
     cfg = parse_config(
@@ -394,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from loguru import logger
 
-    from extmm.calibrate import observe_records
+    from extmm.domain.calibration import observe_records
     from extmm.markets import bundled_markets, spec_from_market
-    from extmm.record import read_recording, record_synthetic
+    from extmm.research.record import read_recording, record_synthetic
 
     logger.remove()
     workdir = Path(tempfile.mkdtemp(prefix="extmm-vs-hbt-"))

@@ -3,7 +3,7 @@ recommended combination, on the simulator's `toxic` flow over several seeds.
 
     PYTHONPATH=$PWD python scripts/guard_evidence.py --seeds 1 2 3 4 --hours 0.25 --jobs 2
 
-Every run is the production bot in virtual time (`extmm.backtest.run.backtest`), BTC-USD,
+Every run is the production bot in virtual time (`extmm.research.backtest.run.backtest`), BTC-USD,
 order latency 20 ms and feed latency 50 ms (the backtest defaults), book frames every
 100 ms. Prints a Markdown table: mean ± sample std over the seeds of net PnL (USD), the
 1/10/60 s markouts (bps, + = our favour), the share of fills from sweeps (a crowd taker
@@ -50,8 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def run_one(job: tuple[str, int, float, float, float]) -> dict[str, Any]:
     from loguru import logger
 
-    from extmm.backtest.run import BacktestOptions, backtest
     from extmm.config import parse_config
+    from extmm.research.backtest.run import BacktestOptions, backtest
 
     logger.remove()  # the bot's log lines are not the evidence
 

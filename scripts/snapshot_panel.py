@@ -14,11 +14,11 @@ from pathlib import Path
 import trio
 from rich.console import Console
 
-from extmm.app import RunOptions, run_bot
 from extmm.config import load_config
 from extmm.ops.dashboard import render
 from extmm.ops.logs import configure_logging
-from extmm.secrets import load_secrets
+from extmm.ops.secrets import load_secrets
+from extmm.runtime.app import RunOptions, run_bot
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ The per-market and root supervisors that wire the trading actors build on these.
 
 from __future__ import annotations
 
-from supervisors.backoff import Backoff, BackoffState
+from extmm.domain.backoff import Backoff, BackoffState
 from supervisors.breaker import (
     BreakerAction,
     BreakerSettings,

@@ -14,7 +14,7 @@ from typing import TypeAlias
 import attrs
 import trio
 
-from extmm.secrets import redact_known
+from extmm.ops.secrets import redact_known
 
 ERROR_TEXT_LIMIT = 400
 

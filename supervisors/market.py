@@ -29,13 +29,13 @@ from actors.messages import AccountIn, ExecIn, FeedControl, FeedOut, QuoterIn, R
 from actors.quoter import quoter
 from actors.risk import risk_actor
 from extmm.config import BotConfig, MarketConfig
+from extmm.domain.backoff import Backoff
 from extmm.domain.risk import ExposureBoard
 from extmm.domain.units import MarketSpec
 from extmm.journal.actor import Journal
-from extmm.telemetry import Telemetry
+from extmm.ops.telemetry import Telemetry
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory
-from supervisors.backoff import Backoff
 from supervisors.spec import ChildSpec, Strategy, SupervisorSpec
 
 ACTORS = ("account", "executor", "risk", "quoter", "book", "feed")

@@ -28,7 +28,7 @@ from extmm.domain.risk import ExposureBoard
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import event_row, record_final_marks
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
-from extmm.telemetry import (
+from extmm.ops.telemetry import (
     AccountStats,
     BookStats,
     ExecStats,

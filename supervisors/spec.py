@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from supervisors.backoff import Backoff
+from extmm.domain.backoff import Backoff
 
 
 class Restart(enum.StrEnum):

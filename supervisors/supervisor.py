@@ -41,7 +41,7 @@ import attrs
 import trio
 from loguru import logger
 
-from supervisors.backoff import BackoffState
+from extmm.domain.backoff import BackoffState
 from supervisors.events import (
     ChildFailed,
     ChildHalted,

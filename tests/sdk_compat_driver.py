@@ -1,6 +1,6 @@
 """Drives the official x10 SDK (asyncio, aiohttp, websockets) against a running simulator.
 
-Run in its own process by `tests/test_sim_sdk_compat.py`; not a test module itself. It
+Run in its own process by `tests/sim/test_sim_sdk_compat.py`; not a test module itself. It
 uses only the SDK's public clients and models (`RestApiClient`, `StreamClient`, the
 SDK's `OrderBook` update functions), prints one JSON object per step on stdout, and for
 the book check prints `{"step": "book_ready"}` and waits for a line on stdin (the test

@@ -117,8 +117,8 @@ def main(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     import extmm.ops.logs as logs
-    from extmm.backtest.metrics import write_fills_csv
-    from extmm.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.metrics import write_fills_csv
+    from extmm.research.backtest.run import BacktestOptions, backtest
 
     cfg = load_config_or_report(args.config)
     if cfg is None:
@@ -154,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     replay: tuple[Path, ...] = ()
     if args.replay:
-        from extmm.record import RecordingError, expand_parts
+        from extmm.research.record import RecordingError, expand_parts
 
         try:
             replay = tuple(expand_parts(args.replay))
@@ -196,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
         write_fills_csv(result.fills, out / "fills.csv", t0=result.started_at, markouts=result.markouts)
         written = ["fills.csv", "summary.json"]
         if not args.no_plots:
-            from extmm.backtest.plots import PlotsUnavailable, write_plots
+            from extmm.research.backtest.plots import PlotsUnavailable, write_plots
 
             try:
                 paths = write_plots(
@@ -231,8 +231,8 @@ def _feed_latency(text: str) -> float | None:
 
 def _known_failures(exc: BaseException) -> list[str]:
     """Messages of the expected failures (bad recording, bot cannot start) inside `exc`, else []."""
-    from extmm.backtest.run import BacktestError
-    from extmm.record import RecordingError
+    from extmm.research.backtest.run import BacktestError
+    from extmm.research.record import RecordingError
     from supervisors.root import StartupError
 
     leaves = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else [exc]

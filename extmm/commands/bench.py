@@ -1,6 +1,6 @@
-"""`python -m extmm bench NAME ...`: offline benchmarks, one module each under `extmm.bench`.
+"""`python -m extmm bench NAME ...`: offline benchmarks, one module each under `extmm.research.bench`.
 
-Discovered like the commands themselves: every `extmm/bench/*.py` exposes
+Discovered like the commands themselves: every `extmm/research/bench/*.py` exposes
 `register(subparsers)` and sets `handler` on its parser.
 """
 
@@ -10,16 +10,16 @@ import argparse
 import importlib
 import pkgutil
 
-import extmm.bench
+import extmm.research.bench
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("bench", help="run an offline benchmark", description=__doc__)
     benches = parser.add_subparsers(dest="bench", metavar="NAME")
-    for info in sorted(pkgutil.iter_modules(extmm.bench.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(extmm.research.bench.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        importlib.import_module(f"extmm.bench.{info.name}").register(benches)
+        importlib.import_module(f"extmm.research.bench.{info.name}").register(benches)
     parser.set_defaults(handler=lambda args: _no_bench(parser))
 
 

@@ -1,7 +1,7 @@
 """`python -m extmm calibrate --input FILE`: σ, A and k per market from a recording, as model configs.
 
 Reads a recording of `python -m extmm record` (rotated parts included), replays each
-market's book, and estimates (see `extmm.calibrate`):
+market's book, and estimates (see `extmm.domain.calibration`):
 
 - sigma: mid volatility in price units per √s (and sigma_rel, relative per √s);
 - A, k: the fill intensity A·exp(−k·δ) of a resting order δ price units from the mid,
@@ -49,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def main(args: argparse.Namespace) -> int:
     import extmm.ops.logs as logs
-    from extmm.calibrate import model_snippets, observe_records
+    from extmm.domain.calibration import model_snippets, observe_records
     from extmm.markets import spec_from_market
-    from extmm.record import RecordingError, read_recording
+    from extmm.research.record import RecordingError, read_recording
 
     logs.configure_logging(level="WARNING")
     if args.interval_s <= 0 or args.min_count < 1 or args.gamma <= 0 or args.horizon_s <= 0:

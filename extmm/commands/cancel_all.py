@@ -34,7 +34,7 @@ from extmm.commands.check import (
     open_venue,
     resolve_target,
 )
-from extmm.secrets import API_KEY_VAR, SecretsError, load_secrets
+from extmm.ops.secrets import API_KEY_VAR, SecretsError, load_secrets
 from extmm.venue.errors import AuthError, OrderRejected, VenueError
 from extmm.venue.port import MAX_IDS_PER_CANCEL
 from extmm.venue.signing import is_ours

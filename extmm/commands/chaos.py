@@ -23,7 +23,7 @@ EXIT_USAGE = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from extmm.chaos.scenarios import SCENARIOS
+    from extmm.research.chaos.scenarios import SCENARIOS
 
     lines = "\n".join(f"  {s.name:<17} {s.summary.splitlines()[0] if s.summary else ''}" for s in SCENARIOS.values())
     parser = subparsers.add_parser(
@@ -49,10 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from extmm.chaos.process import ProcessKillTimings, run_process_kill_sync
-    from extmm.chaos.runner import run_scenario
-    from extmm.chaos.scenarios import SCENARIOS
     from extmm.ops.logs import configure_logging
+    from extmm.research.chaos.process import ProcessKillTimings, run_process_kill_sync
+    from extmm.research.chaos.runner import run_scenario
+    from extmm.research.chaos.scenarios import SCENARIOS
 
     if args.duration is not None and not args.duration > 0:
         print("chaos: --duration must be a positive number of seconds", file=sys.stderr)

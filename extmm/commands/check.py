@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from extmm.config import BotConfig, ConfigError, MarketConfig, load_config
-from extmm.secrets import (
+from extmm.ops.secrets import (
     API_KEY_VAR,
     PRIVATE_KEY_VAR,
     PUBLIC_KEY_VAR,
@@ -727,8 +727,8 @@ def _online(args: argparse.Namespace, target: VenueTarget) -> int:
 
 def _trade_test(cfg: BotConfig, target: VenueTarget, secrets: Secrets | SecretsError) -> int:
     """`--trade-test` after every read-only check passed: see `extmm.commands._trade_test`."""
-    from extmm.app import wall_clock_ms
     from extmm.commands._trade_test import run_trade_test
+    from extmm.runtime.app import wall_clock_ms
 
     trading = None
     if target.endpoint is not None:

@@ -7,7 +7,7 @@
 
 `tardis`: Tardis.dev CSV exports (incremental_book_L2, trades, derivative_ticker), plain
 or gzipped. `binance-futures`: raw USD-M diff-depth and trade stream captures plus REST
-depth snapshots, synchronised by Binance's rules (see extmm/dataimport/binance_futures.py
+depth snapshots, synchronised by Binance's rules (see extmm/research/dataimport/binance_futures.py
 for the capture format, including the optional per-line `recv_ms` receive time).
 `--tick`/`--lot` default to the finest step the data's prices/sizes use; a price or size
 off the grid is an error naming its file and line. Prints one JSON line of counts
@@ -55,9 +55,9 @@ def _step(text: str | None, what: str) -> Decimal | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from extmm.dataimport import binance_futures, tardis
-    from extmm.dataimport.common import ImportError_, ImportStats, parse_map, write_recording
-    from extmm.record import RecordingError
+    from extmm.research.dataimport import binance_futures, tardis
+    from extmm.research.dataimport.common import ImportError_, ImportStats, parse_map, write_recording
+    from extmm.research.record import RecordingError
 
     try:
         symbols = parse_map(args.map)

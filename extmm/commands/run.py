@@ -58,9 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from extmm.app import RunOptions, print_summary, run_bot, startup_error_of
     from extmm.ops.logs import configure_logging
-    from extmm.secrets import SecretsError, load_secrets
+    from extmm.ops.secrets import SecretsError, load_secrets
+    from extmm.runtime.app import RunOptions, print_summary, run_bot, startup_error_of
 
     cfg = load_config_or_report(args.config)
     if cfg is None:

@@ -57,8 +57,8 @@ def main(args: argparse.Namespace) -> int:
         print("tune: needs Optuna — install the tune extra: pip install 'extmm[tune]'", file=sys.stderr)
         return 2
     from extmm.commands import load_config_or_report
-    from extmm.record import RecordingError, expand_parts
-    from extmm.tuning import Data, TuneError, apply_params, load_space, open_storage, replay_span
+    from extmm.research.record import RecordingError, expand_parts
+    from extmm.research.tuning import Data, TuneError, apply_params, load_space, open_storage, replay_span
 
     if load_config_or_report(args.config) is None:
         return 2
@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"tune: no trial completed{': ' + '; '.join(sorted(errors)) if errors else ''}", file=sys.stderr)
         return 1
     best = max(done, key=lambda t: t.value)
-    from extmm.tuning import config_snippet, run_once
+    from extmm.research.tuning import config_snippet, run_once
 
     try:
         held_out, parts = run_once(raw_config, best.params, test, space.inventory_penalty)
@@ -144,7 +144,7 @@ def _run_workers(args: argparse.Namespace, storage_url: str, raw_config: dict, s
     import optuna
     from optuna.trial import TrialState
 
-    from extmm.tuning import open_storage, worker
+    from extmm.research.tuning import open_storage, worker
 
     ctx = multiprocessing.get_context("spawn")
     procs = [

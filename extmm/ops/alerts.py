@@ -26,8 +26,8 @@ import trio
 from loguru import logger
 
 from extmm.config import AlertsConfig
+from extmm.ops.secrets import redact_known, register_secret
 from extmm.ops.status import AppStatus
-from extmm.secrets import redact_known, register_secret
 
 POLL_S = 1.0
 QUEUE = 16  # alerts waiting for the webhook; more are dropped (and counted)

@@ -24,8 +24,8 @@ from rich.segment import SegmentLines
 from rich.table import Table
 from rich.text import Text
 
+from extmm.ops.secrets import redact_known
 from extmm.ops.status import AppStatus, MarketStatus, QuoteSide
-from extmm.secrets import redact_known
 
 StatusGetter = Callable[[], AppStatus | None]
 

@@ -3,7 +3,7 @@ every registered secret masked in every sink, exceptions and tracebacks included
 small buffer of recent warnings for the dashboard footer.
 
 Redaction happens once, in a loguru *patcher* that runs before any sink sees a record:
-the message and `extra` values are masked with `extmm.secrets.redact_known`, and an
+the message and `extra` values are masked with `extmm.ops.secrets.redact_known`, and an
 attached exception is replaced by its masked traceback text (stored in
 `record["extra"]["_exception"]`; `record["exception"]` becomes None), so no sink, ours or
 one added later, and not even loguru's own sink-error report, can print the raw exception.
@@ -28,7 +28,7 @@ from typing import Any
 
 from loguru import logger
 
-from extmm.secrets import SecretValue, redact_known, register_secret
+from extmm.ops.secrets import SecretValue, redact_known, register_secret
 
 EXCEPTION_KEY = "_exception"  # where the patcher leaves the masked exception
 _JSON_KEY = "_json"
@@ -223,7 +223,7 @@ def configure_logging(
       or as `colorize` says).
     - json_file: JSON lines at `level`, rotated at `rotation` (size "50 MB" or a time
       such as "1 day"), keeping `retention` old files (count or age such as "7 days").
-    - extra_secrets: values masked in addition to those `extmm.secrets` already knows.
+    - extra_secrets: values masked in addition to those `extmm.ops.secrets` already knows.
     - the warnings buffer (a new one unless given) receives WARNING and worse.
     - standard `logging` at `stdlib_level` and above is forwarded into loguru.
 

@@ -70,8 +70,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from extmm.ops.secrets import redact_known
 from extmm.ops.status import MARKET_STATES, AppStatus
-from extmm.secrets import redact_known
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from extmm.telemetry import (
+from extmm.ops.telemetry import (
     AccountStats,
     BookStats,
     ExecStats,

@@ -1,7 +1,7 @@
 """Replay a market-data recording as a venue: the recorded book, our orders queued in it.
 
 `ReplayEngine` is a `SimEngine` without synthetic flow whose markets follow a recording
-(`extmm.record`): our orders rest in the engine as usual (accounts, fees, funding,
+(`extmm.research.record`): our orders rest in the engine as usual (accounts, fees, funding,
 positions, the account stream — all the simulator's), while the *other* liquidity is the
 recorded L2 book, kept beside it. Fill model (conservative, queue-position):
 
@@ -23,7 +23,7 @@ recording in (virtual) time, applies each frame to the world at its exchange tim
 and delivers it to the bot's subscriptions re-sequenced, at the recorded receive time or
 `feed_latency_s` after the exchange timestamp; order latency is the in-process port's
 per-request delay. `replay_venue(...)` wires engine, runner, driver and an
-`ExchangePort` (`ReplayVenue`) for `extmm.backtest`.
+`ExchangePort` (`ReplayVenue`) for `extmm.research.backtest`.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import trio
 import trio.testing
 from loguru import logger
 
-from extmm.backtest.l2 import BadFrame, L2Book, parse_prints
+from extmm.domain.l2 import BadFrame, L2Book, parse_prints
 from extmm.domain.units import Side
-from extmm.record import RecordingError, RecordingReader, expand_parts
+from extmm.research.record import RecordingError, RecordingReader, expand_parts
 from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
 from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject

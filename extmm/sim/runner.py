@@ -285,7 +285,7 @@ class SimRunner:
     ) -> Subscription:
         """Register a stream consumer; its first frames are queued at once or at the next flush."""
         if kind != "account" and self.public_feed is not None:
-            return self.public_feed.subscribe(kind, market)  # live market data (extmm.sim.marketdata)
+            return self.public_feed.subscribe(kind, market)  # live market data (extmm.runtime.marketdata)
         sub = Subscription(
             kind,
             market=market,
