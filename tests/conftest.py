@@ -14,3 +14,14 @@ def _private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     return state
+
+
+@pytest.fixture(autouse=True)
+def _loguru_enabled():
+    """Commands run in-process (`tune`, `bench replay`) silence loguru for the rest of their
+    process with `logger.disable("")`; a later test in the same worker must still see logs."""
+    from loguru import logger
+
+    logger.enable("")
+    yield
+    logger.enable("")
