@@ -39,7 +39,7 @@ WARMUP_S = 60.0  # estimates are used once the data covers min(window, this)
 LOG_EVERY_S = 60.0
 
 
-async def quoter(
+async def quoter_actor(
     *,
     spec: MarketSpec,
     market: MarketConfig,
