@@ -11,7 +11,6 @@ open orders cancels any orphan and settles ambiguous outcomes by externalId.
 
 from __future__ import annotations
 
-from collections import Counter, deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import assert_never
@@ -20,17 +19,17 @@ import attrs
 import trio
 from loguru import logger
 
+from actors.exec_stats import ExecCounters
 from actors.messages import Approved, ExecIn, FillEvent, OrderUpdate
 from extmm.domain import orders as om
 from extmm.domain import reconcile
 from extmm.domain.execution import ActionKind, SideTarget, decide, hold, idle_wait
 from extmm.domain.refusals import RATE_LIMITED_PAUSE_S, replace_refused, slot_keeps_old
-from extmm.domain.stats import nearest_rank
 from extmm.domain.tracking import Applied, OrderTracker, Pause, Slot
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import order_row
-from extmm.ops.telemetry import ExecStats, LiveOrderView, Telemetry
+from extmm.ops.telemetry import Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
 from extmm.venue.network import placement_known
 from extmm.venue.port import ExchangePort
@@ -92,14 +91,10 @@ class _Executor:
             first_reject_pause_s=params.reject_pause_s,
             on_transition=self._journal_transition if self.journal.enabled else None,
         )
-        self.wakes = {id(slot): trio.Event() for slot in self.orders.slots}
+        self.wakes = {slot: trio.Event() for slot in self.orders.slots}  # a slot hashes by identity
         self.last_approved_at = trio.current_time()
         self.book_updated_at: float | None = None  # of the book behind the current targets
-        self.sent = self.replaces = self.cancels = self.rejects = self.orphans = 0
-        self.reject_reasons: Counter[str] = Counter()
-        self.latencies: deque[float] = deque(maxlen=512)
-        self._latency_stats = (0.0, 0.0)  # p50, p99 ms, recomputed at most twice a second
-        self._latency_stats_at = float("-inf")
+        self.counts = ExecCounters()
         self.orphan_cancels_in_flight: set[str] = set()
         self.in_flight: set[str] = set()  # externalIds a place, replace or cancel is about
 
@@ -124,7 +119,7 @@ class _Executor:
                     logger.info("{}: reconciled, no open orders of ours", self.market)
                     return
                 logger.info("{}: cancelling {} open orders of ours left from before", self.market, len(ours))
-                self.orphans += len(ours)
+                self.counts.orphans += len(ours)
                 try:
                     await self.port.mass_cancel(external_ids=[o.external_id for o in ours])
                 except VenueError as exc:
@@ -161,7 +156,7 @@ class _Executor:
                 continue
             if ext in self.orphan_cancels_in_flight:
                 continue
-            self.orphans += 1
+            self.counts.orphans += 1
             logger.warning("{}: orphan order {} found open; cancelling", self.market, ext)
             self.orphan_cancels_in_flight.add(ext)
             try:
@@ -183,9 +178,8 @@ class _Executor:
         if found:
             for info in found:
                 self.on_venue_order(info)
-        else:
-            for event in reconcile.lookup_settlement([], at=trio.current_time()):
-                self.apply(ext, event)
+        else:  # it never reached the venue, or closed without being archived: it is over
+            self.apply(ext, om.NotFound(at=trio.current_time()))
 
     # -- events ----------------------------------------------------------------------------
     def apply(self, ext: str, event: om.OrderEvent) -> None:
@@ -205,7 +199,7 @@ class _Executor:
                        pause.reason, pause.seconds)
 
     def wake(self, slot: Slot) -> None:
-        self.wakes[id(slot)].set()
+        self.wakes[slot].set()
 
     def on_venue_order(self, info: OrderInfo) -> None:
         applied = self.orders.venue_update(
@@ -220,7 +214,7 @@ class _Executor:
             return
         self._report(info.external_id, applied)
         if info.status == "REJECTED":
-            self.count_reject(info.status_reason or "REJECTED")
+            self.counts.count_reject(info.status_reason or "REJECTED")
 
     def on_approved(self, msg: Approved) -> None:
         self.last_approved_at = msg.decided_at or trio.current_time()
@@ -235,10 +229,6 @@ class _Executor:
         if self.params.stale_book_s is not None and self.book_updated_at is not None:
             at = min(at, self.book_updated_at + self.params.stale_book_s)
         return at
-
-    def count_reject(self, reason: str) -> None:
-        self.rejects += 1
-        self.reject_reasons[reason] += 1
 
     # -- side workers ----------------------------------------------------------------------
     async def side_worker(self, slot: Slot) -> None:
@@ -288,8 +278,8 @@ class _Executor:
                         expires_at=live.expires_at if live is not None else None,
                     )
                     with trio.move_on_after(wait):
-                        await self.wakes[id(slot)].wait()
-                    self.wakes[id(slot)] = trio.Event()
+                        await self.wakes[slot].wait()
+                    self.wakes[slot] = trio.Event()
 
     def request(self, side: Side, target: SideTarget, ext: str, cancel_id: str | None) -> OrderRequest:
         return OrderRequest(
@@ -322,7 +312,7 @@ class _Executor:
             self.refused(slot, ext, str(exc.code), exc.venue_message, exc)
             return False
         except RateLimited as exc:
-            self.count_reject("429")
+            self.counts.count_reject("429")
             self.apply(ext, om.SendFailed(at=trio.current_time(), reason="rate limited"))
             slot.pacing = slot.pacing.rate_limited(now=trio.current_time(), retry_after=exc.retry_after)
             return False
@@ -343,14 +333,14 @@ class _Executor:
             return False
         finally:
             self.in_flight -= involved
-        self.latencies.append(trio.current_time() - started)
-        self.sent += 1
+        self.counts.latencies.append(trio.current_time() - started)
+        self.counts.sent += 1
         self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
         return True
 
     def refused(self, slot: Slot, ext: str, code: str, detail: str, exc: Exception) -> None:
         """The order was refused (by the venue, or could not be built): counted, final, backed off."""
-        self.count_reject(code)
+        self.counts.count_reject(code)
         self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{code}: {detail}"))
         self._log_pause(self.orders.refuse(slot, str(exc), now=trio.current_time()))
 
@@ -364,7 +354,7 @@ class _Executor:
         ext = self.new_record(slot.side, target, replaces=old)
         self.apply(old, om.ReplaceSent(at=trio.current_time(), new_external_id=ext))
         slot.live = ext
-        self.replaces += 1
+        self.counts.replaces += 1
         if not await self.send(slot, ext, self.request(slot.side, target, ext, old)):
             event = replace_refused(self.orders.records.get(ext), at=trio.current_time())
             if event is not None:
@@ -376,7 +366,7 @@ class _Executor:
         self.apply(ext, om.CancelSent(at=trio.current_time()))
         if slot.live == ext:
             slot.live = None
-        self.cancels += 1
+        self.counts.cancels += 1
         self.in_flight.add(ext)
         try:
             await self.port.cancel_order_by_external_id(ext)
@@ -392,37 +382,7 @@ class _Executor:
 
     # -- telemetry -------------------------------------------------------------------------
     def publish(self) -> None:
-        open_views = tuple(
-            LiveOrderView(
-                side=rec.side.value,
-                price=self.spec.ticks_to_price(rec.price_ticks),
-                qty=self.spec.lots_to_qty(rec.remaining_lots),
-                external_id=rec.external_id,
-            )
-            # Everything that may rest at the venue, pending states included: these are
-            # the orders the Executor is watching (and will cancel or settle).
-            for rec in self.orders.open_records()
-        )
-        now = trio.current_time()
-        if now >= self._latency_stats_at + 0.5:  # sorting 512 samples at every action is waste
-            lat = sorted(self.latencies)
-            self._latency_stats = ((nearest_rank(lat, 0.5) or 0.0) * 1000, (nearest_rank(lat, 0.99) or 0.0) * 1000)
-            self._latency_stats_at = now
-        self.telemetry.publish(
-            ExecStats(
-                market=self.market,
-                open_orders=open_views,
-                orders_sent=self.sent,
-                replaces=self.replaces,
-                cancels=self.cancels,
-                rejects=self.rejects,
-                reject_reasons=tuple(sorted(self.reject_reasons.items())),
-                orphans_cancelled=self.orphans,
-                latency_p50_ms=self._latency_stats[0],
-                latency_p99_ms=self._latency_stats[1],
-                at=now,
-            )
-        )
+        self.telemetry.publish(self.counts.stats(self.spec, self.orders.open_records(), now=trio.current_time()))
 
 
 async def executor_actor(

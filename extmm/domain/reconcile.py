@@ -2,16 +2,16 @@
 
 The Executor lists our open orders at the venue and looks orders up by externalId; this
 module says what those answers mean: which open orders are orphans to cancel, which
-tracked orders are still open after their cancel, which orders whose outcome is unknown
-(a timeout, a 5xx) are due for a lookup, what a lookup's answer settles, and when a
-settled record may be forgotten. Plain data in, decisions out; "unknown is a state": an
-order leaves the possibly-open set only on the venue's word (a status, or a lookup that
-finds nothing).
+tracked orders are still open after their cancel, what a failed place leaves (final or
+unknown), which orders whose outcome is unknown (a timeout, a 5xx) are due for a lookup,
+and when a settled record may be forgotten. Plain data in, decisions out. "Unknown is a
+state": an order leaves the possibly-open set only on the venue's word — a status, or a
+lookup that finds nothing (`orders.NotFound`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from extmm.domain import orders as om
 
@@ -41,14 +41,6 @@ def lookup_due(rec: om.OrderRecord, *, open_at_venue: bool, now: float, grace_s:
     if rec.state is om.OrderState.PENDING_NEW and now - rec.created_at < grace_s:
         return False
     return not (now - rec.updated_at < grace_s and not rec.needs_lookup)
-
-
-def lookup_settlement(found: Sequence[om.VenueUpdate], *, at: float) -> list[om.OrderEvent]:
-    """What an externalId lookup settles: the venue's reports, or — nothing found — that
-    the order never reached the venue (or closed unarchived), which ends it."""
-    if found:
-        return list(found)
-    return [om.NotFound(at=at)]
 
 
 def failed_place(*, known_not_placed: bool, at: float, reason: str, detail: str) -> om.OrderEvent:

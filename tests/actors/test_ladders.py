@@ -89,7 +89,7 @@ async def test_ladder_places_every_level_then_replaces_only_the_levels_that_move
     assert len(ex.orders.open_ids) == 8
     assert {slot.live for slot in ex.orders.slots} == {p.external_id for p in port.places} - {
         by_price[99_950], by_price[100_100]}
-    assert ex.replaces == 2
+    assert ex.counts.replaces == 2
 
 
 async def test_ladder_levels_count_against_the_open_order_cap():

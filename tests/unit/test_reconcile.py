@@ -48,13 +48,9 @@ def test_a_missing_order_is_looked_up_only_after_the_grace_unless_flagged():
     assert reconcile.lookup_due(ambiguous, open_at_venue=False, now=21.0, grace_s=3.0)
 
 
-def test_a_lookup_settles_by_the_venues_word_and_nothing_found_ends_the_order():
+def test_a_lookup_that_finds_nothing_ends_an_unknown_order():
     pending = _sent().apply(om.Unknown(at=1.0, detail="timeout"))
-    reports = [om.VenueUpdate(at=5.0, status="NEW", filled_lots=0, venue_id=9)]
-    assert reconcile.lookup_settlement(reports, at=5.0) == reports
-    (event,) = reconcile.lookup_settlement([], at=5.0)
-    assert event == om.NotFound(at=5.0)
-    settled = pending.apply(event)
+    settled = pending.apply(om.NotFound(at=5.0))
     assert settled.state is om.OrderState.REJECTED and not settled.may_be_open and not settled.needs_lookup
 
 
