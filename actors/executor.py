@@ -397,50 +397,50 @@ async def executor_actor(
     journal: Journal | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    ex = _Executor(port=port, spec=spec, params=params, ids=ids, epoch_ms=epoch_ms, telemetry=telemetry,
-                   journal=journal)
+    executor = _Executor(port=port, spec=spec, params=params, ids=ids, epoch_ms=epoch_ms,
+                         telemetry=telemetry, journal=journal)
     # Updates that queued while we were down describe orders we no longer track.
     while True:
         try:
             inbox.receive_nowait()
         except trio.WouldBlock:
             break
-    await ex.reconcile_at_start()
-    ex.publish()
+    await executor.reconcile_at_start()
+    executor.publish()
     try:
-        await _run(ex, inbox, task_status)
+        await _run(executor, inbox, task_status)
     except BaseException:
         # Whatever ended us (crash, injected fault, shutdown), our orders must not rest
         # unwatched until the next incarnation reconciles: cancel them, shielded, bounded.
-        ours = list(ex.orders.open_ids)
+        ours = list(executor.orders.open_ids)
         if ours:
             with trio.CancelScope(shield=True), trio.move_on_after(3.0):
                 while True:  # a 5xx burst must not leave them behind: retry while we may
                     try:
-                        await ex.port.mass_cancel(external_ids=ours)
+                        await executor.port.mass_cancel(external_ids=ours)
                         break
                     except VenueError as exc:
-                        logger.warning("{}: cancel on exit failed: {}", ex.market, exc)
+                        logger.warning("{}: cancel on exit failed: {}", executor.market, exc)
                     await trio.sleep(EXIT_RETRY_S)
         raise
 
 
 async def _run(
-    ex: _Executor,
+    executor: _Executor,
     inbox: trio.MemoryReceiveChannel[ExecIn],
     task_status: trio.TaskStatus[None],
 ) -> None:
     async with trio.open_nursery() as nursery:
-        for slot in ex.orders.slots:
-            nursery.start_soon(ex.side_worker, slot)
-        nursery.start_soon(ex.reconcile_loop)
+        for slot in executor.orders.slots:
+            nursery.start_soon(executor.side_worker, slot)
+        nursery.start_soon(executor.reconcile_loop)
         task_status.started()
         async for msg in inbox:
             match msg:
                 case Approved():
-                    ex.on_approved(msg)
+                    executor.on_approved(msg)
                 case OrderUpdate(order=order):
-                    ex.on_venue_order(order)
+                    executor.on_venue_order(order)
                 case FillEvent():
                     pass  # the order's own update carries the filled quantity
                 case _:
