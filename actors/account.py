@@ -39,8 +39,8 @@ from extmm.venue.types import (
 )
 
 
-class _AccountState:
-    """The actor's own mutable state (never shared outside the actor)."""
+class _AccountView:
+    """The Account actor's own mutable view of the account (never shared outside the actor)."""
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -109,7 +109,7 @@ async def account_actor(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     market = spec.name
-    state = _AccountState(spec)
+    state = _AccountView(spec)
     journaled = MarketJournal(journal or Journal.disabled(), market)
     ready = trio.Event()
 

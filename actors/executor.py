@@ -25,7 +25,7 @@ from extmm.domain import orders as om
 from extmm.domain import reconcile
 from extmm.domain.execution import ActionKind, SideTarget, decide, hold, idle_wait
 from extmm.domain.refusals import RATE_LIMITED_PAUSE_S, replace_refused, slot_keeps_old
-from extmm.domain.tracking import Applied, OrderTracker, Pause, Slot
+from extmm.domain.tracking import Applied, OrderSlot, OrderTracker, Pause
 from extmm.domain.units import MarketSpec, Rounding, Side
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import order_row
@@ -198,7 +198,7 @@ class _Executor:
         logger.warning("{} {}: order refused ({}); pausing {:.1f}s", self.market, pause.slot.side.value,
                        pause.reason, pause.seconds)
 
-    def wake(self, slot: Slot) -> None:
+    def wake(self, slot: OrderSlot) -> None:
         self.wakes[slot].set()
 
     def on_venue_order(self, info: OrderInfo) -> None:
@@ -231,7 +231,7 @@ class _Executor:
         return at
 
     # -- side workers ----------------------------------------------------------------------
-    async def side_worker(self, slot: Slot) -> None:
+    async def side_worker(self, slot: OrderSlot) -> None:
         refresh_after_s = max(self.params.order_expiry_s - self.params.refresh_margin_s, 1.0)
         while True:
             now = trio.current_time()
@@ -301,7 +301,7 @@ class _Executor:
                            at=trio.current_time(), replaces=replaces)
         return ext
 
-    async def send(self, slot: Slot, ext: str, req: OrderRequest) -> bool:
+    async def send(self, slot: OrderSlot, ext: str, req: OrderRequest) -> bool:
         """Place (or replace); True when the venue acknowledged it."""
         started = trio.current_time()
         involved = {ext} if req.cancel_id is None else {ext, req.cancel_id}
@@ -338,19 +338,19 @@ class _Executor:
         self.apply(ext, om.Acked(at=trio.current_time(), venue_id=placed.id))
         return True
 
-    def refused(self, slot: Slot, ext: str, code: str, detail: str, exc: Exception) -> None:
+    def refused(self, slot: OrderSlot, ext: str, code: str, detail: str, exc: Exception) -> None:
         """The order was refused (by the venue, or could not be built): counted, final, backed off."""
         self.counts.count_reject(code)
         self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{code}: {detail}"))
         self._log_pause(self.orders.refuse(slot, str(exc), now=trio.current_time()))
 
-    async def place(self, slot: Slot, target: SideTarget) -> None:
+    async def place(self, slot: OrderSlot, target: SideTarget) -> None:
         ext = self.new_record(slot.side, target)
         slot.live = ext
         await self.send(slot, ext, self.request(slot.side, target, ext, None))
         self.publish()
 
-    async def replace(self, slot: Slot, old: str, target: SideTarget) -> None:
+    async def replace(self, slot: OrderSlot, old: str, target: SideTarget) -> None:
         ext = self.new_record(slot.side, target, replaces=old)
         self.apply(old, om.ReplaceSent(at=trio.current_time(), new_external_id=ext))
         slot.live = ext
@@ -362,7 +362,7 @@ class _Executor:
                 slot.live = old if slot_keeps_old(self.orders.records.get(old)) else None
         self.publish()
 
-    async def cancel(self, slot: Slot, ext: str) -> None:
+    async def cancel(self, slot: OrderSlot, ext: str) -> None:
         self.apply(ext, om.CancelSent(at=trio.current_time()))
         if slot.live == ext:
             slot.live = None

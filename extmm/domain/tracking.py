@@ -24,7 +24,7 @@ OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED"})  # the venue to
 
 
 @attrs.define(kw_only=True, eq=False)
-class Slot:
+class OrderSlot:
     """One order slot: a side's ladder level (0 = nearest the touch)."""
 
     side: Side
@@ -39,7 +39,7 @@ class Slot:
 class Pause:
     """A slot paused after its order was refused."""
 
-    slot: Slot
+    slot: OrderSlot
     reason: str
     seconds: float
 
@@ -50,7 +50,7 @@ class Applied:
 
     record: om.OrderRecord | None = None  # the record after it; None: not an order we track
     error: om.OrderError | None = None  # it did not fit the history: the record awaits a lookup
-    ended: tuple[Slot, ...] = ()  # slots whose order it ended (wake them)
+    ended: tuple[OrderSlot, ...] = ()  # slots whose order it ended (wake them)
     pauses: tuple[Pause, ...] = ()  # slots paused because it rejected their order
 
 
@@ -68,10 +68,10 @@ class OrderTracker:
         # Index of `records` that may rest at the venue: the per-order checks (open-order
         # cap, telemetry) must not scan the settled history, thousands long at high rates.
         self.open_ids: dict[str, None] = {}  # insertion-ordered set
-        self.sides = {Side.BUY: Slot(side=Side.BUY), Side.SELL: Slot(side=Side.SELL)}
+        self.sides = {Side.BUY: OrderSlot(side=Side.BUY), Side.SELL: OrderSlot(side=Side.SELL)}
         # Every order slot, the first levels (`sides`) included; a ladder adds levels ≥ 1.
-        self.slots: list[Slot] = [*self.sides.values()] + [
-            Slot(side=side, level=level) for level in range(1, max(levels, 1)) for side in (Side.BUY, Side.SELL)
+        self.slots: list[OrderSlot] = [*self.sides.values()] + [
+            OrderSlot(side=side, level=level) for level in range(1, max(levels, 1)) for side in (Side.BUY, Side.SELL)
         ]
 
     # -- records ---------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class OrderTracker:
             for slot in self.slots:
                 if slot.side is rec.side:
                     slot.needs_approval = True
-        ended: list[Slot] = []
+        ended: list[OrderSlot] = []
         pauses: list[Pause] = []
         for slot in self.slots:
             if slot.live == ext and rec.is_terminal:
@@ -162,14 +162,14 @@ class OrderTracker:
                     slot.pacing = slot.pacing.accepted()
         return applied
 
-    def refuse(self, slot: Slot, reason: str, *, now: float) -> Pause:
+    def refuse(self, slot: OrderSlot, reason: str, *, now: float) -> Pause:
         """A refused order of this slot: it waits before sending again, longer each time."""
         pause = slot.pacing.pause(reason, first_pause_s=self.first_reject_pause_s)
         slot.pacing = slot.pacing.refused(reason, now=now, first_pause_s=self.first_reject_pause_s)
         return Pause(slot=slot, reason=reason, seconds=pause)
 
     # -- slots -----------------------------------------------------------------------------
-    def set_targets(self, target_of: Callable[[Side, int], SideTarget | None]) -> list[Slot]:
+    def set_targets(self, target_of: Callable[[Side, int], SideTarget | None]) -> list[OrderSlot]:
         """Risk's new approval; returns the slots whose target changed (or that waited for it)."""
         changed = []
         for slot in self.slots:
@@ -180,7 +180,7 @@ class OrderTracker:
                 changed.append(slot)
         return changed
 
-    def live_order(self, slot: Slot, *, refresh_after_s: float) -> LiveOrder | None:
+    def live_order(self, slot: OrderSlot, *, refresh_after_s: float) -> LiveOrder | None:
         """The slot's order as `execution.decide` sees it; None when it has none that can
         still be replaced (a final or cancelling one is let go)."""
         if slot.live is None:
