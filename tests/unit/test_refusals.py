@@ -17,22 +17,23 @@ from extmm.domain.refusals import (
 from extmm.domain.units import Side
 
 
-def test_routine_refusals_pause_briefly_doubling_to_two_seconds():
+@pytest.mark.parametrize(
+    ("reason", "first_pause_s", "expected"),
+    [
+        # Routine races (the book moved under a post-only quote): 0.1 s, doubling up to 2 s.
+        ("1140: POST_ONLY_FAILED", 1.0, [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]),
+        # Anything else: the configured first pause, doubling up to 30 s.
+        ("1140: OrderCostExceedsBalance", 1.5, [1.5, 3.0, 6.0, 12.0, 24.0, 30.0, 30.0]),
+    ],
+)
+def test_refusals_in_a_row_pause_longer_each_time_up_to_a_cap(reason, first_pause_s, expected):
     pacing, pauses = Pacing(), []
-    for _ in range(7):
-        pauses.append(pacing.pause("1140: POST_ONLY_FAILED", first_pause_s=1.0))
-        pacing = pacing.refused("1140: POST_ONLY_FAILED", now=10.0, first_pause_s=1.0)
-    assert pauses == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
-    assert pacing.reject_streak == 7 and pacing.retry_at == pytest.approx(12.0)
-
-
-def test_other_refusals_start_at_the_configured_pause_and_cap_at_thirty_seconds():
-    pacing, pauses = Pacing(), []
-    for _ in range(7):
-        pauses.append(pacing.pause("1140: OrderCostExceedsBalance", first_pause_s=1.5))
-        pacing = pacing.refused("1140: OrderCostExceedsBalance", now=0.0, first_pause_s=1.5)
-    assert pauses == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0, 30.0, 30.0])
-    assert pacing.holds(29.9) and not pacing.holds(30.0)
+    for _ in expected:
+        pauses.append(pacing.pause(reason, first_pause_s=first_pause_s))
+        pacing = pacing.refused(reason, now=10.0, first_pause_s=first_pause_s)
+    assert pauses == pytest.approx(expected)
+    assert pacing.reject_streak == len(expected) and pacing.retry_at == pytest.approx(10.0 + expected[-1])
+    assert pacing.holds(pacing.retry_at - 0.01) and not pacing.holds(pacing.retry_at)
 
 
 def test_the_pause_is_the_one_backoff_formula():
