@@ -31,7 +31,7 @@ from extmm.journal.actor import Journal
 from extmm.journal.hooks import order_row
 from extmm.ops.telemetry import Telemetry
 from extmm.venue.errors import OrderRejected, RateLimited, VenueError
-from extmm.venue.network import placement_known
+from extmm.venue.placement import placement_known
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory, is_ours
 from extmm.venue.types import OrderInfo, OrderRequest

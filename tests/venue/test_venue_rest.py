@@ -27,7 +27,8 @@ from extmm.venue.errors import (
     RateLimited,
     TransientServerError,
 )
-from extmm.venue.network import NetworkVenue, placement_known
+from extmm.venue.network import NetworkVenue
+from extmm.venue.placement import placement_known
 from extmm.venue.port import ExchangePort
 from extmm.venue.ratelimit import TokenBucket
 from extmm.venue.rest import RequestOutcome, RetryPolicy
