@@ -341,8 +341,12 @@ class _Executor:
     def refused(self, slot: OrderSlot, ext: str, code: str, detail: str, exc: Exception) -> None:
         """The order was refused (by the venue, or could not be built): counted, final, backed off."""
         self.counts.count_reject(code)
-        self.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{code}: {detail}"))
-        self._log_pause(self.orders.refuse(slot, str(exc), now=trio.current_time()))
+        applied = self.orders.apply(ext, om.SendFailed(at=trio.current_time(), reason=f"{code}: {detail}"))
+        self._report(ext, applied)
+        if not any(pause.slot is slot for pause in applied.pauses):
+            # The rejected order no longer held the slot (it paused nobody): pause it here,
+            # once — a refusal counts once in the slot's streak.
+            self._log_pause(self.orders.refuse(slot, str(exc), now=trio.current_time()))
 
     async def place(self, slot: OrderSlot, target: SideTarget) -> None:
         ext = self.new_record(slot.side, target)

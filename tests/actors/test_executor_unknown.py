@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 import trio
 
 from actors.executor import ExecutorParams, _Executor
@@ -12,7 +13,7 @@ from extmm.domain import orders as om
 from extmm.domain.execution import SideTarget
 from extmm.domain.units import MarketSpec, Side
 from extmm.ops.telemetry import Telemetry
-from extmm.venue.errors import NetworkError
+from extmm.venue.errors import NetworkError, OrderRejected
 from extmm.venue.signing import ExternalIdFactory
 from extmm.venue.types import OrderRequest, PlacedOrder
 
@@ -65,3 +66,43 @@ async def test_an_unknown_placement_is_cancelled_by_external_id_then_requoted():
     # ...and the new price went out as a fresh order.
     assert port.places[-1].price == Decimal(100_010) and port.places[-1].cancel_id is None
     assert ex.orders.records[first].state is om.OrderState.PENDING_CANCEL
+
+
+class RejectingPort:
+    """The venue refuses every place with a non-routine code."""
+
+    def __init__(self) -> None:
+        self.places: list[OrderRequest] = []
+
+    async def place_order(self, order: OrderRequest) -> PlacedOrder:
+        self.places.append(order)
+        raise OrderRejected(1140, "Invalid leverage")
+
+    async def cancel_order_by_external_id(self, external_id: str) -> None:
+        raise AssertionError("nothing to cancel")
+
+
+async def test_one_refusal_pauses_the_side_once_for_the_first_pause(autojump_clock):
+    # A refused place counts once in the side's streak: the first pause is reject_pause_s,
+    # then it doubles (it used to be counted twice, so the first pause was already doubled).
+    port = RejectingPort()
+    params = ExecutorParams(
+        stp="ACCOUNT", post_only=True, replace_threshold_bps=0.0, coalesce_s=0.0, order_expiry_s=3600.0,
+        maker_fee_rate=Decimal(0), taker_fee_rate=Decimal("0.00025"), prefix="extmm", reject_pause_s=1.0,
+    )
+    ex = _Executor(port=port, spec=SPEC, params=params, ids=ExternalIdFactory("extmm", run_id="t"),
+                   epoch_ms=lambda: 1_790_000_000_000, telemetry=Telemetry(None))
+    buy = ex.orders.sides[Side.BUY]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ex.side_worker, buy)
+        start = trio.current_time()
+        ex.on_approved(Approved(bid=SideTarget(ticks=100_000, lots=10), ask=None, reasons=(),
+                                decided_at=start))
+        await trio.sleep(0.01)
+        assert len(port.places) == 1
+        assert buy.pacing.reject_streak == 1
+        assert buy.pacing.retry_at - start == pytest.approx(1.0, abs=0.02)
+        await trio.sleep(1.0)  # after the first pause: the second attempt, paused twice as long
+        assert len(port.places) == 2
+        assert buy.pacing.reject_streak == 2
+        nursery.cancel_scope.cancel()
