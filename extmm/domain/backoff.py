@@ -15,7 +15,7 @@ import random
 import attrs
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"{attribute.name} must be ≥ 0, got {value!r}")
 
@@ -35,12 +35,12 @@ class Backoff:
     )  # healthy seconds that reset
 
     @factor.validator
-    def _check_factor(self, _attribute: attrs.Attribute, value: float) -> None:
+    def _check_factor(self, _attribute: attrs.Attribute[float], value: float) -> None:
         if not value >= 1:
             raise ValueError(f"factor must be ≥ 1, got {value!r}")
 
     @jitter.validator
-    def _check_jitter(self, _attribute: attrs.Attribute, value: float) -> None:
+    def _check_jitter(self, _attribute: attrs.Attribute[float], value: float) -> None:
         if not 0 <= value <= 1:
             raise ValueError(f"jitter must be within [0, 1], got {value!r}")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import cast
 
 from extmm.config import GuardsConfig
 from extmm.domain.markouts import MarkoutTracker
@@ -48,7 +49,7 @@ class QuoteGuards:
         self._mids: deque[tuple[float, float]] = deque()  # (t, mid) in the volatility window
         self._last_quote: dict[Side, int] = {}
         self._tracker = MarkoutTracker(horizons_s=(cfg.markout_horizon_s,), max_pending=1000)
-        self._markouts = {Side.BUY: deque(maxlen=cfg.markout_window), Side.SELL: deque(maxlen=cfg.markout_window)}
+        self._markouts: dict[Side, deque[float]] = {Side.BUY: deque(maxlen=cfg.markout_window), Side.SELL: deque(maxlen=cfg.markout_window)}
         self.sweeps = 0
         self.vol_pauses = 0
 
@@ -76,7 +77,7 @@ class QuoteGuards:
         if mid is not None and math.isfinite(mid) and mid > 0:
             if cfg.markout_widen_bps > 0:
                 for done in self._tracker.observe_mid(t, mid):
-                    self._markouts[done.key].append(done.bps)
+                    self._markouts[cast(Side, done.key)].append(done.bps)  # add_fill keys by side
             if cfg.vol_window_ms > 0:
                 self._volatility(t, mid)
         if cfg.sweep_window_ms > 0 and bid_ticks is not None and ask_ticks is not None:

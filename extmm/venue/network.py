@@ -87,7 +87,7 @@ def placement_known(error: BaseException) -> bool | None:
     Definite refusals (OrderRejected, RateLimited, AuthError) never placed anything and
     also read as False; ambiguous failures carry the verdict of the externalId lookup.
     """
-    verdict = getattr(error, "placed", None)
+    verdict: bool | None = getattr(error, "placed", None)
     if verdict is not None:
         return verdict
     if isinstance(error, NetworkError | TransientServerError | MalformedResponse):
@@ -319,7 +319,7 @@ class NetworkVenue:
         try:
             signer = await self._signer_for(order.market)
         except VenueError as exc:
-            exc.placed = False  # type: ignore[attr-defined]  # failed before anything was sent
+            exc.placed = False  # failed before anything was sent
             raise
         if order.external_id in self._sent_ids:
             raise OrderBuildFailed(f"externalId {order.external_id!r} was already sent; use a fresh one")
@@ -534,7 +534,7 @@ class NetworkVenue:
                 return PlacedOrder(id=found[0].id, external_id=order.external_id)
             if trio.current_time() - failed_at >= PLACE_ABSENT_AFTER_S:
                 absent_confirmed = True
-        error.placed = False if absent_confirmed else None  # type: ignore[attr-defined]
+        error.placed = False if absent_confirmed else None
         logger.warning(
             "place {}: {}",
             order.external_id,

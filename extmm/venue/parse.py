@@ -125,9 +125,7 @@ def _int(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -
 
 
 def _str(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -> str:
-    value = _field(obj, key, what, default)
-    if value is default:
-        return value
+    value = _field(obj, key, what, default)  # the default, when given, is a string
     if not isinstance(value, str):
         raise MalformedResponse(f"{what}.{key}: expected a string, got {_show(value)}")
     return value
