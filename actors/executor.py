@@ -349,15 +349,18 @@ class _Executor:
                 action = Action(kind=ActionKind.NONE, wait_s=0.5, reason="open-order cap")
             match action.kind:
                 case ActionKind.PLACE:
+                    assert action.target is not None  # decide() gives PLACE a target
                     await self.place(state, action.target)
-                case ActionKind.REPLACE if self.records[live.external_id].state is om.OrderState.PENDING_NEW:
+                case ActionKind.REPLACE if live is not None and self.records[live.external_id].state is om.OrderState.PENDING_NEW:
                     # Its placement has an unknown outcome (timeout, 5xx): the venue cannot
                     # replace an order it may not have. Cancel it by externalId (a no-op if it
                     # never landed); the new price goes out as a fresh order after that.
                     await self.cancel(state, live.external_id)
                 case ActionKind.REPLACE:
+                    assert live is not None and action.target is not None  # decide() replaces a live order
                     await self.replace(state, live.external_id, action.target)
                 case ActionKind.CANCEL:
+                    assert live is not None  # decide() cancels a live order
                     await self.cancel(state, live.external_id)
                 case ActionKind.NONE:
                     wait = action.wait_s if action.wait_s > 0 else self.p.stale_target_s

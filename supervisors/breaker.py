@@ -78,12 +78,12 @@ _VENUE_OUTCOMES = {
 }
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
-def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _fraction(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0 <= value <= 1:
         raise ValueError(f"{attribute.name} must be within [0, 1], got {value!r}")
 
