@@ -74,6 +74,7 @@ class AlertDetector:
         # at least one heartbeat failed (SPEC §4.11).
         failing = (
             status.dms_remaining_s is not None
+            and status.dms_countdown_s is not None
             and status.dms_countdown_s > 0
             and status.dms_remaining_s < status.dms_countdown_s / 3
         )
