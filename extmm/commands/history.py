@@ -12,7 +12,7 @@ import time
 from extmm.argtypes import positive_int
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "history",
         help="list fills, orders or events from the trading journal",

@@ -90,7 +90,7 @@ class LatencyResult:
         }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "latency",
         help="tick-to-wire latency of the whole bot against the simulator in another process",
@@ -301,7 +301,7 @@ class _StampedSubscription:
         self._stamps = stamps
 
     async def receive(self) -> StreamMessage:
-        msg = await self._inner.receive()
+        msg: StreamMessage = await self._inner.receive()
         self._stamps.frame(self._market, msg.seq)
         return msg
 
@@ -441,7 +441,7 @@ async def start_probe_sim(
 async def _wait_calibrated(client: httpx.AsyncClient, timeout_s: float) -> dict[str, Any]:
     with trio.move_on_after(timeout_s):
         while True:
-            report = (await client.get("/latency", params={"samples": "0"})).json()
+            report: dict[str, Any] = (await client.get("/latency", params={"samples": "0"})).json()
             if report["state"] != "calibrating":
                 return report
             await trio.sleep(0.1)
