@@ -184,9 +184,9 @@ async def account_actor(
                                         offer(to_executor, FillEvent(trade=t))
                                         relevant = True
                             case PositionsUpdate(positions=positions, is_snapshot=snap):
-                                mine = [p for p in positions if p.market == market]
-                                if snap or mine:
-                                    state.position_lots = state.position_from(mine)
+                                held = [p for p in positions if p.market == market]
+                                if snap or held:
+                                    state.position_lots = state.position_from(held)
                                     relevant = True
                                 got.add("positions")
                             case BalanceUpdate(balance=balance):

@@ -27,7 +27,7 @@ from loguru import logger
 
 from actors.channels import send
 from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
-from extmm.config import MarketConfig
+from extmm.config import MarketConfig, PosFloat
 from extmm.domain.calibration import OnlineCalibrator
 from extmm.domain.guards import QuoteGuards, microprice
 from extmm.domain.quoting import QuoteIntent, compute_quote
@@ -187,7 +187,7 @@ class Recalibration:
         self.sigma_rel = self.estimate.sigma_rel
         model = self.configured.model
         if cal.fit is not None and model.type in ("avellaneda_stoikov", "glft"):
-            self.market = attrs.evolve(self.configured, model=attrs.evolve(model, A=cal.fit.A, k=cal.fit.k))
+            self.market = attrs.evolve(self.configured, model=attrs.evolve(model, A=PosFloat(cal.fit.A), k=PosFloat(cal.fit.k)))
         if now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
             logger.info(

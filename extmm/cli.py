@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # No subcommand (or only options) → the main job.
-    default = "run" if "run" in parser._subparsers._group_actions[0].choices else None  # type: ignore[union-attr]
+    default = "run" if "run" in parser._subparsers._group_actions[0].choices else None  # type: ignore[union-attr,operator]
     if default and (not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, default)
     args = parser.parse_args(args_list)

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, NewType
+from typing import Any, Literal, NewType, cast
 
 import attrs
 import cattrs
 from cattrs.cols import list_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
 
 # -- constrained leaf types -------------------------------------------------------------
 NonNegFloat = NewType("NonNegFloat", float)
@@ -65,15 +71,15 @@ class ModelConfig:
     """
 
     type: ModelName = "seed"
-    gamma: PosFloat = 0.002  # risk aversion; inventory is in quote sizes, σ in USD/√s
+    gamma: PosFloat = PosFloat(0.002)  # risk aversion; inventory is in quote sizes, σ in USD/√s
     k: PosFloat | None = None  # None → 1/max(base_spread·mid, one tick) (extmm.domain.quoting)
-    A: PosFloat = 1.0  # noqa: N815
+    A: PosFloat = PosFloat(1.0)  # noqa: N815
     xi: PosFloat | None = None
-    delta: PosFloat = 1.0
-    horizon_s: PosFloat = 60.0
-    funding_horizon_s: NonNegFloat = 3600.0
+    delta: PosFloat = PosFloat(1.0)
+    horizon_s: PosFloat = PosFloat(60.0)
+    funding_horizon_s: NonNegFloat = NonNegFloat(3600.0)
     recalibrate: bool = False
-    recalibrate_window_s: PosFloat = 900.0
+    recalibrate_window_s: PosFloat = PosFloat(900.0)
 
 
 FairValue = Literal["mid", "microprice"]
@@ -98,20 +104,20 @@ class GuardsConfig:
     fair_value: the price every model quotes around: the mid or the touch microprice.
     """
 
-    fill_cooldown_ms: NonNegFloat = 0.0
-    sweep_window_ms: NonNegFloat = 0.0
-    sweep_move_bps: PosFloat = 3.0
+    fill_cooldown_ms: NonNegFloat = NonNegFloat(0.0)
+    sweep_window_ms: NonNegFloat = NonNegFloat(0.0)
+    sweep_move_bps: PosFloat = PosFloat(3.0)
     sweep_action: SweepAction = "widen"
-    sweep_widen_bps: NonNegFloat = 5.0
-    sweep_hold_ms: NonNegFloat = 2000.0
-    markout_horizon_s: PosFloat = 10.0
-    markout_window: PosInt = 20
-    markout_threshold_bps: NonNegFloat = 0.0
-    markout_widen_bps: NonNegFloat = 0.0
-    markout_max_widen_bps: NonNegFloat = 20.0
-    vol_window_ms: NonNegFloat = 0.0
-    vol_pause_bps: PosFloat = 10.0
-    vol_pause_ms: NonNegFloat = 3000.0
+    sweep_widen_bps: NonNegFloat = NonNegFloat(5.0)
+    sweep_hold_ms: NonNegFloat = NonNegFloat(2000.0)
+    markout_horizon_s: PosFloat = PosFloat(10.0)
+    markout_window: PosInt = PosInt(20)
+    markout_threshold_bps: NonNegFloat = NonNegFloat(0.0)
+    markout_widen_bps: NonNegFloat = NonNegFloat(0.0)
+    markout_max_widen_bps: NonNegFloat = NonNegFloat(20.0)
+    vol_window_ms: NonNegFloat = NonNegFloat(0.0)
+    vol_pause_bps: PosFloat = PosFloat(10.0)
+    vol_pause_ms: NonNegFloat = NonNegFloat(3000.0)
     fair_value: FairValue = "mid"
 
     @property
@@ -128,31 +134,31 @@ class MarketConfig:
     # Account leverage of this market, set at start when it differs (PATCH /user/leverage);
     # None keeps the account's.
     leverage: PosInt | None = None
-    k: NonNegFloat = 0.0005  # seed model: relative fair-price skew per quote size of inventory
-    alpha: NonNegFloat = 0.5  # seed model: half-spread weight on σ
-    beta: NonNegFloat = 0.25  # seed model: half-spread weight on the funding term
-    base_spread: NonNegFloat = 0.001  # seed model: base half-spread, fraction of mid
-    quote_notional_cap_usd: PosFloat = 50.0
-    replace_threshold_bps: NonNegFloat = 2.0
-    min_order_size: NonNegFloat = 0.0
+    k: NonNegFloat = NonNegFloat(0.0005)  # seed model: relative fair-price skew per quote size of inventory
+    alpha: NonNegFloat = NonNegFloat(0.5)  # seed model: half-spread weight on σ
+    beta: NonNegFloat = NonNegFloat(0.25)  # seed model: half-spread weight on the funding term
+    base_spread: NonNegFloat = NonNegFloat(0.001)  # seed model: base half-spread, fraction of mid
+    quote_notional_cap_usd: PosFloat = PosFloat(50.0)
+    replace_threshold_bps: NonNegFloat = NonNegFloat(2.0)
+    min_order_size: NonNegFloat = NonNegFloat(0.0)
     post_only: bool = True
     fees_override: FeesOverride | None = None
     model: ModelConfig = ModelConfig()
     # Ladders (#16): orders a side; each further level level_spacing_bps (of mid) further
     # out and level_size_multiplier × the size of the level before.
-    levels: PosInt = 1
-    level_spacing_bps: PosFloat = 5.0
-    level_size_multiplier: PosFloat = 1.0
+    levels: PosInt = PosInt(1)
+    level_spacing_bps: PosFloat = PosFloat(5.0)
+    level_size_multiplier: PosFloat = PosFloat(1.0)
     inventory_target_usd: float = 0.0  # every model skews towards this signed USD position
     guards: GuardsConfig = GuardsConfig()
 
 
 @attrs.frozen(kw_only=True)
 class RiskConfig:
-    max_net_position_usd: NonNegFloat = 200.0
-    max_open_orders: PosInt = 30
-    min_balance_usd: NonNegFloat = 50.0
-    stale_book_ms: PosInt = 3000  # no quotes rest on a book older than this
+    max_net_position_usd: NonNegFloat = NonNegFloat(200.0)
+    max_open_orders: PosInt = PosInt(30)
+    min_balance_usd: NonNegFloat = NonNegFloat(50.0)
+    stale_book_ms: PosInt = PosInt(3000)  # no quotes rest on a book older than this
     max_drawdown_usd: PosFloat | None = None  # kill switch; None disables
     # Account-wide: Σ over markets of |net position| at each market's mid; None disables.
     max_total_net_position_usd: PosFloat | None = None
@@ -160,15 +166,15 @@ class RiskConfig:
 
 @attrs.frozen(kw_only=True)
 class BreakerConfig:
-    max_429_per_min: PosInt = 5
-    max_error_rate: NonNegFloat = 0.2  # share of failed REST calls over the window
-    max_latency_ms: PosFloat = 2000.0  # p99 REST latency over the window
-    window_s: PosFloat = 60.0
-    cooldown_s: PosFloat = 30.0
-    dms_backstop_sec: PosInt = 10
+    max_429_per_min: PosInt = PosInt(5)
+    max_error_rate: NonNegFloat = NonNegFloat(0.2)  # share of failed REST calls over the window
+    max_latency_ms: PosFloat = PosFloat(2000.0)  # p99 REST latency over the window
+    window_s: PosFloat = PosFloat(60.0)
+    cooldown_s: PosFloat = PosFloat(30.0)
+    dms_backstop_sec: PosInt = PosInt(10)
     # Halted markets within window_s that trip the breaker for every market; one halted
     # market alone only stops itself.
-    escalations_to_trip: PosInt = 2
+    escalations_to_trip: PosInt = PosInt(2)
 
 
 @attrs.frozen(kw_only=True)
@@ -184,32 +190,32 @@ class AlertsConfig:
 
     webhook_url: str | None = None
     telegram_chat_id: str | None = None
-    drawdown_usd: PosFloat = 50.0
-    no_fills_s: PosFloat = 3600.0
-    reconnects: PosInt = 5
-    reconnect_window_s: PosFloat = 600.0
-    timeout_s: PosFloat = 5.0
+    drawdown_usd: PosFloat = PosFloat(50.0)
+    no_fills_s: PosFloat = PosFloat(3600.0)
+    reconnects: PosInt = PosInt(5)
+    reconnect_window_s: PosFloat = PosFloat(600.0)
+    timeout_s: PosFloat = PosFloat(5.0)
 
 
 @attrs.frozen(kw_only=True)
 class BotConfig:
     stp: StpLevel = "ACCOUNT"
-    quote_loop_ms: PosInt = 250
-    replace_coalesce_ms: NonNegInt = 400
-    dead_mans_switch_sec: PosInt = 120
+    quote_loop_ms: PosInt = PosInt(250)
+    replace_coalesce_ms: NonNegInt = NonNegInt(400)
+    dead_mans_switch_sec: PosInt = PosInt(120)
     risk: RiskConfig = RiskConfig()
     markets: list[MarketConfig] = attrs.Factory(list)
     fees_override: FeesOverride | None = None
-    order_expiry_s: PosInt = 3600
+    order_expiry_s: PosInt = PosInt(3600)
     external_id_prefix: str = "extmm"
     breaker: BreakerConfig = BreakerConfig()
     alerts: AlertsConfig = AlertsConfig()
     # This instance's REST budget (requests/min). The venue counts per IP address across
     # all keys (SPEC §7): instances sharing an address divide it (README).
-    rate_limit_per_min: PosInt = 1000
+    rate_limit_per_min: PosInt = PosInt(1000)
     # Startup: a market whose order book is not valid within this many seconds is left out
     # ("skip": reported by name, the others trade) or stops the start ("fail").
-    book_ready_timeout_s: PosFloat = 60.0
+    book_ready_timeout_s: PosFloat = PosFloat(60.0)
     on_missing_book: Literal["skip", "fail"] = "fail"
 
     @property
@@ -235,7 +241,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _number(lo: float | None, strict_lo: bool, integer: bool):
+def _number(lo: float | None, strict_lo: bool, integer: bool) -> Callable[[Any, Any], float]:
     what = "an integer" if integer else "a number"
     if lo is not None:
         what += f" {'>' if strict_lo else '≥'} {lo:g}"
@@ -330,7 +336,7 @@ def _make_converter() -> cattrs.Converter:
             value = {("k" if key == "K" else key): v for key, v in value.items()}
         if not isinstance(value, dict):
             raise ValueError(f"expected an object, got {_show(value)}")
-        return base_market_hook(value, type_)
+        return cast(MarketConfig, base_market_hook(value, type_))
 
     conv.register_structure_hook(MarketConfig, market_hook)
     base_markets_hook = list_structure_factory(list[MarketConfig], conv)
@@ -338,7 +344,7 @@ def _make_converter() -> cattrs.Converter:
     def markets_hook(value: Any, type_: Any) -> list[MarketConfig]:
         if not isinstance(value, list):
             raise ValueError(f"expected a list of market objects, got {_show(value)}")
-        return base_markets_hook(value, type_)
+        return cast(list[MarketConfig], base_markets_hook(value, type_))
 
     conv.register_structure_hook_func(lambda t: t == list[MarketConfig], markets_hook)
     return conv
@@ -364,7 +370,7 @@ def _problems(exc: BaseException, path: str = "$") -> list[str]:
         out: list[str] = []
         with_notes, without = exc.group_exceptions()
         for inner, note in with_notes:
-            if isinstance(exc, IterableValidationError):
+            if isinstance(note, IterableValidationNote):
                 sub = f"{path}[{note.index!r}]"
             else:
                 sub = f"{path}.{note.name}"
@@ -436,4 +442,4 @@ def load_config(path: str | Path) -> BotConfig:
 def dump_config(cfg: BotConfig) -> dict[str, Any]:
     conv = cattrs.Converter()
     conv.register_unstructure_hook(Decimal, str)
-    return conv.unstructure(cfg)
+    return cast(dict[str, Any], conv.unstructure(cfg))

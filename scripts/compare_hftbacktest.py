@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 # -- data conversion --------------------------------------------------------------------------------
 
 
-def to_hftbacktest_events(path: Path, market: str) -> tuple[np.ndarray, dict[str, int]]:
+def to_hftbacktest_events(path: Path, market: str) -> tuple[NDArray[Any], dict[str, int]]:
     """The recording's book frames and prints as hftbacktest events (ns timestamps), in order."""
     from hftbacktest import (
         BUY_EVENT,
@@ -112,7 +113,7 @@ def to_hftbacktest_events(path: Path, market: str) -> tuple[np.ndarray, dict[str
 # -- hftbacktest's GLFT example -----------------------------------------------------------------------
 
 
-def glft_example():
+def glft_example() -> Any:
     """The tutorial's GLFT market maker (hftbacktest docs, "GLFT market making model"), as njit code."""
     from hftbacktest import BUY_EVENT, GTX, LIMIT
     from numba import njit
@@ -231,7 +232,7 @@ def glft_example():
 
 
 def run_hftbacktest(
-    events: np.ndarray,
+    events: NDArray[Any],
     *,
     tick: float,
     lot: float,
@@ -246,7 +247,7 @@ def run_hftbacktest(
 
     strategy = glft_example()
 
-    def build(data: np.ndarray):
+    def build(data: NDArray[Any]) -> Any:
         asset = (
             BacktestAsset()
             .data([data])
@@ -299,7 +300,7 @@ def run_hftbacktest(
     }
 
 
-def _spread(values: np.ndarray) -> dict[str, float]:
+def _spread(values: NDArray[Any]) -> dict[str, float]:
     values = values[np.isfinite(values)]
     if not len(values):
         return {"std": math.nan, "min": math.nan, "max": math.nan, "mean_abs": math.nan}
@@ -431,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         taker_fee=0.00025,
         window=int(args.window_minutes * 600),
     )
+    if cal.A is None or cal.k is None:
+        print(json.dumps({"error": "the recording is too short to fit A and k; raise --minutes"}))
+        return 1
     ours = run_extmm(
         path,
         args.market,

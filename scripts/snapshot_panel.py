@@ -19,6 +19,7 @@ from extmm.ops.dashboard_render import render
 from extmm.ops.logs import configure_logging
 from extmm.ops.secrets import load_secrets
 from extmm.runtime.app import RunOptions, run_bot
+from supervisors.root import RootSupervisor
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
     async def session() -> None:
         async with trio.open_nursery() as nursery:
 
-            async def snapshot(root) -> None:
+            async def snapshot(root: RootSupervisor) -> None:
                 await trio.sleep(args.seconds)
                 console = Console(record=True, width=args.width, force_terminal=True)
                 console.print(render(root.status()))

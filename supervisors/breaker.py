@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import Counter, deque
+from typing import Any
 
 import attrs
 
@@ -78,12 +79,12 @@ _VENUE_OUTCOMES = {
 }
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
-def _fraction(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _fraction(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not 0 <= value <= 1:
         raise ValueError(f"{attribute.name} must be within [0, 1], got {value!r}")
 
@@ -108,7 +109,7 @@ class BreakerSettings:
     latching: frozenset[TripReason] = frozenset({TripReason.DRAWDOWN, TripReason.OPERATOR})
 
     @classmethod
-    def from_config(cls, config: BreakerConfig, **overrides: object) -> BreakerSettings:
+    def from_config(cls, config: BreakerConfig, **overrides: Any) -> BreakerSettings:
         return cls(
             max_429_per_min=config.max_429_per_min,
             max_error_rate=config.max_error_rate,
@@ -117,7 +118,7 @@ class BreakerSettings:
             cooldown_s=config.cooldown_s,
             dms_backstop_sec=config.dms_backstop_sec,
             escalations_to_trip=config.escalations_to_trip,
-            **overrides,  # type: ignore[arg-type]
+            **overrides,
         )
 
 

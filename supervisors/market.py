@@ -17,6 +17,7 @@ import functools
 import random
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import attrs
 import trio
@@ -36,12 +37,12 @@ from extmm.journal.actor import Journal
 from extmm.ops.telemetry import Telemetry
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import ExternalIdFactory
-from supervisors.spec import ChildSpec, Strategy, SupervisorSpec
+from supervisors.spec import ChildSpec, StartFn, Strategy, SupervisorSpec
 
 ACTORS = ("account", "executor", "risk", "quoter", "book", "feed")
 
 
-def _pair(size: int) -> tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel]:
+def _pair(size: int) -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
     return trio.open_memory_channel(size)
 
 
@@ -132,7 +133,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
         max_open_orders=bot.risk.max_open_orders,
         levels=market.levels,
     )
-    starts = {
+    starts: dict[str, StartFn] = {
         "account": functools.partial(
             account_actor,
             port=ctx.port,

@@ -164,7 +164,7 @@ class RootSupervisor:
         self.halted: set[str] = set()
         self.left_out: dict[str, str] = {}  # markets without a valid book at startup, and why
         self.book_probe_port: ExchangePort = port  # what the startup book check reads (backtests: uncounted)
-        self.halt_left: dict[str, int] = {}  # orders still open after each market's halt cancel
+        self.halt_left: dict[str, int | None] = {}  # orders still open after each market's halt cancel
         self.restarts: Counter[str] = Counter()
         self.breaker = CircuitBreaker(cfg.breaker)
         self.breaker_trips = 0
@@ -175,7 +175,7 @@ class RootSupervisor:
         self.size_fraction = 1.0
         self.book_silence_s = max(30.0, cfg.risk.stale_book_ms / 1000.0 * 10)
         self.dms_expires_at: float | None = None
-        self.dms_countdown = cfg.dead_mans_switch_sec
+        self.dms_countdown: int = cfg.dead_mans_switch_sec
         self.telemetry_send, self._telemetry_recv = trio.open_memory_channel[TelemetryMsg](1024)
         self.telemetry = Telemetry(self.telemetry_send)
         self.last_heartbeat = 0.0
@@ -645,6 +645,7 @@ class RootSupervisor:
 
     async def _run_supervisor(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
+            assert self.supervisor is not None  # set by run() before it starts this
             await self.supervisor.run(task_status=task_status)
         finally:
             self._supervisor_done.set()
@@ -705,7 +706,8 @@ class RootSupervisor:
                     logger.warning("shortening the DMS failed: {}", exc)
                     dms = f"armed {self.dms_countdown}s, {what}"
                 logger.error("{}; the dead man's switch stays {} as the backstop", what, dms.split(",")[0])
-            return self.summary(result.left, positions, dms=dms, cancelled=result.cancelled)
+            summary = self.summary(result.left, positions, dms=dms, cancelled=result.cancelled)
+        return summary
 
     def summary(
         self,

@@ -9,7 +9,7 @@ runs them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -59,12 +59,12 @@ StartFn = Callable[..., Awaitable[Any]]
 EscalationHook = Callable[[Any], Awaitable[EscalationDecision]]
 
 
-def _valid_id(_inst: object, _attribute: attrs.Attribute, value: str) -> None:
+def _valid_id(_inst: object, _attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value or "/" in value or value.strip() != value:
         raise ValueError(f"a child id must be a non-empty string without '/' or outer spaces, got {value!r}")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
@@ -96,7 +96,13 @@ class ChildSpec:
     on_escalation: EscalationHook | None = attrs.field(default=None, eq=False)
 
 
-def _unique_children(_inst: object, _attribute: attrs.Attribute, value: tuple[ChildSpec, ...]) -> None:
+def _tuple_of_children(children: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
+    return tuple(children)
+
+
+def _unique_children(
+    _inst: object, _attribute: attrs.Attribute[tuple[ChildSpec, ...]], value: tuple[ChildSpec, ...]
+) -> None:
     seen: set[str] = set()
     for child in value:
         if not isinstance(child, ChildSpec):
@@ -106,7 +112,7 @@ def _unique_children(_inst: object, _attribute: attrs.Attribute, value: tuple[Ch
         seen.add(child.id)
 
 
-def _non_negative_int(_inst: object, attribute: attrs.Attribute, value: int) -> None:
+def _non_negative_int(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or value < 0:
         raise ValueError(f"{attribute.name} must be an integer ≥ 0, got {value!r}")
 
@@ -122,7 +128,7 @@ class SupervisorSpec:
     """
 
     id: str = attrs.field(validator=_valid_id)
-    children: tuple[ChildSpec, ...] = attrs.field(converter=tuple, validator=_unique_children)
+    children: tuple[ChildSpec, ...] = attrs.field(converter=_tuple_of_children, validator=_unique_children)
     strategy: Strategy = Strategy.ONE_FOR_ONE
     intensity: int = attrs.field(default=3, validator=_non_negative_int)
     period: float = attrs.field(default=5.0, validator=_positive)

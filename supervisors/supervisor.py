@@ -446,7 +446,7 @@ class Supervisor:
             rng = self._rng if self._rng is not None else parent.supervisor._effective_rng
             parent.slot.nested = self
             parent.slot.is_supervisor = True
-        self._effective_rng = rng
+        self._effective_rng: random.Random = rng
         self._stop_requested = False
         self._window.clear()
         self._requests.clear()
@@ -648,7 +648,7 @@ class Supervisor:
     async def _ask_escalation_hook(self, slot: _Slot, error: Escalation) -> EscalationDecision:
         hook = slot.spec.on_escalation
         assert hook is not None
-        decision: Any = EscalationDecision.ESCALATE
+        decision: object = EscalationDecision.ESCALATE  # whatever the hook returns is checked below
         with trio.move_on_after(slot.spec.shutdown_timeout, shield=True) as scope:
             try:
                 decision = await hook(error)

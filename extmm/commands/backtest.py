@@ -37,7 +37,7 @@ from extmm.commands import load_config_or_report
 DEFAULT_CONFIG = "config/config.json"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "backtest",
         help="run the bot against the simulator (synthetic flow or a replayed recording) in virtual time",
@@ -183,8 +183,8 @@ def main(args: argparse.Namespace) -> int:
         known = _known_failures(exc)
         if not known:
             raise
-        for line in known:  # one clear line per problem instead of a traceback
-            print(f"backtest: {line}", file=sys.stderr)
+        for problem in known:  # one clear line per problem instead of a traceback
+            print(f"backtest: {problem}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
     for market, why in result.details.get("markets_left_out", {}).items():

@@ -13,7 +13,7 @@ import pkgutil
 import extmm.research.bench
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("bench", help="run an offline benchmark", description=__doc__)
     benches = parser.add_subparsers(dest="bench", metavar="NAME")
     for info in sorted(pkgutil.iter_modules(extmm.research.bench.__path__), key=lambda i: i.name):

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from extmm.argtypes import existing_file, positive_float, positive_int
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "calibrate",
         help="estimate sigma, A and k per market from a recording; print model config snippets",
@@ -75,11 +76,12 @@ def main(args: argparse.Namespace) -> int:
     except RecordingError as exc:
         print(f"calibrate: {exc}", file=sys.stderr)
         return 1
-    out: dict[str, object] = {"input": [str(p) for p in reader.paths], "markets": {}}
+    markets: dict[str, dict[str, Any]] = {}
+    out: dict[str, object] = {"input": [str(p) for p in reader.paths], "markets": markets}
     for name in names:
         cal = observers[name].calibrate(interval_s=args.interval_s, min_count=args.min_count)
         fit = cal.fit
-        entry = {
+        entry: dict[str, Any] = {
             "sigma": cal.sigma,
             "sigma_rel": cal.sigma_rel,
             "A": None if fit is None else fit.A,
@@ -95,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
         }
         if fit is None:
             entry["note"] = "too few aggressors beyond the touch to fit A and k; record longer"
-        out["markets"][name] = entry  # type: ignore[index]
+        markets[name] = entry
     out["recording"] = {
         "lines": reader.stats.lines,
         "bad_lines": reader.stats.bad_lines,

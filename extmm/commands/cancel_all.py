@@ -337,7 +337,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "cancel-all",
         help="emergency: cancel our open orders (--all: every order of the account) and confirm",

@@ -22,7 +22,7 @@ EXIT_BROKEN = 1
 EXIT_USAGE = 2
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from extmm.research.chaos.scenarios import SCENARIOS
 
     lines = "\n".join(f"  {s.name:<17} {s.summary.splitlines()[0] if s.summary else ''}" for s in SCENARIOS.values())

@@ -193,7 +193,7 @@ def _trade_test(cfg: BotConfig, target: VenueTarget, secrets: Secrets | SecretsE
     return EXIT_OK
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check",
         help="validate a configuration (offline), or also against a venue with --network/--endpoint",

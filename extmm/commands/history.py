@@ -8,11 +8,15 @@ import csv
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from extmm.argtypes import positive_int
 
+if TYPE_CHECKING:
+    import sqlite3
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "history",
         help="list fills, orders or events from the trading journal",
@@ -28,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
-def open_readonly(path: str | None):  # type: ignore[no-untyped-def]
+def open_readonly(path: str | None) -> sqlite3.Connection | None:
     from extmm.journal.schema import JournalError, default_path, open_journal
 
     try:

@@ -21,11 +21,12 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "import",
         help="convert public market data (Tardis CSV, Binance futures captures) into a recording",
@@ -56,7 +57,7 @@ def _step(text: str | None, what: str) -> Decimal | None:
 
 def main(args: argparse.Namespace) -> int:
     from extmm.research.dataimport import binance_futures, tardis
-    from extmm.research.dataimport.common import ImportError_, ImportStats, parse_map, write_recording
+    from extmm.research.dataimport.common import Event, ImportError_, ImportStats, parse_map, write_recording
     from extmm.research.record import RecordingError
 
     try:
@@ -72,12 +73,12 @@ def main(args: argparse.Namespace) -> int:
         skipped: Counter[str] = stats.skipped
         if args.format == "tardis":
 
-            def events():  # type: ignore[no-untyped-def]
+            def events() -> Iterator[Event]:
                 skipped.clear()
                 return tardis.read_events(args.input, symbols, skipped)
         else:
 
-            def events():  # type: ignore[no-untyped-def]
+            def events() -> Iterator[Event]:
                 skipped.clear()
                 resyncs.clear()
                 return binance_futures.read_events(args.input, symbols, skipped, resyncs)

@@ -27,7 +27,7 @@ import trio
 from extmm.argtypes import log_level, non_negative_float, output_file, positive_float
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "record",
         help="record raw public market data (book, trades, funding, mark) to gzip NDJSON",

@@ -13,7 +13,7 @@ from extmm.commands import load_config_or_report
 DEFAULT_CONFIG = "config/config.json"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "run",
         help="trade the enabled markets (default command; paper trading unless --network says otherwise)",

@@ -20,6 +20,7 @@ import signal
 import sys
 from decimal import Decimal, InvalidOperation
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -40,7 +41,7 @@ def _fee_rate(text: str) -> Decimal:
     return rate
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sim",
         help="run the exchange simulator (REST + WebSocket) on a local socket",
@@ -161,20 +162,20 @@ def run(args: argparse.Namespace) -> int:
     except* KeyboardInterrupt:
         exit_code = 0
     except* OSError as group:  # e.g. the port is taken
-        for exc in _leaves(group):
-            print(f"sim: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        for err in _leaves(group):
+            print(f"sim: cannot serve on {args.host}:{args.port}: {err}", file=sys.stderr)
         exit_code = 1
     return exit_code
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     out: list[BaseException] = []
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
 
 
-async def _main(**options) -> int:
+async def _main(**options: Any) -> int:
     from extmm.ops.gctune import settle_heap
     from extmm.sim.runner import serve_simulator
 

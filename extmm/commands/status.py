@@ -175,7 +175,7 @@ def handle(args: argparse.Namespace) -> int:
     return main(args.url, as_json=args.json, timeout_s=args.timeout, journal=args.journal, show_fills=True)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "status",
         help="show the state of a running bot (from its /healthz endpoint)",

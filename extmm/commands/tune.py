@@ -22,11 +22,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from extmm.argtypes import existing_file, output_dir, positive_float, positive_int
 
+if TYPE_CHECKING:  # optuna and the tuning module load only when the command runs
+    from optuna.trial import FrozenTrial
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from extmm.research.tuning import Space
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "tune",
         help="search the bot's parameters with Optuna over backtests (walk-forward)",
@@ -106,10 +112,10 @@ def main(args: argparse.Namespace) -> int:
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number < args.trials]
     if not done:
-        errors = {t.user_attrs.get("error") for t in study.get_trials(deepcopy=False) if t.user_attrs.get("error")}
+        errors = {t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("error")}
         print(f"tune: no trial completed{': ' + '; '.join(sorted(errors)) if errors else ''}", file=sys.stderr)
         return 1
-    best = max(done, key=lambda t: t.value)
+    best = max(done, key=_value)
     from extmm.research.tuning import config_snippet, run_once
 
     try:
@@ -122,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         "storage": _safe_url(storage_url),
         "trials": len(done),
         "best_trial": best.number,
-        "tuning_score": round(best.value, 6),
+        "tuning_score": round(_value(best), 6),
         "held_out_score": round(held_out, 6),
         "held_out": {k: round(v, 6) for k, v in parts.items()},
         "objective": {"inventory_penalty": space.inventory_penalty, "train_fraction": space.train_fraction,
@@ -138,7 +144,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_workers(args: argparse.Namespace, storage_url: str, raw_config: dict, space, train: dict) -> None:
+def _value(trial: FrozenTrial) -> float:
+    assert trial.value is not None  # only complete trials are ranked
+    return trial.value
+
+
+def _run_workers(
+    args: argparse.Namespace, storage_url: str, raw_config: dict[str, Any], space: Space, train: dict[str, Any]
+) -> None:
     import multiprocessing
 
     import optuna
@@ -176,27 +189,30 @@ def _run_workers(args: argparse.Namespace, storage_url: str, raw_config: dict, s
             bar.close()
 
 
-def _plots(study, out: Path) -> list[str]:
+def _plots(study: Any, out: Path) -> list[str]:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
         from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
     except ImportError:
         print("tune: matplotlib not installed (the backtest extra); plots skipped", file=sys.stderr)
         return []
     import warnings
 
-    written = []
+    written: list[str] = []
     for name, plot in (("optimization_history.png", plot_optimization_history),
                        ("param_importances.png", plot_param_importances)):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = plot(study)
-            ax.figure.savefig(out / name, dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
+            fig = ax.figure
+            assert isinstance(fig, Figure)  # optuna's plots draw on a top-level figure
+            fig.savefig(out / name, dpi=100, bbox_inches="tight")
+            plt.close(fig)
             written.append(name)
         except Exception as exc:  # e.g. importances need ≥ 2 completed trials with varying values
             print(f"tune: {name} skipped: {exc}", file=sys.stderr)

@@ -257,7 +257,8 @@ def observe_records(
     observers = {name: MarketObserver(spec) for name, spec in specs.items()}
     for record in records:
         kind = record.get("k")
-        observer = observers.get(record.get("m"))  # type: ignore[arg-type]
+        market = record.get("m")
+        observer = observers.get(market) if isinstance(market, str) else None
         frame = record.get("f")
         t = record.get("t")
         if observer is None or not isinstance(frame, dict) or not isinstance(t, int | float):

@@ -8,6 +8,7 @@ after the venue's final word, so those races are legal edges; anything else rais
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import attrs
 
@@ -329,7 +330,7 @@ class OrderRecord:
 
     def apply(self, event: OrderEvent) -> OrderRecord:
         state = transition(self.state, event)
-        changes: dict[str, object] = {"state": state, "updated_at": event.at}
+        changes: dict[str, Any] = {"state": state, "updated_at": event.at}
         venue_id = self.venue_id
         match event:
             case Acked():

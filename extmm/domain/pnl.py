@@ -224,6 +224,7 @@ class MarketLedger:
             mid = self.mark if self.mark is not None else price
         # Marking to the fill's mid first is what makes spread + inventory telescope.
         marked = self.with_mark(mid)
+        assert marked.mark is not None  # with_mark just set it
         sign = side.sign
         with localcontext(_EXACT):
             signed_qty = sign * qty
@@ -311,12 +312,16 @@ def _next_cost_basis(position: Decimal, cost_basis: Decimal, signed_qty: Decimal
 # -- several markets ---------------------------------------------------------------------
 
 
+def _read_only(ledgers: Mapping[str, MarketLedger]) -> Mapping[str, MarketLedger]:
+    return MappingProxyType(dict(ledgers))
+
+
 @attrs.frozen(kw_only=True)
 class Portfolio:
     """Ledgers by market; `apply` routes an event to its market's ledger (created on use)."""
 
     ledgers: Mapping[str, MarketLedger] = attrs.field(
-        factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False
+        factory=dict, converter=_read_only, hash=False
     )
 
     def apply(self, event: PnlEvent) -> Portfolio:

@@ -241,10 +241,12 @@ class Journal:
             return True
         batch = list(self._pending)
         try:
+            writer = self.writer
+            assert writer is not None  # run() flushes only with a writer
             if self.on_thread:
-                refused = await trio.to_thread.run_sync(self.writer.write, batch)  # type: ignore[union-attr]
+                refused = await trio.to_thread.run_sync(writer.write, batch)
             else:
-                refused = self.writer.write(batch)  # type: ignore[union-attr]
+                refused = writer.write(batch)
         except Exception as exc:  # noqa: BLE001 - the disk, or a bug: trading must go on either way
             if isinstance(exc, PartialWrite):
                 for _ in range(exc.done):

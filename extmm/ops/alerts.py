@@ -74,6 +74,7 @@ class AlertDetector:
         # at least one heartbeat failed (SPEC §4.11).
         failing = (
             status.dms_remaining_s is not None
+            and status.dms_countdown_s is not None
             and status.dms_countdown_s > 0
             and status.dms_remaining_s < status.dms_countdown_s / 3
         )
@@ -160,11 +161,11 @@ async def watch_alerts(
     detector = AlertDetector(cfg)
     send, receive = trio.open_memory_channel[dict[str, Any]](QUEUE)
 
-    async def sender() -> None:
+    async def sender(post: Post) -> None:
         async for body in receive:
             try:
                 with trio.fail_after(cfg.timeout_s * 2):
-                    await post(body)  # type: ignore[misc]
+                    await post(body)
                 stats.sent += 1
             except Exception as exc:  # noqa: BLE001 - a failing webhook never disturbs trading
                 stats.failed += 1
@@ -174,7 +175,7 @@ async def watch_alerts(
 
     async with trio.open_nursery() as nursery:
         if post is not None:
-            nursery.start_soon(sender)
+            nursery.start_soon(sender, post)
         while True:
             try:
                 status = get_status()

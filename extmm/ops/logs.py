@@ -22,13 +22,16 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from extmm.ops.secrets import SecretValue, redact_known, register_secret
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 EXCEPTION_KEY = "_exception"  # where the patcher leaves the masked exception
 _JSON_KEY = "_json"
@@ -49,7 +52,7 @@ _PLAIN_TYPES = (bool, int, float, type(None))
 # -- redaction ---------------------------------------------------------------------------
 
 
-def redact_record(record: dict[str, Any]) -> None:
+def redact_record(record: Record) -> None:
     """The loguru patcher: mask secrets in the message, in `extra` and in the exception.
 
     Never raises: a patcher error would escape into the caller's `logger.x(...)` call.
@@ -94,7 +97,7 @@ def _context(extra: dict[str, Any]) -> str:
     return "  " + " ".join(pairs) if pairs else ""
 
 
-def format_text(record: dict[str, Any], *, colorize: bool = False) -> str:
+def format_text(record: Mapping[str, Any], *, colorize: bool = False) -> str:
     """One human-readable line (plus the traceback, if any), newline-terminated."""
     level = record["level"].name
     stamp = record["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -111,7 +114,7 @@ def format_text(record: dict[str, Any], *, colorize: bool = False) -> str:
     return line
 
 
-def format_json(record: dict[str, Any]) -> str:
+def format_json(record: Mapping[str, Any]) -> str:
     """One JSON object (no newline) for log shippers."""
     extra = record["extra"]
     payload = {
@@ -130,7 +133,7 @@ def format_json(record: dict[str, Any]) -> str:
     return redact_known(json.dumps(payload, default=str, ensure_ascii=False))
 
 
-def _json_format(record: dict[str, Any]) -> str:
+def _json_format(record: Record) -> str:
     # loguru's documented recipe for custom serialisation: stash the text in `extra` and
     # return a template that only references it (the text itself is never parsed).
     record["extra"][_JSON_KEY] = format_json(record)

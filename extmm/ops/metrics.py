@@ -56,11 +56,12 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIFramework
 from loguru import logger
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -349,7 +350,9 @@ async def serve_metrics(
     config.graceful_timeout = 1.0
     app = build_app(metrics, get_status)
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(hypercorn_serve, app, config))
+        # Starlette spells the ASGI scope/message types as plain mappings, hypercorn as TypedDicts
+        asgi_app = cast(ASGIFramework, app)
+        binds: list[str] = await nursery.start(partial(hypercorn_serve, asgi_app, config))
         bound_port = _port_of(binds[0])
         logger.info("metrics: serving /metrics and /healthz on http://{}:{}", host, bound_port)
         task_status.started(bound_port)

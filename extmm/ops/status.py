@@ -146,7 +146,7 @@ class MarketStatus:
         quote: QuoteStats | None = view.get(name, QuoteStats)
         execution: ExecStats | None = view.get(name, ExecStats)
         account: AccountStats | None = view.get(name, AccountStats)
-        fields: dict[str, object] = {}
+        fields: dict[str, Any] = {}
         if book is not None:
             age = max(0.0, now - book.updated_at)
             fields.update(
@@ -196,7 +196,7 @@ class MarketStatus:
             state=state,
             actors=tuple(_as_actor(a) for a in actors),
             quotes_published=quotes_published,
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
 
 

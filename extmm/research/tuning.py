@@ -30,7 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -90,7 +90,7 @@ def parse_space(raw: Any, *, where: str = "space") -> Space:
             params.append(Param(path=name, type="categorical", choices=tuple(choices)))
             continue
         low, high = spec.get("low"), spec.get("high")
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+        if not (_is_number(low) and _is_number(high)) or not low < high:
             raise TuneError(f"{at}: needs numbers \"low\" < \"high\"")
         if spec.get("log") and low <= 0:
             raise TuneError(f"{at}: \"log\" needs low > 0")
@@ -110,9 +110,13 @@ def parse_space(raw: Any, *, where: str = "space") -> Space:
     return Space(params=tuple(params), inventory_penalty=float(penalty), train_fraction=float(fraction))
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def apply_params(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the raw config dict with each dotted PATH set (see the module docstring)."""
-    out = json.loads(json.dumps(config))
+    out: dict[str, Any] = json.loads(json.dumps(config))
     for path, value in values.items():
         parts = path.split(".")
         targets: list[Any] = [out]
@@ -142,6 +146,7 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
         if p.type == "categorical":
             values[p.path] = trial.suggest_categorical(p.path, list(p.choices))
         elif p.type == "int":
+            assert p.low is not None and p.high is not None  # parse_space gives numeric params bounds
             values[p.path] = trial.suggest_int(p.path, int(p.low), int(p.high), log=p.log,
                                                step=int(p.step or 1))
         else:

@@ -125,10 +125,11 @@ async def run_bot(
             if opts.market_data is not None:
                 from extmm.runtime.marketdata import MarketDataError, serve_market_data_simulator
 
+                source = opts.market_data
                 try:
                     handle = await nursery.start(
                         lambda task_status: serve_market_data_simulator(
-                            source=opts.market_data, markets=names, seed=seed, task_status=task_status
+                            source=source, markets=names, seed=seed, task_status=task_status
                         )
                     )
                 except MarketDataError as exc:
@@ -175,7 +176,7 @@ async def run_bot(
             try:
                 async with trio.open_nursery() as inner:
 
-                    async def run_root(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                    async def run_root(task_status: trio.TaskStatus[RootSupervisor] = trio.TASK_STATUS_IGNORED) -> None:
                         result.append(await root.run(stop=stop, task_status=task_status))
                         inner.cancel_scope.cancel()  # the panel, metrics and watchdog end with it
 

@@ -29,7 +29,7 @@ from loguru import logger
 from extmm.domain.backoff import Backoff
 from extmm.sim.engine import EngineConfig
 from extmm.sim.replay import ReplayDriver, ReplayEngine
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.runner import SimHandle, Subscription, serve_simulator
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
 from extmm.venue.network import NetworkVenue
@@ -60,10 +60,8 @@ async def source_markets(source: NetworkVenue, names: Sequence[str]) -> list[dic
 class LiveDriver(ReplayDriver):
     """`ReplayDriver` fed frame by frame from live streams instead of walking a recording."""
 
-    def subscribe(self, kind: str, market: str | None):  # type: ignore[override]
+    def subscribe(self, kind: str, market: str | None) -> Subscription:
         if market is None or market not in self.markets:
-            from extmm.sim.runner import Subscription
-
             sub = Subscription(kind, market=market, capacity=1)  # type: ignore[arg-type]
             sub.close(1008, "market-data mode serves one market per connection, listed markets only")
             return sub

@@ -334,12 +334,15 @@ class SimEngine:
             api_key = f"{rng.getrandbits(128):032x}"
         if api_key in self._api_keys:
             raise ValueError("API key already in use")
+        if key_pair is not None:
+            public_key = key_pair.public_key
+        assert public_key is not None  # checked above: a key pair, generated or given, or a public key
         info = AccountInfo(
             id=account_id,
             client_id=client_id if client_id is not None else account_id,
             description=description or f"sim account {account_id}",
             vault=vault if vault is not None else 100_000 + account_id,
-            public_key=key_pair.public_key if key_pair is not None else public_key,
+            public_key=public_key,
             api_key=api_key,
             private_key=key_pair.private_key if key_pair is not None else None,
         )

@@ -114,7 +114,7 @@ def _markets_param(request: Request, runner: SimRunner) -> list[str] | None:
 
 
 def _path_market(request: Request, runner: SimRunner) -> str:
-    name = request.path_params["market"]
+    name: str = request.path_params["market"]
     if name not in runner.market_names:
         raise SimReject(1001, f"market {name!r} not found", 404)
     return name

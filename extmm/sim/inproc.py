@@ -17,7 +17,7 @@ saves roughly a millisecond per order in long backtests.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -123,16 +123,21 @@ class PublicStreams:
     context manager; shared by the in-process and the replay ports. Only book streams
     check `seq` (trades, funding and mark may skip, SPEC §5.3)."""
 
-    def orderbook_stream(self, market: str):
+    def _stream(
+        self, kind: StreamKind, market: str, *, check_seq: bool
+    ) -> AbstractAsyncContextManager[InProcessStream]:
+        raise NotImplementedError  # each port opens its own (InProcessVenue, ReplayVenue)
+
+    def orderbook_stream(self, market: str) -> AbstractAsyncContextManager[InProcessStream]:
         return self._stream("orderbook", market, check_seq=True)
 
-    def public_trades_stream(self, market: str):
+    def public_trades_stream(self, market: str) -> AbstractAsyncContextManager[InProcessStream]:
         return self._stream("trades", market, check_seq=False)
 
-    def funding_stream(self, market: str):
+    def funding_stream(self, market: str) -> AbstractAsyncContextManager[InProcessStream]:
         return self._stream("funding", market, check_seq=False)
 
-    def mark_price_stream(self, market: str):
+    def mark_price_stream(self, market: str) -> AbstractAsyncContextManager[InProcessStream]:
         return self._stream("mark", market, check_seq=False)
 
 

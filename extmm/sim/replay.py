@@ -124,11 +124,11 @@ class ReplayEngine(SimEngine):
             ack = super().place_order(account_id, body, now_ms, force_reject=force_reject, signature=signature)
         finally:
             m = self._market(intent.market) if injected else None
-            for order in injected:
-                if order.resting:
+            for extra in injected:
+                if extra.resting:
                     assert m is not None
-                    m.book.remove(order)
-                if order.filled_lots:
+                    m.book.remove(extra)
+                if extra.filled_lots:
                     self.fills["taker"] += 1
         order = self._accounts[account_id].orders_by_id.get(ack.id)
         if order is not None and order.resting and order.market in self.books:
@@ -441,7 +441,7 @@ class ReplayDriver:
     def _apply(self, kind: str, market: str, frame: dict[str, Any], world_ms: int, due: float,
                deliver_ms: int = 0) -> None:
         now_ms = self.runner.now_ms()
-        data = frame.get("data")
+        data: Any = frame.get("data")  # untrusted: a bad shape is caught below and skipped
         try:
             if kind == "orderbook":
                 self._apply_book(market, frame, data, now_ms, due, deliver_ms)

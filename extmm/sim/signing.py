@@ -260,7 +260,7 @@ class OrderSigner:
     def __init__(
         self, *, key_pair: KeyPair, vault: int, market: Mapping[str, Any], domain: StarknetDomain
     ) -> None:
-        from x10.config import StarknetDomain as SdkDomain
+        from x10.core.client_config import StarknetDomain as SdkDomain
         from x10.core.stark_account import StarkPerpetualAccount
         from x10.models.market import MarketModel
 
@@ -319,4 +319,5 @@ class OrderSigner:
             nonce=nonce,
             taker_fee=fee,
         )
-        return order.to_api_request_json(exclude_none=True)
+        body: dict[str, Any] = order.to_api_request_json(exclude_none=True)
+        return body

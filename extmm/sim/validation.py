@@ -209,7 +209,7 @@ def parse_mass_cancel(body: Any) -> dict[str, Any]:
             return []
         if not isinstance(value, list):
             raise _bad(f"{key} must be a list")
-        out = []
+        out: list[Any] = []
         for item in value:
             if kind is int:
                 if isinstance(item, bool):

@@ -42,5 +42,5 @@ def apply() -> None:
             return
         await original(self, event)
 
-    connection._handle_ping_event = handle_ping_when_open  # noqa: SLF001
+    connection._handle_ping_event = handle_ping_when_open  # type: ignore[method-assign]  # noqa: SLF001
     setattr(connection, _PATCHED, True)

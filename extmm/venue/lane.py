@@ -206,7 +206,7 @@ class WriteLane:
                     raise LaneError(f"connection broke while reading: {type(exc).__name__}") from exc
                 eof = not data
                 try:
-                    conn.h11.receive_data(data)  # b"" = EOF
+                    conn.h11.receive_data(bytes(data))  # b"" = EOF
                 except h11.RemoteProtocolError as exc:
                     raise LaneError(f"malformed HTTP response: {exc}") from exc
             elif isinstance(event, h11.Response):

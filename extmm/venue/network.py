@@ -288,7 +288,7 @@ class NetworkVenue(NetworkStreams):
         try:
             signer = await self._signer_for(order.market)
         except VenueError as exc:
-            exc.placed = False  # type: ignore[attr-defined]  # failed before anything was sent
+            exc.placed = False  # failed before anything was sent
             raise
         if order.external_id in self._sent_ids:
             raise OrderBuildFailed(f"externalId {order.external_id!r} was already sent; use a fresh one")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 
@@ -124,13 +124,15 @@ def _int(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -
     return value if value is default else int_of(value, f"{what}.{key}")
 
 
-def _str(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -> str:
+@overload
+def _str(obj: Mapping[str, Any], key: str, what: str, default: str = ...) -> str: ...
+@overload
+def _str(obj: Mapping[str, Any], key: str, what: str, default: None) -> str | None: ...
+def _str(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -> str | None:
     value = _field(obj, key, what, default)
-    if value is default:
+    if value is None or isinstance(value, str):  # None only as the caller's default
         return value
-    if not isinstance(value, str):
-        raise MalformedResponse(f"{what}.{key}: expected a string, got {_show(value)}")
-    return value
+    raise MalformedResponse(f"{what}.{key}: expected a string, got {_show(value)}")
 
 
 def _bool(obj: Mapping[str, Any], key: str, what: str, default: Any = _MISSING) -> bool:

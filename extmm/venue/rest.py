@@ -232,7 +232,11 @@ class RestClient:
             else:
                 try:
                     response = await self._client.request(
-                        method, path, params=params, content=body, headers=headers
+                        method,
+                        path,
+                        params=params if params is None or isinstance(params, Mapping) else tuple(params),
+                        content=body,
+                        headers=headers,
                     )
                 except httpx.TimeoutException as exc:
                     raise NetworkError(f"{operation}: timed out ({type(exc).__name__})") from exc

@@ -214,7 +214,7 @@ class OrderSigner:
             )
         except ValueError as exc:  # unknown enum value or an SDK ValidationError
             raise ValueError(f"cannot sign order {order.external_id}: {exc}") from None
-        body = new_order.to_api_request_json(exclude_none=True)
+        body: dict[str, Any] = new_order.to_api_request_json(exclude_none=True)
         # The SDK recomputes ms from a float timestamp; the wire must carry our exact value.
         body["expiryEpochMillis"] = order.expiry_ms
         return body

@@ -133,7 +133,9 @@ class ObservedPort:
         return await self._inner.place_order(order)
 
     # -- streams -----------------------------------------------------------------------
-    def _counted(self, kind: str, opener: AbstractAsyncContextManager[MessageStream]):
+    def _counted(
+        self, kind: str, opener: AbstractAsyncContextManager[MessageStream]
+    ) -> AbstractAsyncContextManager[MessageStream]:
         @asynccontextmanager
         async def wrapped() -> AsyncIterator[MessageStream]:
             async with opener as stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from extmm.research.backtest.metrics import PNL_KEYS, MarketSample
 from extmm.research.backtest.observe import ObservedFill
@@ -17,7 +18,7 @@ class PlotsUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def _pyplot():
+def _pyplot() -> Any:  # matplotlib.pyplot, an optional dependency
     try:
         import matplotlib
 

@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
 import trio.testing
 
-from extmm.config import BotConfig
+from extmm.config import BotConfig, PosFloat
 from extmm.domain.markouts import MarkoutDone, MarkoutTracker
 from extmm.ops.telemetry import AccountStats, BookStats, ExecStats
 from extmm.research.backtest.metrics import (
@@ -77,7 +77,7 @@ class BacktestOptions:
     feed_latency_ms: float | None = DEFAULT_FEED_LATENCY_MS
     replay_from_ms: int | None = None  # replay: start this late in the data (epoch ms; walk-forward)
     book_ready_timeout_s: float | None = None  # None: the config's book_ready_timeout_s
-    on_missing_book: str = "skip"  # a market without a valid book: "skip" it or "fail" the run
+    on_missing_book: Literal["skip", "fail"] = "skip"  # a market without a valid book: "skip" it or "fail" the run
     flow: str = "default"  # synthetic mode: the simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
     runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
     # Book frame cadence of the venue (Extended: 100 ms, SPEC §5.3): the simulator's push
@@ -381,7 +381,7 @@ async def run_backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
     """
     cfg = attrs.evolve(
         cfg,
-        book_ready_timeout_s=opts.book_ready_timeout_s
+        book_ready_timeout_s=PosFloat(opts.book_ready_timeout_s)
         if opts.book_ready_timeout_s is not None
         else cfg.book_ready_timeout_s,
         on_missing_book=opts.on_missing_book,

@@ -125,7 +125,7 @@ class _StampedSubscription:
         self._stamps = stamps
 
     async def receive(self) -> StreamMessage:
-        msg = await self._inner.receive()
+        msg: StreamMessage = await self._inner.receive()
         self._stamps.frame(self._market, msg.seq)
         return msg
 

@@ -91,7 +91,7 @@ async def start_probe_sim(
 async def wait_calibrated(client: httpx.AsyncClient, timeout_s: float) -> dict[str, Any]:
     with trio.move_on_after(timeout_s):
         while True:
-            report = (await client.get("/latency", params={"samples": "0"})).json()
+            report: dict[str, Any] = (await client.get("/latency", params={"samples": "0"})).json()
             if report["state"] != "calibrating":
                 return report
             await trio.sleep(0.1)

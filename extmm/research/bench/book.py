@@ -29,7 +29,7 @@ from extmm.domain.units import MarketSpec
 from extmm.markets import bundled_spec
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("book", help="order-book apply rate (frames/s)", description=__doc__)
     parser.add_argument("--input", required=True, type=existing_file_str, help="JSON-lines file of stream-v1 order book envelopes")
     parser.add_argument("--market", default="BTC-USD", type=bundled_market, help="bundled market whose tick/lot grid to use")

@@ -68,7 +68,7 @@ class LatencyResult:
         }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "latency",
         help="tick-to-wire latency of the whole bot against the simulator in another process",

@@ -27,14 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from extmm.argtypes import existing_file, non_negative_float, output_file, positive_float
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("replay", help="replay events/s: ours and hftbacktest's", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=existing_file, default=None, help="a one-market recording (default: generated)")
@@ -64,7 +64,8 @@ def split_deltas(src: Path, dst: Path) -> None:
     last_t = 0
     try:
         for record in reader:
-            kind, market = record.get("k"), record.get("m")
+            # a data record names its kind and market (the header is skipped below)
+            kind, market = cast(str, record.get("k")), cast(str, record.get("m"))
             if kind == "header":
                 continue
             if kind == "open":

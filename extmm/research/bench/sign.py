@@ -29,7 +29,7 @@ SDK_TEST_CREDENTIALS = Credentials(
 EXPIRY_MS = 1790427600000  # fixed: the benchmark must not depend on the wall clock
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("sign", help="signed order bodies per second through OrderSigner")
     parser.add_argument("--orders", type=positive_int, default=2000, help="orders to sign (default 2000)")
     parser.set_defaults(handler=run)

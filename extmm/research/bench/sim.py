@@ -34,7 +34,7 @@ CYCLE_MS = 100  # virtual time between quote updates
 MARKET = "BTC-USD"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sim", help="simulator engine order actions (place/replace/cancel) per second"
     )

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -195,10 +195,11 @@ async def run_process_kill(
             async def start_bot(name: str, duration_s: float, port: int) -> trio.Process:
                 cmd = _bot_command(config_path, handle, duration_s=duration_s, metrics_port=port)
                 with (tmpdir / f"{name}.out").open("wb") as out, (tmpdir / f"{name}.err").open("wb") as err:
-                    return await nursery.start(
+                    process: trio.Process = await nursery.start(
                         partial(trio.run_process, cmd, check=False, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, env=env, cwd=tmp)
                     )
+                    return process
 
             # -- first life: quote, then die without a word ---------------------------------
             first = await start_bot("first", 600.0, 0)
@@ -306,7 +307,7 @@ async def run_process_kill(
     )
 
 
-def _show(position: dict[str, Any]) -> str:
+def _show(position: Mapping[Any, Any]) -> str:  # by market name
     return ", ".join(f"{m} {v}" for m, v in position.items())
 
 
@@ -336,7 +337,7 @@ class _NotionalWatch:
                 problems.append(f"{market}: net notional ${usd:.2f} > ${allowed:.2f}")
 
 
-async def bot_inventory(client: httpx.AsyncClient, port: int, markets: list[str]) -> dict[str, Decimal] | None:
+async def bot_inventory(client: httpx.AsyncClient, port: int, markets: Sequence[str]) -> dict[str, Decimal] | None:
     """The bot's inventory per market once it reports ready; None before (or unreachable)."""
     metrics = await bot_metrics(client, port)
     if metrics.get("extmm_ready", {}).get("") != 1.0:

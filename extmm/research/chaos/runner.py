@@ -241,7 +241,7 @@ class ChaosRun:
         drain = engine.drain_events
 
         def drain_and_note() -> list[Any]:
-            events = drain()
+            events: list[Any] = drain()
             for event in events:
                 if isinstance(event, TradeEvent) and event.account_id == account_id:
                     self.last_fill_at[event.trade.market] = trio.current_time()

@@ -17,7 +17,7 @@ import attrs
 import trio
 
 if TYPE_CHECKING:  # kept out of imports at run time: the CLI lists scenarios cheaply
-    from extmm.sim.faults import FaultController
+    from extmm.sim.faults import FaultController, RejectMode
     from extmm.sim.runner import SimRunner
     from supervisors.root import RootSupervisor
 
@@ -144,7 +144,7 @@ async def reject_storm(ctx: ChaosContext) -> None:
     ctx.faults.configure(reject_storm=0.05)
 
     def storm() -> None:
-        mode = ctx.rng.choice(("engine", "rest"))
+        mode: RejectMode = ctx.rng.choice(("engine", "rest"))
         ctx.faults.reject_orders(duration_s=ctx.rng.uniform(5.0, 10.0), mode=mode)
 
     await _every(ctx, 20.0, 30.0, storm)
@@ -157,7 +157,7 @@ async def mixed(ctx: ChaosContext) -> None:
     def latency() -> None:
         faults.configure(latency_s=ctx.rng.uniform(0.2, 1.0))
 
-    actions: list[Callable[[], None]] = [
+    actions: list[Callable[[], object]] = [
         lambda: faults.burst_429(ctx.rng.uniform(3.0, 10.0)),
         lambda: faults.burst_5xx(ctx.rng.uniform(1.0, 4.0)),
         lambda: faults.drop_connections(),

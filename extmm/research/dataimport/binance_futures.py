@@ -80,7 +80,8 @@ def _objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _unwrap(obj: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     recv = obj.get("recv_ms")
-    payload = obj.get("data") if isinstance(obj.get("data"), dict) else obj
+    data = obj.get("data")
+    payload = data if isinstance(data, dict) else obj
     return payload, int(recv) if isinstance(recv, int | float) else None
 
 
@@ -134,7 +135,7 @@ def classify(
             payload, recv = _unwrap(obj)
             if "lastUpdateId" in payload:
                 symbol = payload.get("symbol") or obj.get("symbol") or _symbol_from_name(path, symbols)
-                if symbol not in symbols:
+                if not isinstance(symbol, str) or symbol not in symbols:
                     _skip(skipped, f"snapshots of unmapped symbol {symbol!r}")
                     continue
                 at = int(payload.get("T") or payload.get("E") or 0)
@@ -147,7 +148,7 @@ def classify(
             if kind not in ("depthUpdate", "aggTrade", "trade"):
                 _skip(skipped, f"lines of event type {kind!r}")
                 continue
-            if symbol not in symbols:
+            if not isinstance(symbol, str) or symbol not in symbols:
                 _skip(skipped, f"{kind} of unmapped symbol {symbol!r}")
                 continue
             try:
@@ -264,12 +265,12 @@ def export_binance(recording: Sequence[Path], out_dir: Path, *, symbols: Mapping
             paths["snapshots"].open("w", encoding="utf-8") as snaps:
         for record in read_recording(recording):
             kind, market, frame = record.get("k"), record.get("m"), record.get("f")
-            if market not in symbols or not isinstance(frame, dict):
+            if not isinstance(market, str) or market not in symbols or not isinstance(frame, dict):
                 continue
             symbol = symbols[market]
             t = int(record["t"])
             ts = int(frame.get("ts") or t)
-            data = frame.get("data")
+            data: Any = frame.get("data")  # recorded JSON, as the venue sent it
             if kind == "orderbook":
                 last = update_id.get(symbol, 1000)
                 if frame.get("type") == "SNAPSHOT":

@@ -309,13 +309,13 @@ def _write_events(
             emit("orderbook", e.market, e.recv_ms, {"type": "DELTA", "data": data, "ts": e.exch_ms})
         elif e.kind == "trades":
             prints = []
-            for trade_id, side_text, price, qty, ts in e.trades:
-                q = grid.size(qty, e.where)
+            for trade_id, side_text, price_text, qty_text, ts in e.trades:
+                q = grid.size(qty_text, e.where)
                 if q <= 0:
                     stats.skipped["trade of size 0"] += 1
                     continue
                 prints.append({"i": trade_id, "m": e.market, "S": side_text, "tT": "TRADE", "T": ts,
-                               "p": grid.ptext(grid.price(price, e.where)), "q": grid.stext(q)})
+                               "p": grid.ptext(grid.price(price_text, e.where)), "q": grid.stext(q)})
             if prints:
                 stats.trades += len(prints)
                 emit("trades", e.market, e.recv_ms, {"data": prints, "ts": e.exch_ms})

@@ -137,10 +137,9 @@ def _book_events(
             raise ImportError_(f"{where}: side {row['side']!r} is neither bid nor ask")
         group = pending.get(market)
         # A new frame: another message (local_timestamp), or a snapshot run starting or ending.
-        new = group is None or (
+        if group is None or (
             (snapshot != group["snapshot"]) or (not snapshot and local != group["recv"])
-        )
-        if new:
+        ):
             event = flush(market)
             if event is not None:
                 yield event
@@ -189,10 +188,11 @@ def _trade_events(
         exch = _us(row["timestamp"], where)
         side = row["side"].strip().lower()
         if side == "unknown":
-            side = _side_from_book(books.get(market), row["price"])
-            if side is None:
+            guessed = _side_from_book(books.get(market), row["price"])
+            if guessed is None:
                 _skip(skipped, "trades of unknown side inside the spread")
                 continue
+            side = guessed
         elif side not in ("buy", "sell"):
             raise ImportError_(f"{where}: trade side {row['side']!r} is not buy, sell or unknown")
         if group is None or group["market"] != market or group["recv"] != local:
@@ -270,12 +270,12 @@ def export_tardis(
         for record in read_recording(recording):
             kind, market = record.get("k"), record.get("m")
             frame = record.get("f")
-            if market not in symbols or not isinstance(frame, dict):
+            if not isinstance(market, str) or market not in symbols or not isinstance(frame, dict):
                 continue
             symbol = symbols[market]
             local_us = int(record["t"]) * 1000
             exch_us = int(frame.get("ts") or record["t"]) * 1000
-            data = frame.get("data")
+            data: Any = frame.get("data")  # recorded JSON, as the venue sent it
             head = [exchange, symbol, exch_us, local_us]
             if kind == "orderbook":
                 snapshot = frame.get("type") == "SNAPSHOT"
