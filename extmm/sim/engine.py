@@ -90,8 +90,8 @@ from extmm.sim.model import (
     LevelChange,
     MarketStats,
     MarkPriceEvent,
-    OrderEvent,
     OrderState,
+    OrderStateEvent,
     PositionEvent,
     PositionState,
     PublicTrade,
@@ -911,7 +911,7 @@ class SimEngine:
             self._accounts[order.account_id].closed_orders.append(order)
         if order.account_id != CROWD_ACCOUNT_ID:
             self._events.append(
-                OrderEvent(account_id=order.account_id, order=self._order_state(order), ts=self._now)
+                OrderStateEvent(account_id=order.account_id, order=self._order_state(order), ts=self._now)
             )
             for fill in taker_fills:
                 self._events.append(TradeEvent(account_id=fill.account_id, trade=fill, ts=self._now))
@@ -1023,7 +1023,7 @@ class SimEngine:
                 if maker.remaining_lots == 0:
                     account.close_order(maker)
                 self._events.append(
-                    OrderEvent(account_id=account.info.id, order=self._order_state(maker), ts=now)
+                    OrderStateEvent(account_id=account.info.id, order=self._order_state(maker), ts=now)
                 )
                 self._events.append(TradeEvent(account_id=account.info.id, trade=fill, ts=now))
         if maker.account_id == CROWD_ACCOUNT_ID:
@@ -1068,7 +1068,7 @@ class SimEngine:
                 account.closed_orders.append(order)
         if account is not None:
             self._events.append(
-                OrderEvent(account_id=account.info.id, order=self._order_state(order), ts=self._now)
+                OrderStateEvent(account_id=account.info.id, order=self._order_state(order), ts=self._now)
             )
 
     # == funding ===============================================================================

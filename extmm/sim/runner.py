@@ -44,7 +44,7 @@ from extmm.sim.model import (
     FundingRatePoint,
     IndexPriceEvent,
     MarkPriceEvent,
-    OrderEvent,
+    OrderStateEvent,
     PositionEvent,
     PublicTradesEvent,
     TradeEvent,
@@ -392,7 +392,7 @@ class SimRunner:
         indexes: dict[str, IndexPriceEvent] = {}
         account_batch: list[AccountEvent] = []
         for event in events:
-            if isinstance(event, OrderEvent | TradeEvent | PositionEvent | BalanceEvent):
+            if isinstance(event, OrderStateEvent | TradeEvent | PositionEvent | BalanceEvent):
                 account_batch.append(event)
                 continue
             self._flush_account_batch(account_batch)
@@ -429,7 +429,7 @@ class SimRunner:
         for event in batch:
             if not self._subs.get(("account", event.account_id)):
                 continue  # nobody listens: do not render
-            if isinstance(event, OrderEvent):
+            if isinstance(event, OrderStateEvent):
                 kind, item = "ORDER", wire.order(event.order)
             elif isinstance(event, TradeEvent):
                 kind, item = "TRADE", wire.trade(event.trade, stream=True)
