@@ -118,12 +118,12 @@ def build_probe_engine(
 
 
 def _move_mid(engine: SimEngine, market: str, mid_ticks: int) -> None:
-    # SimEngine has no public call to move the crowd; the probe sets its flow's mid and
-    # lets the crowd re-place itself around it at once, as the engine's own flow step does.
-    m = engine._markets[market]  # noqa: SLF001
+    # The probe sets the market's flow mid and lets the crowd re-place itself around it at
+    # once, as the engine's own flow step does.
+    m = engine.world.market(market)
     assert m.flow is not None
     m.flow.mid = mid_ticks * m.flow.tick
-    engine._refresh_crowd(m)  # noqa: SLF001
+    engine.crowd.refresh(m)
 
 
 # -- the mid path ----------------------------------------------------------------------------------
