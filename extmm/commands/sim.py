@@ -176,7 +176,7 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 
 async def _main(**options) -> int:
     from extmm.ops.gctune import settle_heap
-    from extmm.sim.runner import serve_simulator
+    from extmm.sim.server import serve_simulator
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

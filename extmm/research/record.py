@@ -235,7 +235,8 @@ async def record_simulator(
     Under `MockClock` this takes a fraction of the time it covers. Returns the stats and
     the engine (whose `flow_params(market)` are the truth a calibration should recover).
     """
-    from extmm.sim.runner import SimRunner, build_engine
+    from extmm.sim.launch import build_engine
+    from extmm.sim.runner import SimRunner
 
     if engine is None:
         engine = build_engine(markets=list(markets), seed=seed, start_ms=start_ms, verify_signatures=False)

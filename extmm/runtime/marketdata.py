@@ -28,7 +28,7 @@ from loguru import logger
 
 from extmm.sim.engine import EngineConfig
 from extmm.sim.replay import ReplayDriver, ReplayEngine
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
 from extmm.venue.network import NetworkVenue
@@ -61,7 +61,7 @@ class LiveDriver(ReplayDriver):
 
     def subscribe(self, kind: str, market: str | None):  # type: ignore[override]
         if market is None or market not in self.markets:
-            from extmm.sim.runner import Subscription
+            from extmm.sim.subscription import Subscription
 
             sub = Subscription(kind, market=market, capacity=1)  # type: ignore[arg-type]
             sub.close(1008, "market-data mode serves one market per connection, listed markets only")

@@ -38,7 +38,8 @@ from extmm.ops.gctune import settle_heap
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.flow import FlowParams
 from extmm.sim.http_api import REST_PREFIX
-from extmm.sim.runner import SimHandle, SimRunner
+from extmm.sim.runner import SimRunner
+from extmm.sim.server import SimHandle
 from extmm.sim.signing import STARK_EC_ORDER, KeyPair
 from extmm.sim.ws_api import STREAM_PREFIX
 

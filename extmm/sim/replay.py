@@ -47,7 +47,8 @@ from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
 from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
 from extmm.sim.recording import RecordingError, RecordingReader, expand_parts
-from extmm.sim.runner import OutFrame, SimRunner, Subscription
+from extmm.sim.runner import SimRunner
+from extmm.sim.subscription import OutFrame, Subscription
 from extmm.sim.validation import grid_units, parse_order_body
 from extmm.venue.errors import OrderRejected
 from extmm.venue.types import PlacedOrder

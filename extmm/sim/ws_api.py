@@ -10,8 +10,6 @@ venue would do; it never makes the simulator buffer without bound. Keep-alive pi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import trio
 from loguru import logger
 from starlette.responses import JSONResponse
@@ -19,9 +17,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from extmm.sim.model import SimReject
-
-if TYPE_CHECKING:
-    from extmm.sim.runner import SimRunner, StreamKind, Subscription
+from extmm.sim.runner import SimRunner
+from extmm.sim.subscription import StreamKind, Subscription
 
 STREAM_PREFIX = "/stream.extended.exchange/v1"
 SEND_TIMEOUT_S = 5.0

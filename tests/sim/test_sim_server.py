@@ -25,7 +25,9 @@ import wsproto.events
 
 from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
-from extmm.sim.runner import OutFrame, SimHandle, SimRunner, serve_simulator
+from extmm.sim.runner import SimRunner
+from extmm.sim.server import SimHandle, serve_simulator
+from extmm.sim.subscription import OutFrame
 from extmm.venue.signing import OrderSigner
 from extmm.venue.types import OrderRequest
 from tests.botharness import sim_signer
