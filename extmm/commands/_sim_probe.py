@@ -20,7 +20,7 @@ import trio
 from extmm.argtypes import log_level
 
 
-def register(modes: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = modes.add_parser(
         "probe",
         help="latency-probe mode (used by `bench latency`)",

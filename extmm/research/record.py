@@ -81,7 +81,7 @@ class WebSocketSource:
                 while True:
                     with trio.move_on_at(live.next_check_at(heard_at=self.heard_at, frame_at=self.frame_at)):
                         try:
-                            frame = await self.ws.get_message()
+                            frame: str | bytes = await self.ws.get_message()
                         except ConnectionClosed as exc:
                             raise SourceClosed(f"{kind}/{market}: connection closed ({exc.reason})") from None
                         self.heard_at = self.frame_at = trio.current_time()
@@ -131,7 +131,8 @@ class RunnerSource:
                 delay = frame.due - trio.current_time()
                 if delay > 0:
                     await trio.sleep(delay)
-                return frame.text
+                text: str = frame.text
+                return text
 
         try:
             yield _Sub()

@@ -156,7 +156,8 @@ class SimRunner:
     ) -> Subscription:
         """Register a stream consumer; its first frames are queued at once or at the next flush."""
         if kind != "account" and self.public_feed is not None:
-            return self.public_feed.subscribe(kind, market)  # live market data (extmm.runtime.marketdata)
+            feed_sub: Subscription = self.public_feed.subscribe(kind, market)  # live market data (extmm.runtime.marketdata)
+            return feed_sub
         sub = Subscription(
             kind,
             market=market,

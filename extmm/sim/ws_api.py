@@ -10,6 +10,8 @@ venue would do; it never makes the simulator buffer without bound. Keep-alive pi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 from loguru import logger
 from starlette.responses import JSONResponse
@@ -84,7 +86,7 @@ async def _watch_client(websocket: WebSocket, cancel_scope: trio.CancelScope) ->
             return
 
 
-def _public_endpoint(kind: StreamKind):
+def _public_endpoint(kind: StreamKind) -> Callable[[WebSocket], Awaitable[None]]:
     async def endpoint(websocket: WebSocket) -> None:
         runner: SimRunner = websocket.app.state.runner
         if not websocket.headers.get("user-agent"):
