@@ -17,7 +17,7 @@ import trio
 from loguru import logger
 
 from actors.channels import offer
-from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderEvent, QuoterIn, RiskIn, TopOfBook
+from actors.messages import AccountIn, ExecIn, FillEvent, Inventory, OrderUpdate, QuoterIn, RiskIn, TopOfBook
 from extmm.domain.pnl import MarketLedger
 from extmm.domain.units import MarketSpec, Rounding
 from extmm.journal.actor import Journal
@@ -39,8 +39,8 @@ from extmm.venue.types import (
 )
 
 
-class _AccountState:
-    """The actor's own mutable state (never shared outside the actor)."""
+class _AccountView:
+    """The Account actor's own mutable view of the account (never shared outside the actor)."""
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -109,7 +109,7 @@ async def account_actor(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     market = spec.name
-    state = _AccountState(spec)
+    state = _AccountView(spec)
     journaled = MarketJournal(journal or Journal.disabled(), market)
     ready = trio.Event()
 
@@ -172,7 +172,7 @@ async def account_actor(
                             case OrdersUpdate(orders=orders, is_snapshot=snap):
                                 mine = on_orders(orders, snap)
                                 for o in mine:
-                                    offer(to_executor, OrderEvent(order=o))
+                                    offer(to_executor, OrderUpdate(order=o))
                                 relevant = snap or bool(mine)
                                 got.add("orders")
                             case TradesUpdate(trades=trades, is_snapshot=snap):

@@ -114,8 +114,8 @@ def _forward_prints(
     spec: MarketSpec, book: Book, msg: PublicTrades, to_quoter: trio.MemorySendChannel[QuoterIn]
 ) -> None:
     """Prints measured against the book they hit; none while the book is not two-sided."""
-    t = book.top()
-    if not t.valid or t.mid is None or t.best_bid_ticks is None or t.best_ask_ticks is None:
+    top = book.top()
+    if not top.valid or top.mid is None or top.best_bid_ticks is None or top.best_ask_ticks is None:
         return
     try:
         prints = parse_prints(spec, msg.data)
@@ -123,8 +123,8 @@ def _forward_prints(
         logger.warning("{}: malformed public trades frame skipped: {!r}", spec.name, exc)
         return
     if prints:
-        touch = (t.best_ask_ticks - t.best_bid_ticks) / 2.0
-        offer(to_quoter, TradePrints(prints=prints, mid=t.mid, touch_ticks=touch, at=msg.received_at))
+        touch = (top.best_ask_ticks - top.best_bid_ticks) / 2.0
+        offer(to_quoter, TradePrints(prints=prints, mid=top.mid, touch_ticks=touch, at=msg.received_at))
 
 
 def parse_prints(spec: MarketSpec, data: object) -> tuple[tuple[bool, int], ...]:
@@ -141,31 +141,31 @@ def parse_prints(spec: MarketSpec, data: object) -> tuple[tuple[bool, int], ...]
 
 
 def _top(spec: MarketSpec, book: Book, vol: EwmaVolatility, at: float) -> TopOfBook:
-    t = book.top()
+    top = book.top()
     return TopOfBook(
         market=spec.name,
-        bid_ticks=t.best_bid_ticks,
-        bid_lots=t.best_bid_lots,
-        ask_ticks=t.best_ask_ticks,
-        ask_lots=t.best_ask_lots,
-        mid=t.mid,
+        bid_ticks=top.best_bid_ticks,
+        bid_lots=top.best_bid_lots,
+        ask_ticks=top.best_ask_ticks,
+        ask_lots=top.best_ask_lots,
+        mid=top.mid,
         sigma=vol.sigma,
-        valid=t.valid and t.best_bid_ticks is not None and t.best_ask_ticks is not None,
+        valid=top.valid and top.best_bid_ticks is not None and top.best_ask_ticks is not None,
         updated_at=at,
-        seq=t.seq,
+        seq=top.seq,
     )
 
 
-def _changed(a: TopOfBook, b: TopOfBook) -> bool:
+def _changed(sent: TopOfBook, new: TopOfBook) -> bool:
     """Publish when the top or validity changed, and at least every frame's timestamp
     second so consumers can tell a quiet book from a stale one."""
     return (
-        a.valid != b.valid
-        or a.bid_ticks != b.bid_ticks
-        or a.ask_ticks != b.ask_ticks
-        or a.bid_lots != b.bid_lots
-        or a.ask_lots != b.ask_lots
-        or b.updated_at - a.updated_at >= 0.5
+        sent.valid != new.valid
+        or sent.bid_ticks != new.bid_ticks
+        or sent.ask_ticks != new.ask_ticks
+        or sent.bid_lots != new.bid_lots
+        or sent.ask_lots != new.ask_lots
+        or new.updated_at - sent.updated_at >= 0.5
     )
 
 

@@ -33,7 +33,7 @@ class _ResyncRequested(Exception):
     pass
 
 
-async def feed(
+async def feed_actor(
     *,
     port: ExchangePort,
     market: str,

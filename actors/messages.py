@@ -170,7 +170,9 @@ class Approved:
 
 
 @attrs.frozen(kw_only=True)
-class OrderEvent:
+class OrderUpdate:
+    """The venue's view of one order (account stream), for the Executor to apply."""
+
     order: OrderInfo
 
 
@@ -179,7 +181,7 @@ class FillEvent:
     trade: TradeInfo
 
 
-ExecIn = Approved | OrderEvent | FillEvent
+ExecIn = Approved | OrderUpdate | FillEvent
 
 
 # -- Book → Account ----------------------------------------------------------------------

@@ -39,7 +39,7 @@ WARMUP_S = 60.0  # estimates are used once the data covers min(window, this)
 LOG_EVERY_S = 60.0
 
 
-async def quoter(
+async def quoter_actor(
     *,
     spec: MarketSpec,
     market: MarketConfig,
@@ -192,11 +192,11 @@ class Recalibration:
             self._logged_at = now
             logger.info(
                 "{}: recalibrated over {:.0f}s: sigma={} ({} rel/√s) A={} k={}",
-                self.spec.name, cal.duration_s, _g(cal.sigma), _g(cal.sigma_rel), _g(cal.A), _g(cal.k),
+                self.spec.name, cal.duration_s, _or_na(cal.sigma), _or_na(cal.sigma_rel), _or_na(cal.A), _or_na(cal.k),
             )
 
 
-def _g(value: float | None) -> str:
+def _or_na(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from extmm.ops.dashboard import prerender, render
+from extmm.ops.dashboard import prerender
+from extmm.ops.dashboard_render import render
 from extmm.ops.status import AppStatus, example_status
 
 

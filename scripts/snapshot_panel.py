@@ -15,7 +15,7 @@ import trio
 from rich.console import Console
 
 from extmm.config import load_config
-from extmm.ops.dashboard import render
+from extmm.ops.dashboard_render import render
 from extmm.ops.logs import configure_logging
 from extmm.ops.secrets import load_secrets
 from extmm.runtime.app import RunOptions, run_bot

@@ -23,10 +23,10 @@ import trio
 
 from actors.account import account_actor
 from actors.book import book_actor
-from actors.executor import ExecutorParams, executor
-from actors.feed import feed
+from actors.executor import ExecutorParams, executor_actor
+from actors.feed import feed_actor
 from actors.messages import AccountIn, ExecIn, FeedControl, FeedOut, QuoterIn, RiskIn, TradingMode
-from actors.quoter import quoter
+from actors.quoter import quoter_actor
 from actors.risk import risk_actor
 from extmm.config import BotConfig, MarketConfig
 from extmm.domain.backoff import Backoff
@@ -146,7 +146,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             journal=ctx.journal,
         ),
         "executor": functools.partial(
-            executor,
+            executor_actor,
             port=ctx.port,
             spec=spec,
             params=params,
@@ -168,7 +168,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             task_status=task_status,
         ),
         "quoter": functools.partial(
-            quoter,
+            quoter_actor,
             spec=spec,
             market=market,
             inbox=w.quoter_in[1],
@@ -187,7 +187,7 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             telemetry=ctx.telemetry,
         ),
         "feed": functools.partial(
-            feed,
+            feed_actor,
             port=ctx.port,
             market=spec.name,
             out=w.feed_out[0],

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from extmm.commands import load_config_or_report
-from extmm.commands.check import (
+from extmm.commands._venue_target import (
     ApiKeyOnly,
     UsageError,
     VenueTarget,

@@ -1,11 +1,13 @@
-"""Capped exponential backoff with jitter, for restarts and reconnects.
+"""Capped exponential backoff with jitter: the one retry formula of the bot.
 
-`Backoff` is the policy (data); `BackoffState` counts attempts for one child or one
-connection. The n-th consecutive retry (n = 0, 1, ...) waits
-`min(cap, initial * factor**n) * (1 - jitter * u)` with `u` uniform in [0, 1) from an
-injectable `random.Random`, so the cap is a hard upper bound and `jitter=0` (or a seeded
-generator) makes delays exact. Attempts start again from 0 once the thing has been
-healthy for `reset_after` seconds before it failed.
+Supervisor restarts, stream reconnects, REST read retries, the externalId lookups after an
+ambiguous place, the recorder and the Executor's pause after a rejected order all wait
+`Backoff.delay`; only their parameters differ. `Backoff` is the policy (data);
+`BackoffState` counts attempts for one child or one connection. The n-th consecutive
+retry (n = 0, 1, ...) waits `min(cap, initial * factor**n) * (1 - jitter * u)` with `u`
+uniform in [0, 1) from an injectable `random.Random`, so the cap is a hard upper bound
+and `jitter=0` (or a seeded generator) makes delays exact. Attempts start again from 0
+once the thing has been healthy for `reset_after` seconds before it failed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import attrs
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"{attribute.name} must be ≥ 0, got {value!r}")
 
@@ -35,12 +37,12 @@ class Backoff:
     )  # healthy seconds that reset
 
     @factor.validator
-    def _check_factor(self, _attribute: attrs.Attribute, value: float) -> None:
+    def _check_factor(self, _attribute: attrs.Attribute[float], value: float) -> None:
         if not value >= 1:
             raise ValueError(f"factor must be ≥ 1, got {value!r}")
 
     @jitter.validator
-    def _check_jitter(self, _attribute: attrs.Attribute, value: float) -> None:
+    def _check_jitter(self, _attribute: attrs.Attribute[float], value: float) -> None:
         if not 0 <= value <= 1:
             raise ValueError(f"jitter must be within [0, 1], got {value!r}")
 
@@ -53,13 +55,15 @@ class Backoff:
     def fixed(cls, delay: float) -> Backoff:
         return cls(initial=delay, factor=1.0, cap=delay, jitter=0.0)
 
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Delay before retry number `attempt` (0-based)."""
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before retry number `attempt` (0-based); `rng` is needed only with jitter."""
         try:
             base = min(self.cap, self.initial * self.factor**attempt)
         except OverflowError:
             base = self.cap
         if self.jitter:
+            if rng is None:
+                raise ValueError("a jittered backoff needs a random generator")
             base *= 1.0 - self.jitter * rng.random()
         return base
 

@@ -92,3 +92,50 @@ def decide(
     if not expiring and age < coalesce_s - 1e-6:
         return Action(kind=ActionKind.NONE, wait_s=coalesce_s - age, reason=f"coalescing: {reason}")
     return Action(kind=ActionKind.REPLACE, target=target, reason=reason)
+
+
+def hold(
+    action: Action,
+    *,
+    now: float,
+    retry_at: float,
+    needs_approval: bool,
+    open_orders: int,
+    max_open_orders: int,
+    live_unacknowledged: bool,
+) -> Action:
+    """`decide`'s action, held back or changed by what the slot knows beyond its target.
+
+    A new order (place or replace) waits while the slot pauses after a refusal, while a
+    fill since the last approval awaits Risk's judgement (the approved size assumed the
+    position before it), and while `max_open_orders` may be open — unsettled orders
+    (cancel or place outcome unknown) count: reconciliation settles them first rather than
+    new ones stacking on top. A replace of an order whose placement has an unknown outcome
+    (timeout, 5xx) becomes a cancel by externalId: the venue cannot replace an order it
+    may not have; the new price goes out as a fresh order after that.
+    """
+    if action.kind not in (ActionKind.PLACE, ActionKind.REPLACE):
+        return action
+    if now < retry_at:
+        return Action(kind=ActionKind.NONE, wait_s=retry_at - now, reason="backing off")
+    if needs_approval:
+        return Action(kind=ActionKind.NONE, reason="filled: waiting for Risk")
+    if open_orders >= max_open_orders:
+        return Action(kind=ActionKind.NONE, wait_s=0.5, reason="open-order cap")
+    if action.kind is ActionKind.REPLACE and live_unacknowledged:
+        return Action(kind=ActionKind.CANCEL, reason="placement outcome unknown: cancel, then place afresh")
+    return action
+
+
+def idle_wait(
+    action: Action, *, now: float, default_s: float, stale_at: float | None, expires_at: float | None
+) -> float:
+    """How long a slot sleeps on NONE (unless woken): the action's wait, or `default_s`, but
+    no later than its targets go stale (`stale_at`) or its order is due for a refresh
+    (`expires_at`); never zero, since a timer already due would spin the loop."""
+    wait = action.wait_s if action.wait_s > 0 else default_s
+    if stale_at is not None:
+        wait = min(wait, stale_at - now + 0.001)
+    if expires_at is not None:
+        wait = min(wait, max(expires_at - now, 0.0) + 0.001)
+    return max(wait, 0.001)

@@ -1,7 +1,7 @@
 """Adverse-selection guards (#16): pure per-market state that adjusts a `QuoteIntent`.
 
-Every guard is configured in `markets[].guards` (`extmm.config.GuardsConfig`) and off by
-default. The Quoter feeds it book tops (`on_top`) and our fills (`on_fill`, inferred from
+Every guard is configured in `markets[].guards` (read here through
+`extmm.domain.params.GuardParams`) and off by default. The Quoter feeds it book tops (`on_top`) and our fills (`on_fill`, inferred from
 position changes, priced at the side's last quoted first level) and passes each intent
 through `apply`, which may pull or widen a side. Time is the caller's clock (trio's).
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from extmm.config import GuardsConfig
 from extmm.domain.markouts import MarkoutTracker
+from extmm.domain.params import GuardParams
 from extmm.domain.quoting import QuoteIntent
 from extmm.domain.units import MarketSpec, Side
 
@@ -37,7 +37,7 @@ def microprice(bid_ticks: int, bid_lots: int, ask_ticks: int, ask_lots: int, tic
 
 
 class QuoteGuards:
-    def __init__(self, cfg: GuardsConfig, spec: MarketSpec) -> None:
+    def __init__(self, cfg: GuardParams, spec: MarketSpec) -> None:
         self.cfg = cfg
         self.spec = spec
         self._paused_until = {Side.BUY: -math.inf, Side.SELL: -math.inf}
@@ -48,7 +48,9 @@ class QuoteGuards:
         self._mids: deque[tuple[float, float]] = deque()  # (t, mid) in the volatility window
         self._last_quote: dict[Side, int] = {}
         self._tracker = MarkoutTracker(horizons_s=(cfg.markout_horizon_s,), max_pending=1000)
-        self._markouts = {Side.BUY: deque(maxlen=cfg.markout_window), Side.SELL: deque(maxlen=cfg.markout_window)}
+        self._markouts: dict[Side, deque[float]] = {
+            Side.BUY: deque(maxlen=cfg.markout_window), Side.SELL: deque(maxlen=cfg.markout_window),
+        }
         self.sweeps = 0
         self.vol_pauses = 0
 
@@ -76,7 +78,8 @@ class QuoteGuards:
         if mid is not None and math.isfinite(mid) and mid > 0:
             if cfg.markout_widen_bps > 0:
                 for done in self._tracker.observe_mid(t, mid):
-                    self._markouts[done.key].append(done.bps)
+                    if isinstance(done.key, Side):  # always: `on_fill` keys fills by side
+                        self._markouts[done.key].append(done.bps)
             if cfg.vol_window_ms > 0:
                 self._volatility(t, mid)
         if cfg.sweep_window_ms > 0 and bid_ticks is not None and ask_ticks is not None:

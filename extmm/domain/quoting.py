@@ -12,7 +12,7 @@ intensity A in fills per second; k per USD of distance from the reference price.
 Funding (all models). Extended funds hourly and a positive rate means longs pay shorts:
 holding one unit long for the holding horizon H costs rate·mid·H/3600. The expected carry
 lowers the value of being long, so every model prices off the mid shifted by
-`funding_shift = −rate·mid·H/3600` (H = `ModelConfig.funding_horizon_s`): with a positive
+`funding_shift = −rate·mid·H/3600` (H = `ModelParams.funding_horizon_s`): with a positive
 rate both quotes drop, which makes buying less and selling more likely.
 
 Fees. A fill at distance δ from the reference earns δ − fee, so the maker fee rate (a
@@ -25,7 +25,7 @@ import math
 
 import attrs
 
-from extmm.config import MarketConfig, ModelConfig
+from extmm.domain.params import ModelParams, QuoteParams
 from extmm.domain.units import MarketSpec, Side
 
 SECONDS_PER_FUNDING_PERIOD = 3600.0  # Extended applies funding hourly; rates are per hour
@@ -190,10 +190,10 @@ def seed(
         half_spread_rel  = base_spread + α·σ·√horizon + β·|funding_carry|
         bid = fair·(1 − half_spread_rel),  ask = fair·(1 + half_spread_rel)
 
-    s = `mid`; q = `inventory` in quote sizes, so k (`MarketConfig.k`) is the relative
+    s = `mid`; q = `inventory` in quote sizes, so k (`markets[].k`) is the relative
     fair-price skew per quote size held — a long position lowers both quotes (this
     resolves the seed's sign ambiguity). σ = `sigma` is relative (fraction of price) per
-    √time unit, scaled to the move expected over `horizon` (`ModelConfig.horizon_s`,
+    √time unit, scaled to the move expected over `horizon` (`model.horizon_s`,
     60 s by default). `funding_carry` is the funding cost as a fraction of price over the
     holding horizon (rate·H/3600), so β widens the spread when funding is large either way.
     """
@@ -228,7 +228,7 @@ def funding_shift(*, mid: float, funding_rate: float, funding_horizon_s: float) 
 
 
 def default_intensity_k(*, spec: MarketSpec, mid: float, base_spread: float) -> float:
-    """k (per USD) when `ModelConfig.k` is null: 1 / max(base_spread·mid, one tick).
+    """k (per USD) when `model.k` is null: 1 / max(base_spread·mid, one tick).
 
     With little risk aversion both AS and GLFT quote a half-spread of about 1/k, so this
     makes the models start from the market's configured base half-spread, never tighter
@@ -336,7 +336,7 @@ def skewed_sizes(*, base_lots: int, inventory_lots: int) -> tuple[int, int]:
 
 
 def _model_quote(
-    *, model: ModelConfig, market: MarketConfig, spec: MarketSpec, reference: float, mid: float,
+    *, model: ModelParams, market: QuoteParams, spec: MarketSpec, reference: float, mid: float,
     inventory: float, sigma_rel: float, carry: float,
 ) -> ModelQuote:
     if model.type == "seed":
@@ -362,7 +362,7 @@ def _model_quote(
 def compute_quote(
     *,
     spec: MarketSpec,
-    market: MarketConfig,
+    market: QuoteParams,
     best_bid_ticks: int | None,
     best_ask_ticks: int | None,
     mid: float,
@@ -452,7 +452,7 @@ def target_lots(spec: MarketSpec, target_usd: float, mid: float) -> int:
 
 
 def ladder_levels(
-    spec: MarketSpec, market: MarketConfig, *, first_ticks: int, first_lots: int, mid: float, side: Side
+    spec: MarketSpec, market: QuoteParams, *, first_ticks: int, first_lots: int, mid: float, side: Side
 ) -> list[tuple[int, int]]:
     """Levels 2..`levels` of one side as (ticks, lots), before venue caps.
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import attrs
 
-from extmm.config import RiskConfig
+from extmm.domain.params import RiskLimits
 from extmm.domain.quoting import QuoteIntent
 from extmm.domain.units import MarketSpec
 
@@ -88,7 +88,7 @@ def limit_lots_at(spec: MarketSpec, limit_usd: float, ticks: int, mid: float) ->
     return lots
 
 
-def effective_limit_usd(limits: RiskConfig, snapshot: RiskSnapshot) -> tuple[float, bool]:
+def effective_limit_usd(limits: RiskLimits, snapshot: RiskSnapshot) -> tuple[float, bool]:
     """This market's position limit in USD now, and whether the account-wide limit binds.
 
     min(max_net_position_usd, max_total_net_position_usd − other markets' |net USD|)."""
@@ -125,7 +125,7 @@ def clamp_intent(
     intent: QuoteIntent,
     *,
     spec: MarketSpec,
-    limits: RiskConfig,
+    limits: RiskLimits,
     snapshot: RiskSnapshot,
     min_order_lots: int = 0,
 ) -> RiskDecision:

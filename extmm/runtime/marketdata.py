@@ -26,6 +26,7 @@ from typing import Any
 import trio
 from loguru import logger
 
+from extmm.domain.backoff import Backoff
 from extmm.sim.engine import EngineConfig
 from extmm.sim.replay import ReplayDriver, ReplayEngine
 from extmm.sim.server import SimHandle, serve_simulator
@@ -34,7 +35,7 @@ from extmm.venue.errors import VenueError
 from extmm.venue.network import NetworkVenue
 
 KINDS = ("orderbook", "trades", "mark", "funding")
-RECONNECT_CAP_S = 10.0
+SOURCE_RECONNECT = Backoff(initial=0.5, factor=2.0, cap=10.0, jitter=0.0)  # a source stream failed
 
 
 class MarketDataError(Exception):
@@ -106,7 +107,7 @@ async def pump(source: NetworkVenue, driver: LiveDriver, kind: str, market: str)
             failures += 1
             if kind == "orderbook":
                 driver.connection_lost(market)
-            delay = min(0.5 * 2 ** (failures - 1), RECONNECT_CAP_S)
+            delay = SOURCE_RECONNECT.delay(failures - 1)
             logger.warning("market data {}/{}: source stream failed ({}); again in {:.1f}s", kind, market, exc, delay)
             await trio.sleep(delay)
 

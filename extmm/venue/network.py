@@ -3,7 +3,8 @@
 Works against the real venue or anything speaking its protocol (our simulator over
 loopback): it only needs the REST and stream base URLs. One instance per sub-account;
 it owns the httpx client and the account's token bucket, so use it as an async context
-manager. Writes are never blindly retried; an ambiguous place is settled by externalId.
+manager. Writes are never blindly retried; an ambiguous place is settled by externalId
+(`extmm.venue.placement`). The stream subscriptions are in `extmm.venue.network_streams`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import random
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import trio
-from loguru import logger
 
 import extmm
 from extmm.venue.endpoints import Endpoint, SigningDomain
@@ -32,6 +30,7 @@ from extmm.venue.errors import (
     VenueError,
 )
 from extmm.venue.lane import WriteLane
+from extmm.venue.network_streams import NetworkStreams
 from extmm.venue.parse import (
     parse_balance,
     parse_fee_rates,
@@ -44,21 +43,11 @@ from extmm.venue.parse import (
     parse_signing_domain,
     parse_trade,
 )
+from extmm.venue.placement import PLACE_LOOKUP, orders_by_external_id, settle_ambiguous_place
 from extmm.venue.ratelimit import Priority, TokenBucket
 from extmm.venue.rest import ChannelObserver, Observer, RequestOutcome, RestClient, RetryPolicy
 from extmm.venue.signing import Credentials, NonceSource, OrderSigner, dumps
-from extmm.venue.streams import (
-    AccountSubscription,
-    StreamOptions,
-    StreamSubscription,
-    account_url,
-    funding_url,
-    mark_price_url,
-    open_account_stream,
-    open_stream,
-    orderbook_url,
-    public_trades_url,
-)
+from extmm.venue.streams import StreamOptions
 from extmm.venue.types import (
     BalanceInfo,
     FeeRates,
@@ -74,28 +63,8 @@ from extmm.venue.types import (
 
 DEFAULT_USER_AGENT = f"extmm/{extmm.__version__}"
 
-# How an ambiguous place (timeout, 5xx, garbled ack) is settled: look the externalId up
-# a few times, backing off; only an absence seen this long after the failure counts as
-# "not placed" (the venue acknowledges before its engine has the order, SPEC §4.8).
-PLACE_LOOKUP = RetryPolicy(attempts=4, base_s=0.5, cap_s=4.0)
-PLACE_ABSENT_AFTER_S = 1.0
 
-
-def placement_known(error: BaseException) -> bool | None:
-    """After `place_order` raised: False = the order is known not to exist, None = unknown.
-
-    Definite refusals (OrderRejected, RateLimited, AuthError) never placed anything and
-    also read as False; ambiguous failures carry the verdict of the externalId lookup.
-    """
-    verdict = getattr(error, "placed", None)
-    if verdict is not None:
-        return verdict
-    if isinstance(error, NetworkError | TransientServerError | MalformedResponse):
-        return None
-    return False
-
-
-class NetworkVenue:
+class NetworkVenue(NetworkStreams):
     """Implements `extmm.venue.port.ExchangePort` over REST and v1 streams.
 
     `credentials=None` gives a public-only venue (markets and public streams). The
@@ -265,7 +234,7 @@ class NetworkVenue:
         return parse_list(data, parse_order, "open orders")
 
     async def get_orders_by_external_id(self, external_id: str) -> list[OrderInfo]:
-        return await self._orders_by_external_id(external_id, retry=True)
+        return await orders_by_external_id(self.rest, external_id, retry=True)
 
     async def get_order_history(self, market: str | None = None, limit: int = 100) -> list[OrderInfo]:
         params = [*_market_param(market), ("limit", limit)]
@@ -341,7 +310,9 @@ class NetworkVenue:
             )
             return parse_placed_order(data)
         except (NetworkError, TransientServerError, MalformedResponse) as exc:
-            return await self._settle_ambiguous_place(order, exc)
+            return await settle_ambiguous_place(
+                self.rest, order, exc, lookup=self._place_lookup, rng=self._rng
+            )
 
     async def cancel_order(self, order_id: int) -> None:
         await self.rest.request(
@@ -410,46 +381,6 @@ class NetworkVenue:
             fast=True,
         )
 
-    # -- streams ----------------------------------------------------------------------------------
-    def orderbook_stream(
-        self, market: str, *, depth: int | None = None
-    ) -> AbstractAsyncContextManager[StreamSubscription]:
-        return open_stream(
-            orderbook_url(self.stream_url, market, depth=depth),
-            user_agent=self._user_agent,
-            strict_seq=True,
-            name=f"orderbooks/{market}",
-            options=self._stream_options,
-            topic="orderbook",
-        )
-
-    def public_trades_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        # Trades and funding: "clients can skip … out of sequence" (SPEC §5.3).
-        return self._topic_stream(
-            public_trades_url(self.stream_url, market), f"publicTrades/{market}", "trades", strict_seq=False
-        )
-
-    def funding_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        return self._topic_stream(
-            funding_url(self.stream_url, market), f"funding/{market}", "funding", strict_seq=False
-        )
-
-    def mark_price_stream(self, market: str) -> AbstractAsyncContextManager[StreamSubscription]:
-        # The 2025 documentation asks for a reconnect on a mark frame out of seq order (SPEC §5.7, §12).
-        return self._topic_stream(
-            mark_price_url(self.stream_url, market), f"prices/mark/{market}", "mark", strict_seq=True
-        )
-
-    def account_stream(self) -> AbstractAsyncContextManager[AccountSubscription]:
-        if self._credentials is None:
-            raise RuntimeError("the account stream needs credentials (public-only venue)")
-        return open_account_stream(
-            account_url(self.stream_url),
-            user_agent=self._user_agent,
-            api_key=self._credentials.api_key,
-            options=self._stream_options,
-        )
-
     # -- health -------------------------------------------------------------------------------------
     def statistics(self) -> VenueStats:
         tokens = self._limiter.tokens_available() if _in_trio() else 0.0
@@ -467,30 +398,6 @@ class NetworkVenue:
         )
 
     # -- internals ------------------------------------------------------------------------------------
-    def _topic_stream(
-        self, url: str, name: str, topic: str, *, strict_seq: bool
-    ) -> AbstractAsyncContextManager[StreamSubscription]:
-        return open_stream(
-            url,
-            user_agent=self._user_agent,
-            strict_seq=strict_seq,
-            name=name,
-            options=self._stream_options,
-            topic=topic,
-        )
-
-    async def _orders_by_external_id(self, external_id: str, *, retry: bool) -> list[OrderInfo]:
-        path = f"/user/orders/external/{quote(external_id, safe='')}"
-        try:
-            data = await self.rest.get(path, operation="get_orders_by_external_id", private=True, retry=retry)
-        except OrderRejected as exc:
-            if exc.http_status == 404:
-                return []
-            raise
-        return [
-            o for o in parse_list(data, parse_order, "orders by externalId") if o.external_id == external_id
-        ]
-
     async def _signer_for(self, market: str) -> OrderSigner:
         if self._credentials is None:
             raise RuntimeError("placing orders needs credentials (public-only venue)")
@@ -515,33 +422,6 @@ class NetworkVenue:
         self._sent_ids[external_id] = None
         while len(self._sent_ids) > self._sent_id_memory:
             self._sent_ids.popitem(last=False)
-
-    async def _settle_ambiguous_place(self, order: OrderRequest, error: VenueError) -> PlacedOrder:
-        failed_at = trio.current_time()
-        logger.warning(
-            "place {}: outcome unknown ({}); looking it up by externalId", order.external_id, error
-        )
-        absent_confirmed = False
-        for attempt in range(self._place_lookup.attempts):
-            await trio.sleep(self._place_lookup.delay(attempt, self._rng))
-            try:
-                found = await self._orders_by_external_id(order.external_id, retry=False)
-            except VenueError as exc:
-                logger.info("place {}: lookup failed ({})", order.external_id, exc)
-                continue
-            if found:
-                logger.info("place {}: the venue has it (id {})", order.external_id, found[0].id)
-                return PlacedOrder(id=found[0].id, external_id=order.external_id)
-            if trio.current_time() - failed_at >= PLACE_ABSENT_AFTER_S:
-                absent_confirmed = True
-        error.placed = False if absent_confirmed else None  # type: ignore[attr-defined]
-        logger.warning(
-            "place {}: {}",
-            order.external_id,
-            "not placed" if absent_confirmed else "still unknown after lookups",
-        )
-        raise error
-
 
 def proxied(url: str) -> bool:
     """Whether the environment sends requests to `url` through a proxy (the stdlib's reading

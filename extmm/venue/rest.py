@@ -21,6 +21,7 @@ import httpx
 import trio
 from loguru import logger
 
+from extmm.domain.backoff import Backoff
 from extmm.domain.stats import nearest_rank
 from extmm.venue.errors import (
     AuthError,
@@ -40,16 +41,22 @@ QueryParams = Sequence[tuple[str, str | int]] | Mapping[str, str | int] | None
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter: try `attempts` times in all."""
+    """Try `attempts` times in all, pausing by the one backoff formula between tries
+    (`extmm.domain.backoff`): `base_s` doubling up to `cap_s`, up to half of each pause
+    taken off at random."""
 
     attempts: int = 4
     base_s: float = 0.25
     cap_s: float = 8.0
+    backoff: Backoff = attrs.field(init=False)
+
+    @backoff.default
+    def _backoff(self) -> Backoff:
+        return Backoff(initial=self.base_s, factor=2.0, cap=self.cap_s, jitter=0.5)
 
     def delay(self, retry: int, rng: random.Random) -> float:
-        """Pause before retry number `retry` (0-based): half fixed, half random ("equal jitter")."""
-        ceiling = min(self.cap_s, self.base_s * 2.0**retry)
-        return ceiling / 2.0 + rng.random() * ceiling / 2.0
+        """Pause before retry number `retry` (0-based)."""
+        return self.backoff.delay(retry, rng)
 
 
 @attrs.frozen(kw_only=True)

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 from loguru import logger
 
+from extmm.domain.backoff import Backoff
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import StreamClosed
 from extmm.venue.port import ExchangePort
@@ -35,6 +36,9 @@ from extmm.venue.types import (
     PositionsUpdate,
     track_open_orders,
 )
+
+# Reconnect pacing when the caller gives none (the root passes the bots' stream policy).
+DEFAULT_RECONNECT = Backoff(initial=0.5, factor=2.0, cap=10.0, jitter=0.0)
 
 
 class HubSubscription:
@@ -82,7 +86,7 @@ class SharedAccountStream:
         self,
         port: ExchangePort,
         *,
-        reconnect_delay: Callable[[int], float] = lambda n: min(0.5 * 2 ** (n - 1), 10.0),
+        reconnect_delay: Callable[[int], float] = lambda n: DEFAULT_RECONNECT.delay(n - 1),
         queue_size: int = 1024,
     ) -> None:
         self._port = port

@@ -46,14 +46,14 @@ async def test_an_unknown_placement_is_cancelled_by_external_id_then_requoted():
     )
     ex = _Executor(port=port, spec=SPEC, params=params, ids=ExternalIdFactory("extmm", run_id="t"),
                    epoch_ms=lambda: 1_790_000_000_000, telemetry=Telemetry(None))
-    buy = ex.sides[Side.BUY]
+    buy = ex.orders.sides[Side.BUY]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ex.side_worker, buy)
         ex.on_approved(Approved(bid=SideTarget(ticks=100_000, lots=10), ask=None, reasons=(),
                                 decided_at=trio.current_time()))
         await trio.sleep(0.01)
         first = port.places[0].external_id
-        assert ex.records[first].state is om.OrderState.PENDING_NEW  # outcome unknown
+        assert ex.orders.records[first].state is om.OrderState.PENDING_NEW  # outcome unknown
 
         ex.on_approved(Approved(bid=SideTarget(ticks=100_010, lots=10), ask=None, reasons=(),
                                 decided_at=trio.current_time()))
@@ -64,4 +64,4 @@ async def test_an_unknown_placement_is_cancelled_by_external_id_then_requoted():
     assert all(order.cancel_id != first for order in port.places)
     # ...and the new price went out as a fresh order.
     assert port.places[-1].price == Decimal(100_010) and port.places[-1].cancel_id is None
-    assert ex.records[first].state is om.OrderState.PENDING_CANCEL
+    assert ex.orders.records[first].state is om.OrderState.PENDING_CANCEL

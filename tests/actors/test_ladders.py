@@ -64,7 +64,7 @@ async def test_ladder_places_every_level_then_replaces_only_the_levels_that_move
     bids = [(100_000, 10), (99_950, 10), (99_900, 20)]
     asks = [(100_100, 10), (100_150, 10), (100_200, 20)]
     async with trio.open_nursery() as nursery:
-        for slot in ex.slots:
+        for slot in ex.orders.slots:
             nursery.start_soon(ex.side_worker, slot)
         ex.on_approved(_approved(bids, asks))
         await trio.sleep(0.05)
@@ -86,17 +86,17 @@ async def test_ladder_places_every_level_then_replaces_only_the_levels_that_move
     }
     assert port.cancels == []
     # 6 live orders, and the 2 replaced ones until the venue confirms they are gone.
-    assert len(ex.open_ids) == 8
-    assert {slot.live for slot in ex.slots} == {p.external_id for p in port.places} - {
+    assert len(ex.orders.open_ids) == 8
+    assert {slot.live for slot in ex.orders.slots} == {p.external_id for p in port.places} - {
         by_price[99_950], by_price[100_100]}
-    assert ex.replaces == 2
+    assert ex.counts.replaces == 2
 
 
 async def test_ladder_levels_count_against_the_open_order_cap():
     port = RecordingPort()
     ex = _executor(port, levels=3, max_open_orders=4)
     async with trio.open_nursery() as nursery:
-        for slot in ex.slots:
+        for slot in ex.orders.slots:
             nursery.start_soon(ex.side_worker, slot)
         ex.on_approved(_approved([(100_000, 10), (99_950, 10), (99_900, 20)],
                                  [(100_100, 10), (100_150, 10), (100_200, 20)]))

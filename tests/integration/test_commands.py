@@ -29,15 +29,9 @@ import trio
 
 from extmm.cli import main as cli_main
 from extmm.commands import status as status_command
+from extmm.commands._online_checks import CheckResult, check_credentials, check_sizes
+from extmm.commands._venue_target import ApiKeyOnly, UsageError, resolve_target
 from extmm.commands.cancel_all import CancelOutcome, cancel_open_orders, report
-from extmm.commands.check import (
-    ApiKeyOnly,
-    CheckResult,
-    UsageError,
-    check_credentials,
-    check_sizes,
-    resolve_target,
-)
 from extmm.config import parse_config
 from extmm.domain.units import Side
 from extmm.markets import bundled_markets

@@ -23,7 +23,7 @@ import trio
 from rich.console import Console
 
 from extmm.config import load_config
-from extmm.ops.dashboard import render
+from extmm.ops.dashboard_render import render
 from extmm.ops.logs import configure_logging
 from extmm.ops.metrics import Metrics
 from extmm.ops.secrets import clear_registered_secrets, load_secrets

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from extmm.domain.units import Side
 from extmm.markets import bundled_spec
-from extmm.research.bench.latency import LatencyOptions, bench_config, percentile, signing_floor
+from extmm.research.bench._latency_bot import LatencyOptions, bench_config, signing_floor
+from extmm.research.bench.latency import percentile
 from extmm.sim.probe import LatencyProbe, build_probe_engine, probe_market_objects
 from extmm.sim.probe_server import ProbeHandle, _seq_of, serve_probe_simulator
 from extmm.sim.probe_track import MarketTrack, ProbeFrame, ProbeSettings, grid_cycle
@@ -280,7 +281,8 @@ def test_bench_latency_end_to_end_prints_one_coherent_json_line() -> None:
 
 
 def test_cpu_plan_gives_the_bot_one_core_and_the_simulator_the_rest(monkeypatch) -> None:
-    from extmm.research.bench.latency import LatencyOptions, cpu_plan
+    from extmm.research.bench._latency_bot import LatencyOptions
+    from extmm.research.bench._latency_sim import cpu_plan
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
     assert cpu_plan(LatencyOptions()) == {"bot": {0}, "simulator": {1, 2}}

@@ -126,7 +126,8 @@ def test_margin_need_is_position_plus_quote_over_leverage():
 
 
 async def test_check_reports_leverage_and_flags_margin_the_balance_cannot_cover():
-    from extmm.commands.check import VenueTarget, run_network_checks
+    from extmm.commands._online_checks import run_network_checks
+    from extmm.commands._venue_target import VenueTarget
     from extmm.ops.secrets import SecretsError
 
     covered = make_config(markets=[{"name": "BTC-USD", "leverage": 5, "min_order_size": 0.0001}])

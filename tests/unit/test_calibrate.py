@@ -333,7 +333,7 @@ def test_the_estimates_reach_the_dashboard():
     import attrs
     from rich.console import Console
 
-    from extmm.ops.dashboard import render
+    from extmm.ops.dashboard_render import render
     from extmm.ops.status import MarketStatus, example_status
     from extmm.ops.telemetry import ModelEstimate, QuoteStats, TelemetryView
 

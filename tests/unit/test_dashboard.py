@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.segment import Segment
 
 from extmm.ops import dashboard
-from extmm.ops.dashboard import prerender, render, run_dashboard, summary_line
+from extmm.ops.dashboard import prerender, run_dashboard
+from extmm.ops.dashboard_render import render, summary_line
 from extmm.ops.status import (
     ActorStatus,
     AppStatus,

@@ -111,7 +111,7 @@ async def test_quoter_pulls_the_filled_side_for_the_cooldown_and_reports_why(aut
     import trio
 
     from actors.messages import Inventory, Proposal, TopOfBook
-    from actors.quoter import quoter
+    from actors.quoter import quoter_actor
     from extmm.config import MarketConfig
     from extmm.ops.telemetry import Telemetry
 
@@ -137,7 +137,7 @@ async def test_quoter_pulls_the_filled_side_for_the_cooldown_and_reports_why(aut
                 return msg
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: quoter(spec=SPEC, market=market, inbox=q_recv, out=out_send, quote_loop_s=0.25,
+        nursery.start_soon(lambda: quoter_actor(spec=SPEC, market=market, inbox=q_recv, out=out_send, quote_loop_s=0.25,
                                           maker_fee_rate=0.0, telemetry=Telemetry(None)))
         await q_send.send(inventory(0))
         await q_send.send(top())

@@ -1,7 +1,7 @@
 """The pure core performs no I/O and reads no clock: checked on the source (AST).
 
-Covers every module under `extmm/domain/` and `extmm/quoting.py`, following imports of
-other `extmm` modules transitively, so impurity cannot hide one module away.
+Covers every module under `extmm/domain/`, following imports of other `extmm` modules
+transitively, so impurity cannot hide one module away.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FORBIDDEN_MODULES = frozenset(
         "threading", "multiprocessing", "concurrent", "time", "importlib",
     }
 )
-# What an extmm module outside the pure core (e.g. extmm.config, for its attrs classes)
+# What an extmm module outside the pure core (none today: the layer rules forbid it)
 # may not import when the pure core imports it: it may read files, but not talk to the
 # network, run an event loop or log.
 FORBIDDEN_TRANSITIVELY = frozenset(
@@ -115,10 +115,7 @@ def _module_name(path: Path) -> str:
 
 
 def pure_roots() -> list[Path]:
-    roots = sorted((PACKAGE / "domain").rglob("*.py"))
-    if (PACKAGE / "quoting.py").is_file():
-        roots.append(PACKAGE / "quoting.py")
-    return roots
+    return sorted((PACKAGE / "domain").rglob("*.py"))
 
 
 def scan(roots: list[Path]) -> dict[str, list[str]]:

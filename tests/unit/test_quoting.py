@@ -11,11 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import extmm.domain.quoting as domain_quoting
-import extmm.quoting as quoting
 from extmm.config import MarketConfig, ModelConfig
-from extmm.markets import bundled_spec
-from extmm.quoting import (
+from extmm.domain.quoting import (
     QuoteIntent,
     avellaneda_stoikov,
     compute_quote,
@@ -27,6 +24,7 @@ from extmm.quoting import (
     seed,
     skewed_sizes,
 )
+from extmm.markets import bundled_spec
 
 ETH = bundled_spec("ETH-USD")  # tick 0.1, lot 0.001, min 0.01
 BTC = bundled_spec("BTC-USD")  # tick 1, lot 0.00001, min 0.0001
@@ -36,11 +34,6 @@ ETH_SMALL_MIN = attrs.evolve(ETH, min_order_size=Decimal("0.001"))
 def eth_market(**overrides) -> MarketConfig:
     model = overrides.pop("model", ModelConfig())
     return MarketConfig(name="ETH-USD", model=model, **overrides)
-
-
-def test_reexports_are_the_domain_objects():
-    for name in quoting.__all__:
-        assert getattr(quoting, name) is getattr(domain_quoting, name)
 
 
 # -- Avellaneda–Stoikov -------------------------------------------------------------------

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extmm.config import MarketConfig, RiskConfig
+from extmm.domain.quoting import QuoteIntent, compute_quote
 from extmm.domain.risk import RiskReason, RiskSnapshot, clamp_intent, position_limit_lots
 from extmm.markets import bundled_spec
-from extmm.quoting import QuoteIntent, compute_quote
 
 ETH = bundled_spec("ETH-USD")  # lot 0.001, venue min 0.01 ETH
 ETH_SMALL_MIN = attrs.evolve(ETH, min_order_size=Decimal("0.001"))

@@ -277,7 +277,7 @@ def test_panel_metrics_and_healthz_show_a_degraded_journal() -> None:
     from rich.console import Console
 
     from extmm.journal.actor import JournalStats
-    from extmm.ops.dashboard import render
+    from extmm.ops.dashboard_render import render
     from extmm.ops.metrics import Metrics, health_payload
     from extmm.ops.status import example_status
 

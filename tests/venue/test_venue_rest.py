@@ -27,7 +27,8 @@ from extmm.venue.errors import (
     RateLimited,
     TransientServerError,
 )
-from extmm.venue.network import NetworkVenue, placement_known
+from extmm.venue.network import NetworkVenue
+from extmm.venue.placement import placement_known
 from extmm.venue.port import ExchangePort
 from extmm.venue.ratelimit import TokenBucket
 from extmm.venue.rest import RequestOutcome, RetryPolicy
@@ -46,7 +47,7 @@ EXPIRY_MS = 1790427600000
 
 
 class ZeroJitter(random.Random):
-    """Backoff without its random half, so virtual times are exact."""
+    """Backoff with nothing taken off at random, so virtual times are exact."""
 
     def random(self) -> float:
         return 0.0
@@ -113,7 +114,7 @@ class FakeVenue:
 def make_venue(
     fake: FakeVenue, *, credentials: Credentials | None = CREDENTIALS, **kwargs: Any
 ) -> NetworkVenue:
-    kwargs.setdefault("retry", RetryPolicy(attempts=3, base_s=1.0, cap_s=8.0))
+    kwargs.setdefault("retry", RetryPolicy(attempts=3, base_s=0.5, cap_s=4.0))
     kwargs.setdefault("rng", ZeroJitter())
     kwargs.setdefault("limiter", TokenBucket(capacity=1000, refill_per_s=1000.0))
     kwargs.setdefault("nonces", NonceSource(start=1))
@@ -342,7 +343,7 @@ async def test_429_backs_off_then_succeeds_at_exact_virtual_times(
         orders = await venue.get_open_orders()
         stats = venue.statistics()
     assert len(orders) == 1
-    # base 1 s, zero jitter: half of 1 s, then half of 2 s
+    # base 0.5 s, zero jitter: 0.5 s, then 1 s
     assert [t - t0 for t in fake.times] == [pytest.approx(0.0), pytest.approx(0.5), pytest.approx(1.5)]
     assert (stats.requests, stats.errors, stats.rate_limited) == (3, 2, 2)
 
@@ -495,8 +496,8 @@ async def test_ambiguous_place_absent_after_lookups_is_marked_not_placed(
     assert placement_known(caught.value) is False
     assert len(fake.seen("POST", "/user/order")) == 1
     assert len(fake.seen("GET", "/user/orders/external/ext-1")) == 4
-    # lookups after 0.25, 0.5, 1, 2 s (zero jitter, base 0.5, cap 4)
-    assert elapsed == pytest.approx(3.75)
+    # lookups after 0.5, 1, 2, 4 s (PLACE_LOOKUP: base 0.5, cap 4; nothing taken off at random)
+    assert elapsed == pytest.approx(7.5)
 
 
 async def test_ambiguous_place_with_failing_lookups_stays_unknown(

@@ -23,7 +23,8 @@ from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.faults import FaultController
 from extmm.sim.server import SimHandle, serve_simulator
 from extmm.venue.errors import OrderBuildFailed, OrderRejected, RateLimited, TransientServerError
-from extmm.venue.network import NetworkVenue, placement_known
+from extmm.venue.network import NetworkVenue
+from extmm.venue.placement import placement_known
 from extmm.venue.rest import RequestOutcome, RetryPolicy
 from extmm.venue.signing import Credentials, NonceSource
 from extmm.venue.streams import StreamOptions
