@@ -413,6 +413,13 @@ class SimEngine:
     def _now(self) -> int:
         return self.world.now
 
+    @_now.setter
+    def _now(self, now_ms: int) -> None:
+        self.world.now = now_ms
+
+    def _run_timers(self, until_ms: int) -> None:
+        self.timers.run(until_ms)
+
     @property
     def _accounts(self) -> dict[int, AccountState]:
         return self.world.accounts
