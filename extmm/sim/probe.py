@@ -9,7 +9,7 @@ them by price. `GET /probe/latency` returns the samples (`python -m extmm bench 
 
 This module drives the mids and pairs frames with orders (`LatencyProbe`); the per-market
 bookkeeping is `extmm.sim.probe_track`, the taps on the served app and the serving
-`extmm.sim.probe_server`, the command line `extmm.commands.sim`.
+`extmm.sim.probe_server`, the command line `extmm.commands._sim_probe`.
 """
 
 from __future__ import annotations
