@@ -60,7 +60,7 @@ def to_hftbacktest_events(path: Path, market: str) -> tuple[NDArray[Any], dict[s
     )
     from hftbacktest.data import correct_event_order, validate_event_order
 
-    from extmm.research.record import read_recording
+    from extmm.sim.recording import read_recording
 
     rows: list[tuple[int, int, int, float, float]] = []
     counts = {"snapshots": 0, "deltas": 0, "level_updates": 0, "trade_messages": 0, "prints": 0}
@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from extmm.domain.calibration import observe_records
     from extmm.markets import bundled_markets, spec_from_market
-    from extmm.research.record import read_recording, record_synthetic
+    from extmm.research.record import record_synthetic
+    from extmm.sim.recording import read_recording
 
     logger.remove()
     workdir = Path(tempfile.mkdtemp(prefix="extmm-vs-hbt-"))

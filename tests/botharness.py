@@ -19,7 +19,8 @@ import trio
 from extmm.config import BotConfig, load_config, parse_config
 from extmm.ops.telemetry import AccountStats, ExecStats
 from extmm.sim.inproc import InProcessVenue, inprocess_simulator
-from extmm.sim.runner import SimHandle, SimRunner
+from extmm.sim.runner import SimRunner
+from extmm.sim.server import SimHandle
 from extmm.venue.endpoints import SigningDomain
 from extmm.venue.signing import NonceSource, OrderSigner, is_ours
 from supervisors.root import RootSupervisor, RunSummary

@@ -122,7 +122,7 @@ async def open_venue(
     )
     async with trio.open_nursery() as nursery:
         if target.endpoint is None:
-            from extmm.sim.runner import serve_simulator
+            from extmm.sim.server import serve_simulator
 
             handle = await nursery.start(partial(serve_simulator, seed=0))
             rest_url, stream_url, domain = handle.rest_url, handle.stream_url, None

@@ -154,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     replay: tuple[Path, ...] = ()
     if args.replay:
-        from extmm.research.record import RecordingError, expand_parts
+        from extmm.sim.recording import RecordingError, expand_parts
 
         try:
             replay = tuple(expand_parts(args.replay))
@@ -232,7 +232,7 @@ def _feed_latency(text: str) -> float | None:
 def _known_failures(exc: BaseException) -> list[str]:
     """Messages of the expected failures (bad recording, bot cannot start) inside `exc`, else []."""
     from extmm.research.backtest.run import BacktestError
-    from extmm.research.record import RecordingError
+    from extmm.sim.recording import RecordingError
     from supervisors.root import StartupError
 
     leaves = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else [exc]

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     import extmm.ops.logs as logs
     from extmm.domain.calibration import model_snippets, observe_records
     from extmm.markets import spec_from_market
-    from extmm.research.record import RecordingError, read_recording
+    from extmm.sim.recording import RecordingError, read_recording
 
     logs.configure_logging(level="WARNING")
     if args.interval_s <= 0 or args.min_count < 1 or args.gamma <= 0 or args.horizon_s <= 0:

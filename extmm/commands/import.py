@@ -58,7 +58,7 @@ def _step(text: str | None, what: str) -> Decimal | None:
 def main(args: argparse.Namespace) -> int:
     from extmm.research.dataimport import binance_futures, tardis
     from extmm.research.dataimport.common import Event, ImportError_, ImportStats, parse_map, write_recording
-    from extmm.research.record import RecordingError
+    from extmm.sim.recording import RecordingError
 
     try:
         symbols = parse_map(args.map)

@@ -8,7 +8,7 @@ One WebSocket per market and kind (order book, public trades, funding, mark pric
 every frame is stored byte for byte with its receive time, reconnecting with backoff.
 Parts rotate at `--rotate-mb` of compressed output. Runs until Ctrl-C / SIGTERM or
 `--duration`, then prints one JSON line: files, frames by kind, reconnects. The format
-is described in `extmm/research/record.py`. Public data only: no credentials are needed or read.
+is described in `extmm/sim/recording.py`. Public data only: no credentials are needed or read.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(args: argparse.Namespace) -> int:
     import extmm.ops.logs as logs
-    from extmm.research.record import KINDS
+    from extmm.sim.recording import KINDS
     from extmm.venue.endpoints import endpoint_for
 
     markets = [m.strip() for m in args.markets.split(",") if m.strip()]
@@ -151,7 +151,8 @@ async def record_main(
     `wall_clock_ms` is read once, here; receive times are that reading plus trio time."""
     from loguru import logger
 
-    from extmm.research.record import RecordingWriter, WebSocketSource, record
+    from extmm.research.record import WebSocketSource, record
+    from extmm.sim.recording import RecordingWriter
 
     clock = epoch_clock(wall_clock_ms())
     raw_markets = await fetch_markets(rest_url, stream_url, markets)

@@ -9,6 +9,9 @@ credentials of the built-in account, so a script can start it and read where to 
 
 The key pair is fresh per run unless given. It is a paper key for a simulator, printed on
 purpose; never pass a real venue key here. Fault knobs: see `extmm.sim.faults`.
+
+`python -m extmm sim probe [...]` runs it in latency-probe mode instead (see
+`extmm.commands._sim_probe`; used by `python -m extmm bench latency`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import trio
 
 from extmm.argtypes import log_level, non_negative_int, port_number
+from extmm.commands import _sim_probe
 from extmm.markets import bundled_markets
 from extmm.sim.faults import FaultSpecError, parse_faults
 from extmm.sim.ratebudget import DEFAULT_IP_RATE_LIMIT_PER_MIN
@@ -99,6 +103,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default {DEFAULT_IP_RATE_LIMIT_PER_MIN}, the venue's default tier; 0 = unlimited)",
     )
     parser.set_defaults(handler=run)
+    modes = parser.add_subparsers(dest="sim_mode", metavar="MODE")
+    _sim_probe.register(modes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,7 +183,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 async def _main(**options: Any) -> int:
     from extmm.ops.gctune import settle_heap
-    from extmm.sim.runner import serve_simulator
+    from extmm.sim.server import serve_simulator
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -63,8 +63,8 @@ def main(args: argparse.Namespace) -> int:
         print("tune: needs Optuna — install the tune extra: pip install 'extmm[tune]'", file=sys.stderr)
         return 2
     from extmm.commands import load_config_or_report
-    from extmm.research.record import RecordingError, expand_parts
     from extmm.research.tuning import Data, TuneError, apply_params, load_space, open_storage, replay_span
+    from extmm.sim.recording import RecordingError, expand_parts
 
     if load_config_or_report(args.config) is None:
         return 2

@@ -181,7 +181,7 @@ class Data:
 
 
 def replay_span(paths: Sequence[Path]) -> tuple[int, int]:
-    from extmm.research.record import RecordingReader
+    from extmm.sim.recording import RecordingReader
 
     first = last = None
     for record in RecordingReader(list(paths)):

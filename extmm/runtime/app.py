@@ -118,7 +118,7 @@ async def run_bot(
                     "or 0 to disable); nothing was sent"
                 ) from None
         if opts.network == "paper":
-            from extmm.sim.runner import serve_simulator
+            from extmm.sim.server import serve_simulator
 
             seed = opts.seed if opts.seed is not None else random.randrange(2**31)
             names = [m.name for m in cfg.enabled_markets]

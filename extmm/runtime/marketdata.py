@@ -29,7 +29,8 @@ from loguru import logger
 from extmm.domain.backoff import Backoff
 from extmm.sim.engine import EngineConfig
 from extmm.sim.replay import ReplayDriver, ReplayEngine
-from extmm.sim.runner import SimHandle, Subscription, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
+from extmm.sim.subscription import Subscription
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE
 from extmm.venue.errors import VenueError
 from extmm.venue.network import NetworkVenue

@@ -27,16 +27,11 @@ from loguru import logger
 from extmm.sim import wire
 from extmm.sim.engine import SimEngine
 from extmm.sim.faults import FaultSpec, parse_faults
+from extmm.sim.launch import SimCredentials, build_engine, set_account_fees
 from extmm.sim.model import AccountInfo, SimReject
 from extmm.sim.ratebudget import AddressBudget
-from extmm.sim.runner import (
-    SimCredentials,
-    SimRunner,
-    StreamKind,
-    Subscription,
-    build_engine,
-    set_account_fees,
-)
+from extmm.sim.runner import SimRunner
+from extmm.sim.subscription import StreamKind, Subscription
 from extmm.venue import parse
 from extmm.venue.endpoints import SigningDomain
 from extmm.venue.errors import (

@@ -282,7 +282,9 @@ class AccountInfo:
 
 
 @attrs.frozen(kw_only=True)
-class OrderEvent:
+class OrderStateEvent:
+    """An order's new state on the account stream (SPEC §5.4 ORDER); not `extmm.domain.orders.OrderEvent`."""
+
     account_id: int
     order: OrderState
     ts: int
@@ -340,7 +342,7 @@ class FundingRateEvent:
     applied: bool
 
 
-AccountEvent = OrderEvent | TradeEvent | PositionEvent | BalanceEvent
+AccountEvent = OrderStateEvent | TradeEvent | PositionEvent | BalanceEvent
 MarketEvent = PublicTradesEvent | MarkPriceEvent | IndexPriceEvent | FundingRateEvent
 SimEvent = AccountEvent | MarketEvent
 

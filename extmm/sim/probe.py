@@ -1,59 +1,41 @@
 """Probe mode of the simulator: deterministic book moves that time a bot's tick-to-wire path.
 
-`python -m extmm.sim.probe` serves synthetic markets (copies of BTC-USD named P1-USD, P2-USD …)
+`python -m extmm sim probe` serves synthetic markets (copies of BTC-USD named P1-USD, P2-USD …)
 whose crowd book has no noise and no takers. Once started (`POST /probe/start`) it learns
 where the bot quotes relative to the mid, then moves each market's mid along a fixed grid
 at a fixed rate; it stamps when each moving book frame is written to a stream socket and
 when each order request has fully arrived (before parsing or signature checks), and pairs
 them by price. `GET /probe/latency` returns the samples (`python -m extmm bench latency`).
+
+This module drives the mids and pairs frames with orders (`LatencyProbe`); the per-market
+bookkeeping is `extmm.sim.probe_track`, the taps on the served app and the serving
+`extmm.sim.probe_server`, the command line `extmm.commands._sim_probe`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import secrets
-import signal
-import sys
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from typing import Any
-from urllib.parse import unquote
 
 import attrs
 import orjson
 import trio
 from loguru import logger
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route, Router
 
-from extmm.domain.units import MarketSpec, Rounding, Side
+from extmm.domain.units import Rounding, Side
 from extmm.markets import bundled_markets
-from extmm.ops.gctune import settle_heap
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.flow import FlowParams
-from extmm.sim.http_api import REST_PREFIX
-from extmm.sim.runner import SimHandle, SimRunner
-from extmm.sim.signing import STARK_EC_ORDER, KeyPair
-from extmm.sim.ws_api import STREAM_PREFIX
+from extmm.sim.probe_track import MarketTrack, ProbeFrame, ProbeSettings, Sample
+from extmm.sim.runner import SimRunner
 
-PROBE_PREFIX = "/probe"
-ORDER_PATH = REST_PREFIX + "/user/order"
-BOOK_PREFIX = STREAM_PREFIX + "/orderbooks/"
 TEMPLATE_MARKET = "BTC-USD"
 MAX_SAMPLES = 500_000  # about 40 minutes of 4 markets × 50 updates/s × 2 sides
 
 Clock = Callable[[], float]
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def monotonic_clock() -> float:
@@ -118,169 +100,12 @@ def build_probe_engine(
 
 
 def _move_mid(engine: SimEngine, market: str, mid_ticks: int) -> None:
-    # SimEngine has no public call to move the crowd; the probe sets its flow's mid and
-    # lets the crowd re-place itself around it at once, as the engine's own flow step does.
-    m = engine._markets[market]  # noqa: SLF001
+    # The probe sets the market's flow mid and lets the crowd re-place itself around it at
+    # once, as the engine's own flow step does.
+    m = engine.world.market(market)
     assert m.flow is not None
     m.flow.mid = mid_ticks * m.flow.tick
-    engine._refresh_crowd(m)  # noqa: SLF001
-
-
-# -- the mid path ----------------------------------------------------------------------------------
-
-
-def grid_cycle(levels: int) -> list[int]:
-    """One cycle of grid positions: up by 2 to 2·levels, then down by 2 through the odd ones.
-
-    Every position occurs once per cycle, so within a cycle a price names its frame, and
-    consecutive positions are at most 2 apart, so a move never jumps across a resting quote
-    that is more than two steps from the mid (the crowd would trade with it).
-    """
-    if levels < 1:
-        raise ValueError("levels must be ≥ 1")
-    return list(range(0, 2 * levels + 1, 2)) + list(range(2 * levels - 1, 0, -2))
-
-
-@attrs.frozen(kw_only=True)
-class ProbeSettings:
-    """rate_hz: mid moves per second per market. step_ticks: grid spacing; one move is one
-    or two steps. levels: the mid rises 2·levels steps and comes back (one cycle). settle_s:
-    how long the bot's quotes must stay unchanged before their offsets from the mid count
-    as learnt. calibrate_timeout_s: give up on a market that has not quoted by then."""
-
-    rate_hz: float = 50.0
-    step_ticks: int = 6
-    levels: int = 50
-    settle_s: float = 0.3
-    calibrate_timeout_s: float = 30.0
-
-    def __attrs_post_init__(self) -> None:
-        if not self.rate_hz > 0 or self.step_ticks < 3 or self.levels < 1 or self.settle_s < 0:
-            raise ValueError("ProbeSettings: need rate_hz > 0, step_ticks ≥ 3, levels ≥ 1, settle_s ≥ 0")
-
-    @property
-    def tolerance_ticks(self) -> int:
-        """How far an order may sit from the price a frame implies and still answer it;
-        below half a step, so no two frames of a cycle can claim the same order."""
-        return (self.step_ticks - 1) // 2
-
-
-# -- records ---------------------------------------------------------------------------------------
-
-
-@attrs.define(slots=True)
-class ProbeFrame:
-    """One move of one market's mid and when its book frame left the simulator."""
-
-    market: str
-    number: int
-    mid_ticks: int
-    pushed_at: float  # queued for the stream connections
-    seqs: tuple[int, ...] = ()
-    written_at: float | None = None  # handed to the socket
-    answered: set[Side] = attrs.Factory(set)
-
-
-@attrs.frozen(kw_only=True)
-class Sample:
-    """An order request that answers a probe frame."""
-
-    market: str
-    side: Side
-    frame: int
-    seqs: tuple[int, ...]
-    mid_ticks: int
-    price_ticks: int
-    pushed_at: float
-    written_at: float
-    received_at: float
-    external_id: str
-
-    @property
-    def latency_s(self) -> float:
-        return self.received_at - self.written_at
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "market": self.market,
-            "side": self.side.value,
-            "frame": self.frame,
-            "seqs": list(self.seqs),
-            "mid_ticks": self.mid_ticks,
-            "price_ticks": self.price_ticks,
-            "pushed_at": self.pushed_at,
-            "written_at": self.written_at,
-            "received_at": self.received_at,
-            "external_id": self.external_id,
-        }
-
-
-class MarketTrack:
-    """The probe's state for one market: calibration, position on the grid, recent frames."""
-
-    def __init__(self, spec: MarketSpec, base_ticks: int, settings: ProbeSettings) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.base_ticks = base_ticks
-        self.cycle = grid_cycle(settings.levels)
-        self.step_ticks = settings.step_ticks
-        self.position = 0  # index into cycle
-        self.state = "idle"  # idle | calibrating | running | failed | stopped
-        self.reason = ""
-        self.bid_offset: int | None = None  # mid − our bid, ticks
-        self.ask_offset: int | None = None  # our ask − mid, ticks
-        # Frames older than one cycle share prices with newer ones: they are forgotten.
-        self.frames: deque[ProbeFrame] = deque(maxlen=len(self.cycle))
-        self.frames_sent = 0
-        self.frames_written = 0
-        self.orders = 0
-        self.matched = 0
-        self.unmatched = 0
-        self.repeats = 0
-        self._quotes_seen: tuple[str, str] | None = None
-        self._quotes_since = 0.0
-
-    @property
-    def mid_ticks(self) -> int:
-        return self.base_ticks + self.step_ticks * self.cycle[self.position]
-
-    def advance(self) -> int:
-        self.position = (self.position + 1) % len(self.cycle)
-        return self.mid_ticks
-
-    def calibrate(self, bids: list[tuple[str, int]], asks: list[tuple[str, int]], now: float, settle_s: float) -> bool:
-        """Learn the quote offsets once exactly one bid and one ask have rested unchanged for settle_s."""
-        if len(bids) != 1 or len(asks) != 1:
-            self._quotes_seen = None
-            return False
-        seen = (bids[0][0], asks[0][0])
-        if seen != self._quotes_seen:
-            self._quotes_seen, self._quotes_since = seen, now
-            return False
-        if now - self._quotes_since < settle_s:
-            return False
-        self.bid_offset = self.mid_ticks - bids[0][1]
-        self.ask_offset = asks[0][1] - self.mid_ticks
-        return True
-
-    def implied_mid(self, side: Side, price_ticks: int) -> int | None:
-        if self.bid_offset is None or self.ask_offset is None:
-            return None
-        return price_ticks + self.bid_offset if side is Side.BUY else price_ticks - self.ask_offset
-
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "reason": self.reason,
-            "bid_offset_ticks": self.bid_offset,
-            "ask_offset_ticks": self.ask_offset,
-            "frames": self.frames_sent,
-            "frames_written": self.frames_written,
-            "orders": self.orders,
-            "matched": self.matched,
-            "unmatched": self.unmatched,
-            "repeats": self.repeats,
-        }
+    engine.crowd.refresh(m)
 
 
 # -- the probe -------------------------------------------------------------------------------------
@@ -531,213 +356,3 @@ class LatencyProbe:
             "dropped_samples": self.dropped_samples,
             "samples": [s.to_json() for s in self.samples],
         }
-
-
-# -- ASGI taps and control routes ------------------------------------------------------------------
-
-
-def _seq_of(text: str) -> int | None:
-    """The envelope's `seq` (the runner writes it last: `…,"seq":N}`) without parsing the frame."""
-    at = text.rfind('"seq":')
-    if at < 0 or not text.endswith("}"):
-        return None
-    try:
-        return int(text[at + 6 : -1])
-    except ValueError:
-        return None
-
-
-class ProbeTaps:
-    """ASGI middleware around the simulator app: stamps order requests once complete and book
-    frames as they are handed to the socket, and serves the probe's own routes under /probe."""
-
-    def __init__(self, app: App, probe: LatencyProbe) -> None:
-        self.app = app
-        self.probe = probe
-        self.routes = Router(
-            routes=[
-                Route(PROBE_PREFIX + "/start", self._start, methods=["POST"]),
-                Route(PROBE_PREFIX + "/stop", self._stop, methods=["POST"]),
-                Route(PROBE_PREFIX + "/latency", self._latency, methods=["GET"]),
-            ]
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if path.startswith(PROBE_PREFIX + "/"):
-                await self.routes(scope, receive, send)
-                return
-            if path == ORDER_PATH and scope["method"] == "POST":
-                receive = self._order_tap(receive)
-        elif scope["type"] == "websocket" and scope["path"].startswith(BOOK_PREFIX):
-            send = self._frame_tap(send, unquote(scope["path"][len(BOOK_PREFIX) :]))
-        await self.app(scope, receive, send)
-
-    def _order_tap(self, receive: Receive) -> Receive:
-        chunks: list[bytes] = []
-
-        async def tapped() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    # The whole request is here (a body can trail its headers): stamp now,
-                    # before the handler parses it or checks its signature.
-                    self.probe.on_order(b"".join(chunks), self.probe.clock())
-            return message
-
-        return tapped
-
-    def _frame_tap(self, send: Send, market: str) -> Send:
-        async def tapped(message: Message) -> None:
-            if message["type"] == "websocket.send" and message.get("text"):
-                self.probe.on_frame_written(market, _seq_of(message["text"]), self.probe.clock())
-            await send(message)
-
-        return tapped
-
-    async def _start(self, request: Request) -> JSONResponse:
-        self.probe.start()
-        return JSONResponse({"state": self.probe.state})
-
-    async def _stop(self, request: Request) -> JSONResponse:
-        self.probe.stop()
-        return JSONResponse({"state": self.probe.state})
-
-    async def _latency(self, request: Request) -> JSONResponse:
-        if request.query_params.get("samples") == "0":
-            report = self.probe.report()
-            report["samples"] = []
-            return JSONResponse(report)
-        return JSONResponse(self.probe.report())
-
-
-# -- serving ---------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ProbeHandle:
-    sim: SimHandle
-    probe: LatencyProbe
-    probe_url: str
-
-    def announcement(self) -> dict[str, Any]:
-        """The first stdout line of `python -m extmm.sim.probe` (paper credentials on purpose)."""
-        return {
-            **self.sim.announcement(),
-            "probe": self.probe_url,
-            "markets": sorted(self.sim.engine.market_names()),
-        }
-
-
-async def serve_probe_simulator(
-    *,
-    markets: int,
-    settings: ProbeSettings,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    seed: int = 0,
-    verify_signatures: bool = True,
-    api_key: str | None = None,
-    private_key: int | None = None,
-    balance: Decimal | int | str = Decimal(100_000),
-    start_ms: int | None = None,
-    clock: Clock = monotonic_clock,
-    task_status: trio.TaskStatus[ProbeHandle] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run a probe simulator on `host:port` until cancelled; `started` hands back a ProbeHandle."""
-    from extmm.sim.server import build_app, serve_app
-
-    if start_ms is None:
-        start_ms = int(time.time() * 1000)  # order expiries are wall-clock epoch times
-    engine = build_probe_engine(markets, seed=seed, start_ms=start_ms, verify_signatures=verify_signatures)
-    info = engine.create_account(
-        balance=balance,
-        api_key=api_key,
-        key_pair=KeyPair.from_private(private_key) if private_key is not None else None,
-    )
-    runner = SimRunner(engine, seed=seed)
-    probe = LatencyProbe(settings, clock=clock)
-    probe.attach(engine, runner, info.id)
-    app = ProbeTaps(build_app(runner), probe)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        await nursery.start(probe.run)
-        bound_host, bound_port = await nursery.start(serve_app, app, host, port, 15.0)
-        sim = SimHandle.listening(bound_host, bound_port, info=info, engine=engine, runner=runner)
-        probe_url = sim.rest_url.removesuffix(REST_PREFIX) + PROBE_PREFIX
-        task_status.started(ProbeHandle(sim=sim, probe=probe, probe_url=probe_url))
-
-
-# -- command line ----------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m extmm.sim.probe",
-        description="Simulator in latency-probe mode (used by `python -m extmm bench latency`). "
-        "Prints one JSON line with the URLs and paper credentials, then serves until SIGTERM/SIGINT.",
-    )
-    parser.add_argument("--markets", type=int, default=4, help="probe markets P1-USD… (default 4)")
-    parser.add_argument("--rate", type=float, default=50.0, help="mid moves per second per market (default 50)")
-    parser.add_argument("--step-ticks", type=int, default=6, help="grid spacing in ticks (default 6)")
-    parser.add_argument("--levels", type=int, default=50, help="a cycle rises 2·levels steps and back (default 50)")
-    parser.add_argument("--settle", type=float, default=0.3, help="seconds of steady quotes to calibrate (default 0.3)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-verify", action="store_true", help="accept orders without checking signatures")
-    parser.add_argument("--profile", default=None, metavar="FILE", help="cProfile the simulator into FILE")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    try:
-        settings = ProbeSettings(
-            rate_hz=args.rate, step_ticks=args.step_ticks, levels=args.levels, settle_s=args.settle
-        )
-        probe_market_names(args.markets)
-    except ValueError as exc:
-        print(f"probe: {exc}", file=sys.stderr)
-        return 2
-    logger.remove()
-    logger.add(sys.stderr, level=args.log_level.upper())
-    options = dict(
-        markets=args.markets,
-        settings=settings,
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        verify_signatures=not args.no_verify,
-        api_key=secrets.token_hex(16),
-        private_key=secrets.randbelow(STARK_EC_ORDER - 1) + 1,
-    )
-    profiler = None
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    try:
-        trio.run(partial(_serve_until_signal, **options))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-    return 0
-
-
-async def _serve_until_signal(**options: Any) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            handle: ProbeHandle = await nursery.start(partial(serve_probe_simulator, **options))
-            settle_heap()  # as the bot does: full collections skip what start-up built
-            print(json.dumps(handle.announcement()), flush=True)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-
-
-if __name__ == "__main__":
-    sys.exit(main())

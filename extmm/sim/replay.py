@@ -43,11 +43,12 @@ from loguru import logger
 
 from extmm.domain.l2 import BadFrame, L2Book, parse_prints
 from extmm.domain.units import Side
-from extmm.research.record import RecordingError, RecordingReader, expand_parts
 from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
 from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
-from extmm.sim.runner import OutFrame, SimRunner, Subscription
+from extmm.sim.recording import RecordingError, RecordingReader, expand_parts
+from extmm.sim.runner import SimRunner
+from extmm.sim.subscription import OutFrame, Subscription
 from extmm.sim.validation import grid_units, parse_order_body
 from extmm.venue.errors import OrderRejected
 from extmm.venue.types import PlacedOrder

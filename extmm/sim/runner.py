@@ -5,8 +5,8 @@ time (a fixed offset plus `trio.current_time()`, so `MockClock` drives it too), 
 the event outbox into per-subscription frame queues, and every `book_interval_s` (100 ms)
 publishes order-book deltas. Subscriptions are transport-neutral (bounded memory
 channels of ready JSON text with a per-connection `seq`): the WebSocket endpoints and the
-in-process port read the same frames. `serve_simulator` starts engine, runner and the
-HTTP/WebSocket server on a socket and hands back a `SimHandle`.
+in-process port read the same frames.
+`extmm.sim.server.serve_simulator` serves engine and runner on a socket.
 
 Stream rules (SPEC §5): a book stream opens with a SNAPSHOT (`q` only), then DELTAs (signed
 `q`, absolute `c`) when something changed, an empty DELTA as a heartbeat after a second of
@@ -21,21 +21,16 @@ per-minute estimate, and the hourly applied rate instead of the estimate due wit
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-import attrs
 import orjson
 import trio
-from loguru import logger
 
-from extmm.markets import bundled_markets
 from extmm.sim import wire
 from extmm.sim.book import LevelUnits
-from extmm.sim.engine import EngineConfig, SimEngine
-from extmm.sim.faults import FaultController, FaultSpec, parse_faults
+from extmm.sim.engine import SimEngine
+from extmm.sim.faults import FaultController, FaultSpec
 from extmm.sim.model import (
     AccountEvent,
     AccountInfo,
@@ -44,22 +39,13 @@ from extmm.sim.model import (
     FundingRatePoint,
     IndexPriceEvent,
     MarkPriceEvent,
-    OrderEvent,
+    OrderStateEvent,
     PositionEvent,
     PublicTradesEvent,
     TradeEvent,
 )
-from extmm.sim.ratebudget import DEFAULT_IP_RATE_LIMIT_PER_MIN, AddressBudget
-from extmm.sim.signing import KeyPair
-
-if TYPE_CHECKING:
-    from extmm.venue.signing import Credentials
-
-StreamKind = Literal["orderbook", "trades", "funding", "mark", "index", "account"]
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # the client could not keep up: its queue overflowed
-CLOSE_RESTART = 1012  # fault injection: "service restart"
+from extmm.sim.ratebudget import AddressBudget
+from extmm.sim.subscription import CLOSE_NORMAL, CLOSE_RESTART, OutFrame, StreamKind, Subscription
 
 
 def _dumps(value: Any) -> str:
@@ -68,121 +54,6 @@ def _dumps(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return json.dumps(value, separators=(",", ":"))
-
-
-@attrs.frozen
-class OutFrame:
-    """One outgoing text frame, not to be sent before `due` (trio time; latency faults)."""
-
-    text: str
-    due: float
-
-
-class Subscription:
-    """One stream connection's view: its topic, its `seq`, its bounded frame queue."""
-
-    def __init__(
-        self,
-        kind: StreamKind,
-        *,
-        market: str | None = None,
-        account_id: int | None = None,
-        depth_one: bool = False,
-        capacity: int = 256,
-    ) -> None:
-        self.kind = kind
-        self.market = market
-        self.account_id = account_id
-        self.depth_one = depth_one
-        self._send, self.frames = trio.open_memory_channel[OutFrame](capacity)
-        # The consumer runs inside this scope, so a drop interrupts even a blocked send.
-        self.cancel_scope = trio.CancelScope()
-        self._closed = trio.Event()
-        self.seq = 0
-        self.close_code: int | None = None
-        self.close_reason = ""
-        # Book streams, per market: snapshot owed, next periodic snapshot, last frame time.
-        self.snapshot_owed: set[str] = set()
-        self.next_snapshot_at: dict[str, float] = {}
-        self.last_frame_at: dict[str, float] = {}
-        self.last_top: dict[str, Any] = {}
-
-    @property
-    def closed(self) -> bool:
-        return self.close_code is not None
-
-    def describe(self) -> str:
-        what = self.market or (f"account {self.account_id}" if self.account_id is not None else "all")
-        return f"{self.kind}/{what}"
-
-    def push(self, frame: OutFrame) -> bool:
-        """Queue a frame; a full queue closes the subscription (slow consumer)."""
-        if self.closed:
-            return False
-        try:
-            self._send.send_nowait(frame)
-        except trio.WouldBlock:
-            logger.warning("stream {}: client too slow, send queue full; disconnecting", self.describe())
-            self.close(CLOSE_POLICY, "send queue overflow: client too slow")
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.close(CLOSE_NORMAL, "consumer gone")
-            return False
-        return True
-
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.close_code = code
-        self.close_reason = reason
-        self._send.close()
-        self.cancel_scope.cancel()
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-
-@attrs.frozen(kw_only=True)
-class SimCredentials:
-    """Paper credentials of a simulator account; the keys stay out of reprs."""
-
-    account_id: int
-    api_key: str = attrs.field(repr=False)
-    vault: int
-    stark_private_key: str = attrs.field(repr=False)
-    stark_public_key: str
-
-    @classmethod
-    def of(cls, info: AccountInfo) -> SimCredentials:
-        if info.private_key is None:
-            raise ValueError("the account has no private key on record")
-        return cls(
-            account_id=info.id,
-            api_key=info.api_key,
-            vault=info.vault,
-            stark_private_key=hex(info.private_key),
-            stark_public_key=hex(info.public_key),
-        )
-
-    def credentials(self) -> Credentials:
-        """The same keys as the bot's venue adapter takes them."""
-        from extmm.venue.signing import Credentials  # the SDK behind it loads slowly: only when asked
-
-        return Credentials(
-            api_key=self.api_key,
-            vault=self.vault,
-            stark_private_key=self.stark_private_key,
-            stark_public_key=self.stark_public_key,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "api_key": self.api_key,
-            "vault": self.vault,
-            "stark_private_key": self.stark_private_key,
-            "stark_public_key": self.stark_public_key,
-        }
 
 
 class SimRunner:
@@ -393,7 +264,7 @@ class SimRunner:
         indexes: dict[str, IndexPriceEvent] = {}
         account_batch: list[AccountEvent] = []
         for event in events:
-            if isinstance(event, OrderEvent | TradeEvent | PositionEvent | BalanceEvent):
+            if isinstance(event, OrderStateEvent | TradeEvent | PositionEvent | BalanceEvent):
                 account_batch.append(event)
                 continue
             self._flush_account_batch(account_batch)
@@ -430,7 +301,7 @@ class SimRunner:
         for event in batch:
             if not self._subs.get(("account", event.account_id)):
                 continue  # nobody listens: do not render
-            if isinstance(event, OrderEvent):
+            if isinstance(event, OrderStateEvent):
                 kind, item = "ORDER", wire.order(event.order)
             elif isinstance(event, TradeEvent):
                 kind, item = "TRADE", wire.trade(event.trade, stream=True)
@@ -569,166 +440,3 @@ def _merge_level_changes(
     if not bids and not asks:
         return None
     return bids, asks
-
-
-# -- on a socket ---------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class SimHandle:
-    """Where a running simulator listens and how to reach into it (tests, the `sim` command)."""
-
-    host: str
-    port: int
-    rest_url: str
-    stream_url: str
-    account: SimCredentials
-    engine: SimEngine
-    runner: SimRunner
-    faults: FaultController
-
-    @classmethod
-    def listening(
-        cls, host: str, port: int, *, info: AccountInfo, engine: SimEngine, runner: SimRunner
-    ) -> SimHandle:
-        """The handle of a simulator whose app now listens on `host:port`."""
-        from extmm.sim.http_api import REST_PREFIX  # they import this module
-        from extmm.sim.ws_api import STREAM_PREFIX
-
-        url_host = f"[{host}]" if ":" in host else host
-        return cls(
-            host=host,
-            port=port,
-            rest_url=f"http://{url_host}:{port}{REST_PREFIX}",
-            stream_url=f"ws://{url_host}:{port}{STREAM_PREFIX}",
-            account=SimCredentials.of(info),
-            engine=engine,
-            runner=runner,
-            faults=runner.faults,
-        )
-
-    def announcement(self) -> dict[str, Any]:
-        """The `sim` command's first stdout line (paper credentials included on purpose)."""
-        return {"rest": self.rest_url, "stream": self.stream_url, "account": self.account.as_dict()}
-
-
-def set_account_fees(
-    engine: SimEngine, account_id: int, maker: Decimal | None, taker: Decimal | None
-) -> None:
-    """Per-account fee rates on every market (`/user/fees` then reports them, SPEC §4.6)."""
-    if maker is None and taker is None:
-        return
-    for name in engine.market_names():
-        current = engine.fees(account_id, [name])[0]
-        engine.set_fee_rates(
-            account_id,
-            name,
-            maker=current.maker if maker is None else Decimal(maker),
-            taker=current.taker if taker is None else Decimal(taker),
-        )
-
-
-def build_engine(
-    *,
-    markets: Sequence[str] | None = None,
-    seed: int = 0,
-    start_ms: int,
-    verify_signatures: bool = True,
-    strict_nonce: bool = False,
-    engine_config: EngineConfig | None = None,
-    flow: str = "default",
-) -> SimEngine:
-    """An engine over the bundled markets (all, or the named ones).
-
-    Nonces are not held to DOC26's [1, 2^31] by default: the SDK's own `place_order` draws
-    them from [0, 2^32−1] (SPEC §8.3) and evidently works against the venue.
-    """
-    bundled = bundled_markets()
-    names = list(markets) if markets else list(bundled)
-    unknown = [n for n in names if n not in bundled]
-    if unknown:
-        raise KeyError(f"unknown market(s) {', '.join(unknown)}; bundled: {', '.join(sorted(bundled))}")
-    config = engine_config or EngineConfig(
-        seed=seed, verify_signatures=verify_signatures, strict_nonce=strict_nonce, flow_preset=flow
-    )
-    return SimEngine(config, start_ms=start_ms, markets=[bundled[n] for n in names])
-
-
-async def serve_simulator(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    markets: Sequence[str] | None = None,
-    seed: int = 0,
-    faults: FaultSpec | str | None = None,
-    api_key: str | None = None,
-    vault: int | None = None,
-    private_key: int | None = None,
-    balance: Decimal | int | str = Decimal(10_000),
-    verify_signatures: bool = True,
-    strict_nonce: bool = False,
-    engine: SimEngine | None = None,
-    start_ms: int | None = None,
-    ping_interval_s: float | None = 15.0,
-    tick_s: float = 0.05,
-    book_interval_s: float = 0.1,
-    snapshot_interval_s: float = 60.0,
-    heartbeat_s: float = 1.0,
-    queue_capacity: int = 256,
-    maker_fee: Decimal | None = None,
-    taker_fee: Decimal | None = None,
-    ip_rate_limit_per_min: int | None = DEFAULT_IP_RATE_LIMIT_PER_MIN,
-    flow: str = "default",
-    task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run a simulator on `host:port` (0: a free port) until cancelled.
-
-    `task_status.started` hands back a `SimHandle` once the socket listens. The engine
-    starts at `start_ms` (default: the wall clock, read once here, because order expiries
-    are wall-clock epoch times); pass `engine` to serve one built by the caller. A funded
-    account is created from `api_key`/`vault`/`private_key` (missing ones generated).
-    `maker_fee`/`taker_fee` set that account's rates (`/user/fees`; a negative maker rate
-    is a rebate). `ip_rate_limit_per_min`: the request budget per client address shared
-    by every key (SPEC §7; None: unlimited).
-    """
-    from extmm.sim.server import build_app, serve_app
-
-    if start_ms is None:
-        start_ms = int(time.time() * 1000)
-    if engine is None:
-        engine = build_engine(
-            markets=markets,
-            seed=seed,
-            start_ms=start_ms,
-            verify_signatures=verify_signatures,
-            strict_nonce=strict_nonce,
-            flow=flow,
-        )
-    spec = parse_faults(faults) if isinstance(faults, str) or faults is None else faults
-    info = engine.create_account(
-        balance=balance,
-        api_key=api_key,
-        key_pair=KeyPair.from_private(private_key) if private_key is not None else None,
-        vault=vault,
-    )
-    set_account_fees(engine, info.id, maker_fee, taker_fee)
-    runner = SimRunner(
-        engine,
-        faults=spec,
-        seed=seed,
-        tick_s=tick_s,
-        book_interval_s=book_interval_s,
-        snapshot_interval_s=snapshot_interval_s,
-        heartbeat_s=heartbeat_s,
-        queue_capacity=queue_capacity,
-    )
-    runner.ip_budget = AddressBudget(ip_rate_limit_per_min) if ip_rate_limit_per_min else None
-    app = build_app(runner)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        bound_host, bound_port = await nursery.start(serve_app, app, host, port, ping_interval_s)
-        handle = SimHandle.listening(bound_host, bound_port, info=info, engine=engine, runner=runner)
-        logger.info(
-            "simulator listening on {}:{} (markets {})", bound_host, bound_port, sorted(runner.market_names)
-        )
-        task_status.started(handle)

@@ -11,7 +11,6 @@ venue would do; it never makes the simulator buffer without bound. Keep-alive pi
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import trio
 from loguru import logger
@@ -20,9 +19,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from extmm.sim.model import SimReject
-
-if TYPE_CHECKING:
-    from extmm.sim.runner import SimRunner, StreamKind, Subscription
+from extmm.sim.runner import SimRunner
+from extmm.sim.subscription import StreamKind, Subscription
 
 STREAM_PREFIX = "/stream.extended.exchange/v1"
 SEND_TIMEOUT_S = 5.0

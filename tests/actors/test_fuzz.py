@@ -43,7 +43,7 @@ from extmm.domain.risk import RiskReason, RiskSnapshot, clamp_intent, position_l
 from extmm.markets import bundled_spec
 from extmm.ops.telemetry import BookStats, Telemetry
 from extmm.sim import wire
-from extmm.sim.runner import build_engine
+from extmm.sim.launch import build_engine
 from extmm.venue import parse
 from extmm.venue.errors import MalformedResponse, OrderRejected, StreamError, VenueError
 from extmm.venue.network import NetworkVenue

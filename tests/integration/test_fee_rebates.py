@@ -13,7 +13,7 @@ import trio
 
 from extmm.domain.units import Side
 from extmm.sim.inproc import inprocess_simulator
-from extmm.sim.runner import SimCredentials
+from extmm.sim.launch import SimCredentials
 from extmm.venue.endpoints import SigningDomain
 from extmm.venue.errors import OrderBuildFailed
 from extmm.venue.signing import NonceSource, OrderSigner

@@ -17,7 +17,7 @@ import trio
 from extmm.journal.read import session_ledgers
 from extmm.research.chaos.process import _bot_env, free_port
 from extmm.research.chaos.runner import chaos_config_data
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKETS = ["BTC-USD", "ETH-USD"]

@@ -25,7 +25,7 @@ from extmm.ops.telemetry import BookStats
 from extmm.runtime.app import RunOptions, run_bot
 from extmm.runtime.marketdata import MarketDataError, serve_market_data_simulator, source_markets
 from extmm.sim.engine import EngineConfig, SimEngine
-from extmm.sim.runner import serve_simulator
+from extmm.sim.server import serve_simulator
 from extmm.venue.network import NetworkVenue
 
 MARKET = "SOL-USD"

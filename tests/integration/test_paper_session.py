@@ -28,7 +28,7 @@ from extmm.ops.logs import configure_logging
 from extmm.ops.metrics import Metrics
 from extmm.ops.secrets import clear_registered_secrets, load_secrets
 from extmm.runtime.app import RunOptions, run_bot
-from extmm.sim.runner import serve_simulator
+from extmm.sim.server import serve_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 # A fake but well-formed Stark key pair and API key, only ever known to the simulator.

@@ -15,7 +15,7 @@ import trio
 from extmm.commands._trade_test import TradeStep, run_trade_test
 from extmm.ops.secrets import SECRET_VARS
 from extmm.runtime.app import wall_clock_ms
-from extmm.sim.runner import serve_simulator
+from extmm.sim.server import serve_simulator
 from extmm.venue.network import NetworkVenue
 from extmm.venue.signing import is_ours
 from tests.integration.test_commands import check_lines, run_cli, sim, write_config  # noqa: F401 - `sim` is a fixture

@@ -26,18 +26,9 @@ from extmm.domain.units import Side
 from extmm.markets import bundled_spec
 from extmm.research.bench._latency_bot import LatencyOptions, bench_config, signing_floor
 from extmm.research.bench.latency import percentile
-from extmm.sim.probe import (
-    LatencyProbe,
-    MarketTrack,
-    ProbeFrame,
-    ProbeHandle,
-    ProbeSettings,
-    _seq_of,
-    build_probe_engine,
-    grid_cycle,
-    probe_market_objects,
-    serve_probe_simulator,
-)
+from extmm.sim.probe import LatencyProbe, build_probe_engine, probe_market_objects
+from extmm.sim.probe_server import ProbeHandle, _seq_of, serve_probe_simulator
+from extmm.sim.probe_track import MarketTrack, ProbeFrame, ProbeSettings, grid_cycle
 from extmm.venue.signing import OrderSigner
 from extmm.venue.types import OrderRequest
 from tests.botharness import sim_signer

@@ -16,7 +16,7 @@ from extmm.research.backtest.observe import ObservedFill
 from extmm.research.backtest.quality import fill_bursts, time_at_limit
 from extmm.research.backtest.run import BacktestOptions, backtest
 from extmm.research.dataimport.common import market_object
-from extmm.research.record import RecordingWriter
+from extmm.sim.recording import RecordingWriter
 
 T0 = 1_790_000_000_000
 

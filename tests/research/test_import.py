@@ -22,7 +22,8 @@ from extmm.research.backtest.observe import book_levels
 from extmm.research.backtest.run import BacktestOptions, backtest
 from extmm.research.dataimport.binance_futures import export_binance
 from extmm.research.dataimport.tardis import BOOK_COLUMNS, TICKER_COLUMNS, TRADE_COLUMNS, export_tardis
-from extmm.research.record import read_recording, record_synthetic
+from extmm.research.record import record_synthetic
+from extmm.sim.recording import read_recording
 
 US = 1_000  # µs per ms
 T0 = 1_790_000_000_000  # ms

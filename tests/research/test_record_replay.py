@@ -30,20 +30,14 @@ from extmm.domain.units import Side
 from extmm.markets import bundled_markets, spec_from_market
 from extmm.research.backtest.observe import book_levels
 from extmm.research.backtest.run import BacktestOptions, backtest
-from extmm.research.record import (
-    RecordingError,
-    RecordingWriter,
-    RunnerSource,
-    expand_parts,
-    part_path,
-    read_recording,
-    record,
-    record_synthetic,
-)
+from extmm.research.record import RunnerSource, record, record_synthetic
 from extmm.sim.engine import EngineConfig
 from extmm.sim.inproc import InProcessVenue
+from extmm.sim.launch import build_engine
+from extmm.sim.recording import RecordingError, RecordingWriter, expand_parts, part_path, read_recording
 from extmm.sim.replay import ReplayEngine, replay_venue
-from extmm.sim.runner import SimRunner, build_engine, serve_simulator
+from extmm.sim.runner import SimRunner
+from extmm.sim.server import serve_simulator
 from extmm.venue.types import OrderRequest
 
 START_MS = 1_790_000_000_000

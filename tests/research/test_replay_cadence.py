@@ -12,7 +12,8 @@ from loguru import logger
 from extmm.domain.book import Book
 from extmm.markets import spec_from_market
 from extmm.research.bench.replay import dataset_events, split_deltas
-from extmm.research.record import read_recording, record_synthetic
+from extmm.research.record import record_synthetic
+from extmm.sim.recording import read_recording
 from extmm.sim.replay import replay_venue
 
 

@@ -18,7 +18,7 @@ from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.model import (
     BalanceEvent,
     MarkPriceEvent,
-    OrderEvent,
+    OrderStateEvent,
     PositionEvent,
     PublicTradesEvent,
     SimReject,
@@ -80,7 +80,7 @@ def body(
 
 
 def order_events(events: list[Any], account_id: int | None = None) -> list[Any]:
-    return [e.order for e in events if isinstance(e, OrderEvent) and account_id in (None, e.account_id)]
+    return [e.order for e in events if isinstance(e, OrderStateEvent) and account_id in (None, e.account_id)]
 
 
 def status_of(engine: SimEngine, account_id: int, ext: str) -> tuple[str, str | None]:
@@ -594,9 +594,9 @@ def test_fill_emits_order_trade_position_balance_per_account(engine: SimEngine) 
     events = engine.drain_events()
     kinds = [(type(e).__name__, getattr(e, "account_id", None)) for e in events]
     assert kinds == [
-        ("OrderEvent", b),
+        ("OrderStateEvent", b),
         ("TradeEvent", b),
-        ("OrderEvent", a),
+        ("OrderStateEvent", a),
         ("TradeEvent", a),
         ("PositionEvent", b),
         ("BalanceEvent", b),
@@ -712,7 +712,7 @@ def _run_flow_session(seed: int) -> list[Any]:
             a, body(f"s{seed}-{i}", "BUY", str(int(mid) - 5), "0.00100", post_only=True, fee="0"), now
         )
         for event in engine.drain_events():
-            if isinstance(event, MarkPriceEvent | PublicTradesEvent | OrderEvent | TradeEvent):
+            if isinstance(event, MarkPriceEvent | PublicTradesEvent | OrderStateEvent | TradeEvent):
                 out.append(event)
     out.append(engine.book_snapshot("BTC-USD", depth=20))
     return [_strip_seed(e) for e in out]

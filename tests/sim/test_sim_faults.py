@@ -19,7 +19,7 @@ import trio_websocket
 
 from extmm.domain.units import Side
 from extmm.sim.faults import FaultController, FaultSpec, FaultSpecError, parse_duration, parse_faults
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
 from extmm.venue.types import OrderRequest
 from tests.botharness import sim_signer
 

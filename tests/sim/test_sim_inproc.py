@@ -14,7 +14,8 @@ import trio
 from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessVenue, inprocess_simulator
-from extmm.sim.runner import SimRunner, build_engine
+from extmm.sim.launch import build_engine
+from extmm.sim.runner import SimRunner
 from extmm.venue import parse
 from extmm.venue.errors import (
     OrderRejected,

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from extmm.sim.runner import serve_simulator
+from extmm.sim.server import serve_simulator
 
 DRIVER = Path(__file__).resolve().parents[1] / "sdk_compat_driver.py"
 

@@ -25,7 +25,9 @@ import wsproto.events
 
 from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
-from extmm.sim.runner import OutFrame, SimHandle, SimRunner, serve_simulator
+from extmm.sim.runner import SimRunner
+from extmm.sim.server import SimHandle, serve_simulator
+from extmm.sim.subscription import OutFrame
 from extmm.venue.signing import OrderSigner
 from extmm.venue.types import OrderRequest
 from tests.botharness import sim_signer
@@ -357,10 +359,13 @@ async def test_dead_mans_switch_cancels_orders_and_zero_disarms(nursery):
         assert (await client.post("/user/deadmanswitch", params={"countdownTime": -1})).status_code == 400
 
         await client.post("/user/order", json=signer.sign(passive_order(sim, "d-1")))
+        armed_after = sim.engine.now_ms
         assert (await client.post("/user/deadmanswitch", params={"countdownTime": 60})).json() == {
             "status": "OK"
         }
-        assert sim.engine.dms_deadline(sim.account.account_id) == sim.engine.now_ms + 60_000
+        # The runner moves the engine on in real time, also between the reply and this line.
+        deadline = sim.engine.dms_deadline(sim.account.account_id)
+        assert deadline is not None and armed_after + 60_000 <= deadline <= sim.engine.now_ms + 60_000
         await client.post("/user/deadmanswitch", params={"countdownTime": 0})
         assert sim.engine.dms_deadline(sim.account.account_id) is None
 

@@ -167,7 +167,7 @@ async def test_seven_operator_mistakes_exit_2_with_one_line_and_nothing_sent(tmp
     from functools import partial
 
     from extmm.ops.secrets import SECRET_VARS
-    from extmm.sim.runner import serve_simulator
+    from extmm.sim.server import serve_simulator
 
     root, config, unknown_market = mistake_configs
     async with trio.open_nursery() as nursery:

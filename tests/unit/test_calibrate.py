@@ -28,7 +28,8 @@ from extmm.domain.calibration import (
     sigma_from_mids,
 )
 from extmm.markets import spec_from_market
-from extmm.research.record import read_recording, record_synthetic
+from extmm.research.record import record_synthetic
+from extmm.sim.recording import read_recording
 
 MARKETS = ("BTC-USD", "ETH-USD")
 WINDOW_S = 600.0  # online recalibration window of the bot tests

@@ -14,8 +14,9 @@ from functools import partial
 import pytest
 import trio
 
+from extmm.sim.launch import SimCredentials
 from extmm.sim.ratebudget import AddressBudget
-from extmm.sim.runner import SimCredentials, serve_simulator
+from extmm.sim.server import serve_simulator
 from extmm.sim.signing import KeyPair
 from extmm.venue.errors import RateLimited
 from extmm.venue.network import NetworkVenue

@@ -133,7 +133,7 @@ class Relay:
 
 @asynccontextmanager
 async def simulator_behind_relay(**sim_options: Any) -> AsyncIterator[tuple[Any, Relay, str]]:
-    from extmm.sim.runner import serve_simulator
+    from extmm.sim.server import serve_simulator
 
     async with trio.open_nursery() as nursery:
         sim = await nursery.start(lambda task_status: serve_simulator(markets=["BTC-USD"], seed=3,

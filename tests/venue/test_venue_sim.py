@@ -21,7 +21,7 @@ from extmm.domain.book import Book
 from extmm.domain.units import Side
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.faults import FaultController
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
 from extmm.venue.errors import OrderBuildFailed, OrderRejected, RateLimited, TransientServerError
 from extmm.venue.network import NetworkVenue
 from extmm.venue.placement import placement_known

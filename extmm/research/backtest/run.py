@@ -198,7 +198,8 @@ async def synthetic_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterato
     """The simulator's own synthetic flow for every enabled market, in this trio run."""
     from extmm.markets import bundled_markets
     from extmm.sim.inproc import InProcessVenue
-    from extmm.sim.runner import SimRunner, build_engine
+    from extmm.sim.launch import build_engine
+    from extmm.sim.runner import SimRunner
 
     names = [m.name for m in cfg.enabled_markets]
     unknown = [n for n in names if n not in bundled_markets()]

@@ -1,6 +1,6 @@
 """`bench latency`, the simulator's side: the probe simulator in its own process, and the cores.
 
-`start_probe_sim` runs `python -m extmm.sim.probe` and reads its one-line JSON hello;
+`start_probe_sim` runs `python -m extmm sim probe` and reads its one-line JSON hello;
 `cpu_plan` gives the bot and the simulator a core each when the machine has two.
 """
 
@@ -49,9 +49,9 @@ async def _read_line(stream: trio.abc.ReceiveStream, limit: int = 65536) -> byte
 async def start_probe_sim(
     nursery: trio.Nursery, opts: LatencyOptions, simulator_cpus: set[int] | None = None
 ) -> ProbeSim:
-    """Start `python -m extmm.sim.probe` in its own process (ended when `nursery` is cancelled)."""
+    """Start `python -m extmm sim probe` in its own process (ended when `nursery` is cancelled)."""
     cmd = [
-        sys.executable, "-m", "extmm.sim.probe",
+        sys.executable, "-m", "extmm", "sim", "probe",
         "--markets", str(opts.markets),
         "--rate", repr(opts.rate_hz),
         "--step-ticks", str(opts.step_ticks),

@@ -1,6 +1,6 @@
 """`python -m extmm bench latency [--markets N] [--rate HZ] [--duration S]`: tick-to-wire latency.
 
-The simulator runs in a separate process in probe mode (`extmm.sim.probe`): it moves each
+The simulator runs in a separate process in probe mode (`python -m extmm sim probe`): it moves each
 probe market's mid at HZ and times, on its own clock, from writing the book frame that moves
 our quote to receiving the order request that follows it. The whole bot (root supervisor,
 every actor, `NetworkVenue`) runs in this process over real sockets. The floor is the

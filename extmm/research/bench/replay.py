@@ -56,7 +56,7 @@ def split_deltas(src: Path, dst: Path) -> None:
     """Each recorded DELTA as one frame per level update, spread evenly over the next 100 ms."""
     import orjson
 
-    from extmm.research.record import RecordingWriter, read_recording
+    from extmm.sim.recording import RecordingWriter, read_recording
 
     reader = read_recording([src])
     writer = RecordingWriter(dst, header={k: v for k, v in reader.header.items() if k not in ("k", "v", "part")})
@@ -97,7 +97,7 @@ def split_deltas(src: Path, dst: Path) -> None:
 
 def dataset_events(path: Path, market: str) -> dict[str, int]:
     from extmm.research.backtest.observe import book_levels
-    from extmm.research.record import read_recording
+    from extmm.sim.recording import read_recording
 
     out = {"level_updates": 0, "prints": 0, "book_frames": 0}
     for record in read_recording([path]):
@@ -157,7 +157,7 @@ def run_hftbacktest(path: Path, market: str, window_steps: int) -> dict[str, Any
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     from extmm.markets import bundled_markets, spec_from_market
-    from extmm.research.record import read_recording
+    from extmm.sim.recording import read_recording
 
     header_market = read_recording([path]).markets.get(market) or bundled_markets()[market]
     grid = spec_from_market(header_market)

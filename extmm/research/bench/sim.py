@@ -26,7 +26,7 @@ from extmm.domain.units import Side
 from extmm.markets import bundled_markets
 from extmm.sim.engine import EngineConfig, SimEngine
 from extmm.sim.flow import FlowParams
-from extmm.sim.model import OrderEvent, TradeEvent
+from extmm.sim.model import OrderStateEvent, TradeEvent
 from extmm.sim.signing import OrderSigner
 
 START_MS = 1_790_000_000_000  # fixed: the benchmark must not depend on the wall clock
@@ -195,7 +195,7 @@ def run_pass(*, seconds: float, verify: bool, seed: int) -> dict[str, Any]:
         for event in engine.drain_events():
             if isinstance(event, TradeEvent):
                 counts["fills"] += 1
-            elif isinstance(event, OrderEvent):
+            elif isinstance(event, OrderStateEvent):
                 order = event.order
                 side = order.side
                 if order.status in ("NEW", "PARTIALLY_FILLED"):

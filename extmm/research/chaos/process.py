@@ -36,7 +36,7 @@ from extmm.ops.secrets import API_KEY_VAR, PRIVATE_KEY_VAR, PUBLIC_KEY_VAR, VAUL
 from extmm.research.chaos.invariants import InvariantReport, MarketLimits, Tolerances
 from extmm.research.chaos.runner import ScenarioResult, chaos_config_data, market_limits
 from extmm.sim.inproc import InProcessVenue
-from extmm.sim.runner import SimHandle, serve_simulator
+from extmm.sim.server import SimHandle, serve_simulator
 from extmm.venue.signing import is_ours
 from extmm.venue.types import OrderRequest
 

@@ -1,4 +1,4 @@
-"""Public market data into our recording format (`extmm.research.record`): `python -m extmm import`.
+"""Public market data into our recording format (`extmm.sim.recording`): `python -m extmm import`.
 
 `tardis` reads Tardis.dev CSV exports, `binance_futures` raw Binance USD-M stream captures;
 both produce normalised events (`common.Event`) that `common.write_recording` turns into a

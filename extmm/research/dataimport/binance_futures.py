@@ -42,7 +42,7 @@ from typing import Any
 import attrs
 
 from extmm.research.dataimport.common import Event, ImportError_, Level, merge
-from extmm.research.record import read_recording
+from extmm.sim.recording import read_recording
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -3,7 +3,7 @@
 An importer yields `Event`s per input in time order (receive time first); `merge` interleaves
 inputs by receive time (ties: book, prints, mark, funding, then the order of the inputs); `write_recording` keeps a
 book per market, turns absolute level sizes into Extended SNAPSHOT/DELTA frames (`p`, `q`
-change, `c` absolute — SPEC §5.3, as `extmm.research.record` stores them) and prints/mark/funding
+change, `c` absolute — SPEC §5.3, as `extmm.sim.recording` stores them) and prints/mark/funding
 into their frames, re-sequenced per market and stream. Prices and sizes must lie on the
 market's grid: the first one that does not is an error naming its file and line.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from extmm.markets import bundled_markets
-from extmm.research.record import RecordingWriter
+from extmm.sim.recording import RecordingWriter
 
 TEMPLATE_MARKET = "BTC-USD"  # the market object an unknown market's header entry is built from
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from extmm.research.dataimport.common import Event, ImportError_, Level, merge
-from extmm.research.record import read_recording
+from extmm.sim.recording import read_recording
 
 BOOK_COLUMNS = ["exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price", "amount"]
 TRADE_COLUMNS = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
