@@ -25,6 +25,7 @@ from extmm.venue.errors import VenueError
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import is_ours
 from extmm.venue.types import MarketInfo
+from supervisors.breaker import BreakerShell
 from supervisors.heartbeat import DeadMansSwitch
 from supervisors.market import ACTORS
 from supervisors.supervisor import Supervisor, SupervisorState
@@ -91,8 +92,8 @@ class RootShutdown:
     restarts: Any  # Counter[str]
     _supervisor_done: trio.Event
 
-    breaker_trips: int  # the rest are RootSupervisor's, declared for the type checker
-    reconnect_counts: Callable[[], dict[str, dict[str, int]]]
+    breaker_shell: BreakerShell
+    reconnect_counts: Callable[[], dict[str, dict[str, int]]]  # RootStatus's
 
     async def shutdown(self, *, heartbeat_failed: bool = False) -> RunSummary:
         """Stop quoting, stop the actors, cancel everything, confirm, disarm the DMS."""
@@ -122,7 +123,7 @@ class RootShutdown:
                 cancelled = len(at_start | {o.external_id for o in result.seen})
             positions = await self._positions()
             dms = await self._last_word_on_the_switch(result, cancelled, heartbeat_failed=heartbeat_failed)
-            return self.summary(result.left, positions, dms=dms, cancelled=cancelled)
+        return self.summary(result.left, positions, dms=dms, cancelled=cancelled)
 
     async def _positions(self) -> dict[str, Decimal]:
         positions: dict[str, Decimal] = {n: Decimal(0) for n in self.markets}
@@ -207,7 +208,7 @@ class RootShutdown:
             position=positions,
             open_orders_at_exit=open_left,
             restarts=restarts,
-            breaker_trips=self.breaker_trips,
+            breaker_trips=self.breaker_shell.trips,
             dms=dms,
             cancelled_at_exit=cancelled,
             stream_reconnects=self.reconnect_counts(),

@@ -20,6 +20,7 @@ from extmm.venue.port import ExchangePort
 from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream
 from extmm.venue.types import MarketInfo
+from supervisors.breaker import BreakerShell
 from supervisors.heartbeat import DeadMansSwitch
 from supervisors.market import ACTORS
 from supervisors.supervisor import Supervisor
@@ -46,7 +47,7 @@ class RootStatus:
     started_at: float
     ready: bool
     book_silence_s: float
-    breaker_trips: int  # RootSupervisor's
+    breaker_shell: BreakerShell
 
     def actor_statuses(self, market: str) -> list[ActorStatus]:
         out: dict[str, ActorStatus] = {a: ActorStatus(name=a, state="stopped", restarts=0) for a in ACTORS}
@@ -102,7 +103,7 @@ class RootStatus:
             network=self.network,
             uptime_s=now - self.started_at,
             breaker_state=self.breaker.state_name,
-            breaker_trips=self.breaker_trips,
+            breaker_trips=self.breaker_shell.trips,
             breaker_last_reason=self.breaker.last_reason,
             dms_countdown_s=float(switch.countdown_s),
             dms_remaining_s=switch.remaining(now),

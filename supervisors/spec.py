@@ -9,7 +9,7 @@ runs them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -96,6 +96,10 @@ class ChildSpec:
     on_escalation: EscalationHook | None = attrs.field(default=None, eq=False)
 
 
+def _children(value: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
+    return tuple(value)
+
+
 def _unique_children(_inst: object, _attribute: attrs.Attribute, value: tuple[ChildSpec, ...]) -> None:
     seen: set[str] = set()
     for child in value:
@@ -122,7 +126,7 @@ class SupervisorSpec:
     """
 
     id: str = attrs.field(validator=_valid_id)
-    children: tuple[ChildSpec, ...] = attrs.field(converter=tuple, validator=_unique_children)
+    children: tuple[ChildSpec, ...] = attrs.field(converter=_children, validator=_unique_children)
     strategy: Strategy = Strategy.ONE_FOR_ONE
     intensity: int = attrs.field(default=3, validator=_non_negative_int)
     period: float = attrs.field(default=5.0, validator=_positive)
