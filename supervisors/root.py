@@ -298,11 +298,23 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
             if self.fatal is not None:
                 logger.error("{}: stopping the bot; cancelling our orders before exiting", self.fatal)
             summary = await self.shutdown(heartbeat_failed=self._heartbeat_failed)
-            await self.journal.close(summary.to_json())
+            with trio.CancelScope(shield=True):
+                await self._stop_loops_but_the_journal()
+                await self.journal.close(summary.to_json())
             nursery.cancel_scope.cancel()
         if self.fatal is not None:
             raise self.fatal
         return summary
+
+    async def _stop_loops_but_the_journal(self) -> None:
+        """The services in reverse start order, the journal (the first) left to take their
+        last events and the session's end."""
+        assert self.services is not None
+        for child in reversed(self.services.spec.children[1:]):
+            try:
+                await self.services.terminate_child(child.id)
+            except RuntimeError:
+                return  # the services are not running any more
 
     async def _wake_on(self, stop: trio.Event) -> None:
         await stop.wait()

@@ -97,6 +97,7 @@ def services_spec(
         await feed_outcomes(breaker, outcomes, port, task_status=task_status)
 
     children = [
+        # First: the root stops the others before closing it, so it takes their last events.
         # Transient: it returns when the root closes it (or when disabled). Its final
         # flush is bounded by 5 s (extmm.journal.actor).
         ChildSpec(id="journal", start=journal.run, restart=Restart.TRANSIENT, shutdown_timeout=6.0),

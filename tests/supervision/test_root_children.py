@@ -37,7 +37,7 @@ async def _restart_of(events: trio.MemoryReceiveChannel, path: str) -> tuple[Chi
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize("child", ["heartbeat", "breaker", "telemetry"])
+@pytest.mark.parametrize("child", ["heartbeat", "breaker", "telemetry", "account", "events", "outcomes"])
 async def test_a_crashed_root_loop_restarts_under_its_policy_while_quoting_goes_on(autojump_clock, child):
     async with running_bot() as bot:
         await trio.sleep(20)
@@ -168,3 +168,29 @@ def test_trading_control_tells_running_markets_and_skips_halted_ones():
     control.apply(Throttle("breaker HALF_OPEN", 0.5))
     assert told("BTC-USD") == [TradingMode(active=True, reason="breaker HALF_OPEN", size_fraction=0.5)]
     assert control.quotes("BTC-USD") and not control.quotes("ETH-USD")
+
+
+async def test_a_crashed_journal_restarts_and_still_records_the_session_end(tmp_path, autojump_clock):
+    import sqlite3
+
+    from extmm.journal.session import SessionMeta, open_session
+
+    meta = SessionMeta(kind="paper", network="paper", account="vault 1", version="test", config_digest="x",
+                       markets=MARKETS)
+    path = tmp_path / "j.db"
+    journal = open_session(path, meta, clock=lambda: 1_800_000_000.0 + trio.current_time(), on_thread=False)
+    async with running_bot(journal=journal) as bot:
+        await trio.sleep(20)
+        events = bot.root.events.subscribe(1024)
+        assert bot.root.kill("journal")
+        await _restart_of(events, "journal")
+        written = journal.written
+        await trio.sleep(20)
+        assert journal.written > written  # the new incarnation writes
+    assert bot.result[0].open_orders_at_exit == 0
+    with sqlite3.connect(path) as conn:
+        (summary,) = conn.execute("SELECT summary FROM sessions").fetchone()
+        assert summary is not None and '"open_orders_at_exit": 0' in summary
+        restarts = conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'ChildRestarting'").fetchone()[0]
+        assert restarts >= 1
+    assert journal.dropped == 0
