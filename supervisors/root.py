@@ -135,6 +135,7 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
         self._supervisor_done = trio.Event()
         self._wake = trio.Event()  # stop requested, or a supervisor gave up
         self._heartbeat_failed = False
+        self._services_up = False
 
     # -- the trading state (read-only views; changes go through self.trading) ------------------
     @property
@@ -282,28 +283,41 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
             try:
                 # The services arm the switch (the heartbeat is ready once the venue took it).
                 await nursery.start(self._run_services)
+                self._services_up = True
                 await nursery.start(self._run_markets)
-                self.ready = True
-                logger.info("all markets ready: {}", ", ".join(names))
-                task_status.started(self)
-                await self._wake.wait()
-            except BaseException as exc:
-                # A failure (or cancellation) after the switch may have been armed still goes
-                # through cancel, confirm, disarm before it propagates.
+            except Escalation as exc:
+                # A loop or a market that cannot start: the switch may be armed already.
                 logger.error("stopping on a failure: cancelling our orders before exiting")
                 await self.shutdown(heartbeat_failed=self._heartbeat_failed)
-                if isinstance(exc, Escalation) and not self.ready:
-                    raise StartupError(f"the bot could not start its own loops: {exc}") from None
-                raise
-            if self.fatal is not None:
-                logger.error("{}: stopping the bot; cancelling our orders before exiting", self.fatal)
-            summary = await self.shutdown(heartbeat_failed=self._heartbeat_failed)
-            with trio.CancelScope(shield=True):
-                await self._stop_loops_but_the_journal()
-                await self.journal.close(summary.to_json())
-            nursery.cancel_scope.cancel()
+                self.fatal = exc
+                nursery.cancel_scope.cancel()
+            else:
+                summary = await self._run_until_woken(task_status)
+                nursery.cancel_scope.cancel()
+        if not self.ready:
+            raise StartupError(f"the bot could not start: {self.fatal}")
         if self.fatal is not None:
             raise self.fatal
+        return summary
+
+    async def _run_until_woken(self, task_status: trio.TaskStatus[RootSupervisor]) -> RunSummary:
+        self.ready = True
+        logger.info("all markets ready: {}", ", ".join(self.markets))
+        task_status.started(self)
+        try:
+            await self._wake.wait()
+        except BaseException:
+            # A failure (or cancellation) after the switch was armed still goes through
+            # cancel, confirm, disarm before it propagates.
+            logger.error("stopping on a failure: cancelling our orders before exiting")
+            await self.shutdown(heartbeat_failed=self._heartbeat_failed)
+            raise
+        if self.fatal is not None:
+            logger.error("{}: stopping the bot; cancelling our orders before exiting", self.fatal)
+        summary = await self.shutdown(heartbeat_failed=self._heartbeat_failed)
+        with trio.CancelScope(shield=True):
+            await self._stop_loops_but_the_journal()
+            await self.journal.close(summary.to_json())
         return summary
 
     async def _stop_loops_but_the_journal(self) -> None:
@@ -335,10 +349,9 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
         try:
             await self.services.run(task_status=task_status)
         except Escalation as exc:
-            if not self.ready:
-                if exc.child == HEARTBEAT:
-                    self._heartbeat_failed = True
-                raise
+            if not self._services_up:
+                self._heartbeat_failed = exc.child == HEARTBEAT
+                raise  # from nursery.start: the start fails
             self._gave_up(exc)
 
     async def _run_markets(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

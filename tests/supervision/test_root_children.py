@@ -194,3 +194,29 @@ async def test_a_crashed_journal_restarts_and_still_records_the_session_end(tmp_
         restarts = conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'ChildRestarting'").fetchone()[0]
         assert restarts >= 1
     assert journal.dropped == 0
+
+
+async def test_a_switch_the_venue_never_arms_refuses_the_start_and_nothing_quotes(autojump_clock):
+    from extmm.venue.errors import NetworkError
+    from supervisors.root import StartupError
+
+    async with inprocess_simulator(start_ms=START_MS, markets=list(MARKETS), seed=7) as (venue, runner):
+        placed: list[object] = []
+        real_place = venue.place_order
+
+        async def refuse(countdown_s):
+            raise NetworkError("the switch endpoint is down")
+
+        async def place(order):
+            placed.append(order)
+            return await real_place(order)
+
+        venue.set_dead_mans_switch = refuse  # type: ignore[method-assign]
+        venue.place_order = place  # type: ignore[method-assign]
+        root = RootSupervisor(cfg=bot_config(), port=venue, network="paper", epoch_ms=runner.now_ms,
+                              rng=random.Random(7))
+        with pytest.raises(StartupError, match="gave up after heartbeat"):
+            await root.run(stop=trio.Event())
+        assert placed == [] and not root.ready
+        # Retried under the heartbeat's policy before giving up (5 restarts, then escalation).
+        assert root.restarts["heartbeat"] == 5
