@@ -37,7 +37,7 @@ from loguru import logger
 from extmm.config import BotConfig
 from extmm.domain.breaker import CircuitBreaker
 from extmm.domain.risk import ExposureBoard
-from extmm.domain.trading import HaltMarket, ResumeQuoting, ReviveMarket, StopQuoting
+from extmm.domain.trading import HaltMarket, ReviveMarket, StopQuoting
 from extmm.journal.actor import Journal
 from extmm.ops.telemetry import AccountStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
 from extmm.venue.cancel import CancelOutcome, cancel_ours
@@ -153,9 +153,6 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
     @property
     def breaker_trips(self) -> int:
         return self.breaker_shell.trips
-
-    def set_quoting(self, active: bool, reason: str, size_fraction: float = 1.0) -> None:
-        self.trading.apply(ResumeQuoting(reason, size_fraction) if active else StopQuoting(reason))
 
     def operator_trip(self, detail: str = "operator signal") -> None:
         self.breaker.trip(trio.current_time(), detail)
