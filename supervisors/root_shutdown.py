@@ -148,6 +148,9 @@ class RootShutdown:
         countdown = self.trading.state.switch.countdown_s
         what = ("open orders unconfirmed" if result.left is None
                 else f"{result.left} of ours still open")
+        if heartbeat_failed and not self.trading.state.switch.armed:
+            logger.error("the dead man's switch was never armed (the venue did not accept it)")
+            return "not armed, heartbeat failed"
         if heartbeat_failed:
             state = "0 of ours open (confirmed)" if result.confirmed_none else what
             dms = f"armed {countdown}s, heartbeat failed"
