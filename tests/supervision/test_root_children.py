@@ -50,6 +50,7 @@ async def test_a_crashed_root_loop_restarts_under_its_policy_while_quoting_goes_
         assert policy.initial * (1 - policy.jitter) <= restarting.delay <= policy.initial
         assert started.at - killed_at >= restarting.delay
         sent = {m: bot.orders_sent(m) for m in MARKETS}
+        trades = len(bot.engine.trades(bot.account_id))
         await trio.sleep(15)
         assert bot.root.restarts[child] == 1
         assert bot.root.quoting and bot.root.fatal is None
@@ -64,6 +65,10 @@ async def test_a_crashed_root_loop_restarts_under_its_policy_while_quoting_goes_
             assert bot.engine.dms_deadline(bot.account_id) is not None
         if child == "telemetry":  # the panel's view is fed again
             assert bot.root.view.get("BTC-USD", ExecStats).at > started.at
+        if child == "account":  # the markets' account view is fed again: fills since, positions agree
+            assert len(bot.engine.trades(bot.account_id)) > trades
+            for market in MARKETS:
+                assert bot.bot_position(market) == bot.venue_position(market)
         if child == "breaker":  # the restarted breaker loop still acts on a trip
             bot.root.operator_trip("drill after restart")
             await wait_until(lambda: bot.root.breaker_trips == 1, within=5)
