@@ -1,5 +1,5 @@
 """Supervision for extmm: OTP-style supervisors on trio, restart backoff, supervision
-events and the account-wide circuit breaker.
+events and the account-wide circuit breaker (its state machine: `extmm.domain.breaker`).
 
 The per-market and root supervisors that wire the trading actors build on these.
 """
@@ -7,21 +7,21 @@ The per-market and root supervisors that wire the trading actors build on these.
 from __future__ import annotations
 
 from extmm.domain.backoff import Backoff, BackoffState
-from supervisors.breaker import (
+from extmm.domain.breaker import (
     BreakerAction,
-    BreakerSettings,
-    BreakerState,
-    BreakerStatistics,
-    CircuitBreaker,
-    RequestOutcome,
-    Trip,
-    TripReason,
-)
-from supervisors.events import (
     BreakerClosed,
     BreakerEvent,
     BreakerHalfOpen,
     BreakerOpened,
+    BreakerSettings,
+    BreakerState,
+    BreakerStatistics,
+    CircuitBreaker,
+    RequestHealth,
+    Trip,
+    TripReason,
+)
+from supervisors.events import (
     ChildFailed,
     ChildHalted,
     ChildRestarting,
@@ -76,7 +76,7 @@ __all__ = [
     "EventHub",
     "EventHubStatistics",
     "InjectedFault",
-    "RequestOutcome",
+    "RequestHealth",
     "Restart",
     "RestartWindow",
     "StopReason",

@@ -1,5 +1,8 @@
 """Supervision events: every supervisor step and breaker transition, as one union type.
 
+The breaker's transitions (`BreakerOpened`, ...) are defined with its state machine in
+`extmm.domain.breaker`.
+
 `EventHub` fans events out to any number of subscribers (tests, metrics, dashboard), each
 on its own bounded trio memory channel. Publishing never blocks: when a subscriber's
 buffer is full the *oldest* queued event is dropped and counted, so a slow consumer sees
@@ -14,6 +17,7 @@ from typing import TypeAlias
 import attrs
 import trio
 
+from extmm.domain.breaker import BreakerClosed, BreakerHalfOpen, BreakerOpened
 from extmm.ops.secrets import redact_known
 
 ERROR_TEXT_LIMIT = 400
@@ -128,37 +132,6 @@ class SupervisorEscalated:
         return join_path(self.supervisor, self.child)
 
 
-@attrs.frozen(kw_only=True)
-class BreakerOpened:
-    """Trip: stop quoting everywhere, mass-cancel, shorten the DMS countdown to
-    `dms_countdown_s`. Latched trips stay open until an operator resets the breaker."""
-
-    at: float
-    reason: str  # a `breaker.TripReason` value
-    detail: str
-    trip_count: int
-    cooldown_s: float  # seconds until half-open (meaningless while latched)
-    latched: bool
-    dms_countdown_s: int
-
-
-@attrs.frozen(kw_only=True)
-class BreakerHalfOpen:
-    """Quoting may resume at `quote_fraction`, ramping to 1 over `probe_s` seconds."""
-
-    at: float
-    quote_fraction: float
-    probe_s: float
-
-
-@attrs.frozen(kw_only=True)
-class BreakerClosed:
-    """Normal operation: full quoting, the normal DMS countdown."""
-
-    at: float
-
-
-BreakerEvent: TypeAlias = BreakerOpened | BreakerHalfOpen | BreakerClosed
 SupervisionEvent: TypeAlias = (
     ChildStarted
     | ChildFailed

@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from extmm.commands import load_config_or_report
@@ -35,9 +34,8 @@ from extmm.commands._venue_target import (
     resolve_target,
 )
 from extmm.ops.secrets import API_KEY_VAR, SecretsError, load_secrets
-from extmm.venue.errors import AuthError, OrderRejected, VenueError
-from extmm.venue.port import MAX_IDS_PER_CANCEL
-from extmm.venue.signing import is_ours
+from extmm.venue.cancel import POLL_S, RESEND_S, CancelOutcome, VenueRefused, cancel_and_confirm
+from extmm.venue.errors import VenueError
 from extmm.venue.types import OrderInfo
 
 if TYPE_CHECKING:
@@ -54,37 +52,6 @@ DEFAULT_PREFIX = "extmm"
 # a hint), so the default never reports a venue it did not reach.
 NETWORK_VAR = "EXTENDED_NETWORK"
 DEFAULT_NETWORK = "mainnet"
-POLL_S = 0.5
-RESEND_S = 3.0  # a lost or half-applied mass cancel is simply sent again
-
-
-class VenueRefused(Exception):
-    """The venue refused the API key or the market; the operator must fix the input (exit 2)."""
-
-
-@attrs.frozen(kw_only=True)
-class CancelOutcome:
-    before: tuple[OrderInfo, ...] | None  # selected orders open when we started; None: never listed
-    remaining: tuple[OrderInfo, ...] | None  # still open at the end; None: UNKNOWN (not confirmed)
-    sends: int  # cancels sent (accepted or not)
-    problems: tuple[str, ...] = ()  # venue failures along the way
-    foreign: tuple[OrderInfo, ...] = ()  # open orders not ours, left alone (last list seen)
-
-    @property
-    def confirmed(self) -> bool:
-        return self.remaining is not None
-
-    @property
-    def cancelled(self) -> tuple[OrderInfo, ...]:
-        """Orders open at the start and confirmed gone at the end (a few may have filled)."""
-        if self.before is None or self.remaining is None:
-            return ()
-        left = {o.id for o in self.remaining}
-        return tuple(o for o in self.before if o.id not in left)
-
-
-def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 async def cancel_open_orders(
@@ -97,88 +64,24 @@ async def cancel_open_orders(
     poll_s: float = POLL_S,
     resend_s: float = RESEND_S,
 ) -> CancelOutcome:
-    """Cancel the selected open orders and wait until the venue lists none of them.
-
-    Selected: in `market` (or every market) and, unless `everything`, ours (externalId
-    with `prefix`). Ours are cancelled by external id so an order someone else placed on
-    the same sub-account is never touched; `everything` sends the account- or market-wide
-    mass cancel. Raises VenueRefused when the venue refuses the key (401/403) or the
-    request itself (4xx); other failures are collected in `problems` and the attempt goes
-    on until `timeout_s`. `remaining` is None unless a list read after the start showed
-    the state of the selected orders.
-    """
-
-    def selected(order: OrderInfo) -> bool:
-        return (market is None or order.market == market) and (
-            everything or is_ours(order.external_id, prefix)
+    """Cancel the selected open orders and wait until the venue lists none of them
+    (`extmm.venue.cancel.cancel_and_confirm`, the loop the bot uses too). Raises
+    VenueRefused when the venue refuses the key (401/403) or the request itself (4xx)."""
+    try:
+        return await cancel_and_confirm(
+            venue,
+            markets=None if market is None else (market,),
+            prefix=prefix,
+            everything=everything,
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            resend_s=resend_s,
+            refusal_is_final=True,
         )
-
-    problems: list[str] = []
-    before: tuple[OrderInfo, ...] | None = None
-    remaining: tuple[OrderInfo, ...] | None = None
-    foreign: tuple[OrderInfo, ...] = ()
-    sends = 0
-    next_send = trio.current_time()
-
-    async def send(orders: tuple[OrderInfo, ...] | None) -> None:
-        nonlocal sends
-        if everything:
-            sends += 1
-            if market is None:
-                await venue.mass_cancel(cancel_all=True)
-            else:
-                await venue.mass_cancel(markets=[market])
-            return
-        ids = [o.external_id for o in orders or () if o.external_id]
-        for chunk in _chunks(ids, MAX_IDS_PER_CANCEL):
-            sends += 1
-            await venue.mass_cancel(external_ids=chunk)
-
-    with trio.move_on_after(timeout_s):
-        while True:
-            try:
-                listed = tuple(await venue.get_open_orders(market))
-            except AuthError as exc:
-                raise VenueRefused(f"the venue refused the API key ({exc}); check {API_KEY_VAR}") from None
-            except VenueError as exc:
-                problems.append(f"listing open orders failed: {exc}")
-                listed = None
-            if listed is not None:
-                remaining = tuple(o for o in listed if selected(o))
-                foreign = tuple(o for o in listed if not selected(o))
-                if before is None:
-                    before = remaining
-                if not remaining:
-                    break
-            # Ours are cancelled by the external ids just listed; with nothing listed
-            # only the explicit whole-account/market cancel can be sent blind.
-            if trio.current_time() >= next_send and (everything or listed is not None):
-                next_send = trio.current_time() + resend_s
-                try:
-                    await send(remaining)
-                except AuthError as exc:
-                    raise VenueRefused(
-                        f"the venue refused the API key ({exc}); check {API_KEY_VAR}"
-                    ) from None
-                except OrderRejected as exc:
-                    if exc.http_status is not None and 400 <= exc.http_status < 500:
-                        raise VenueRefused(f"the venue refused the cancel: {exc}") from None
-                    problems.append(f"cancel failed: {exc}")
-                except VenueError as exc:
-                    problems.append(f"cancel failed: {exc}")
-            if listed is None:
-                # The last read failed: whatever an earlier read said is no longer known.
-                remaining = None
-            await trio.sleep(poll_s)
-    if remaining is None:
-        problems.append("could not confirm with the venue which orders are still open")
-    return CancelOutcome(
-        before=before,
-        remaining=remaining,
-        sends=sends,
-        problems=tuple(dict.fromkeys(problems)),
-        foreign=foreign,
-    )
+    except VenueRefused as exc:
+        if "API key" in str(exc):
+            raise VenueRefused(f"{exc}; check {API_KEY_VAR}") from None
+        raise
 
 
 def _by_market(orders: Sequence[OrderInfo]) -> str:

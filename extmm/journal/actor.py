@@ -192,6 +192,7 @@ class Journal:
         if self.writer is None:
             task_status.started()
             return
+        self._done = trio.Event()  # a fresh one per run: the root's supervisor may restart it
         task_status.started()
         delay = 0.0
         try:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 
 from extmm.config import BreakerConfig
-from supervisors.breaker import (
+from extmm.domain.breaker import (
+    BreakerClosed,
+    BreakerHalfOpen,
+    BreakerOpened,
     BreakerSettings,
     BreakerState,
     CircuitBreaker,
-    RequestOutcome,
+    RequestHealth,
     TripReason,
 )
-from supervisors.events import BreakerClosed, BreakerHalfOpen, BreakerOpened
+from supervisors.breaker import settings_from_config
 
-OK, ERROR, LIMITED = RequestOutcome.OK, RequestOutcome.ERROR, RequestOutcome.RATE_LIMITED
+OK, ERROR, LIMITED = RequestHealth.OK, RequestHealth.ERROR, RequestHealth.RATE_LIMITED
 
 
 def breaker(**kw: object) -> CircuitBreaker:
@@ -95,11 +98,11 @@ def test_venue_rejections_and_429s_are_not_errors() -> None:
 
 
 def test_venue_outcome_names_map_to_breaker_outcomes() -> None:
-    assert RequestOutcome.from_venue("ok") is OK
-    assert RequestOutcome.from_venue("rejected") is OK
-    assert RequestOutcome.from_venue("rate_limited") is LIMITED
+    assert RequestHealth.from_venue("ok") is OK
+    assert RequestHealth.from_venue("rejected") is OK
+    assert RequestHealth.from_venue("rate_limited") is LIMITED
     for name in ("server_error", "network_error", "auth_error", "malformed", "something_new"):
-        assert RequestOutcome.from_venue(name) is ERROR
+        assert RequestHealth.from_venue(name) is ERROR
 
 
 def test_p99_latency_over_the_limit_trips() -> None:
@@ -255,7 +258,7 @@ def test_reset_is_a_no_op_unless_open() -> None:
 
 def test_settings_from_the_config_file() -> None:
     cfg = BreakerConfig(max_429_per_min=7, max_error_rate=0.5, max_latency_ms=900, window_s=30, cooldown_s=12)
-    settings = BreakerSettings.from_config(cfg, min_requests=5)
+    settings = settings_from_config(cfg, min_requests=5)
     assert (settings.max_429_per_min, settings.max_error_rate, settings.max_latency_ms) == (7, 0.5, 900)
     assert (settings.window_s, settings.cooldown_s, settings.dms_backstop_sec, settings.min_requests) == (
         30,
@@ -263,7 +266,7 @@ def test_settings_from_the_config_file() -> None:
         10,
         5,
     )
-    assert CircuitBreaker(cfg).settings == BreakerSettings.from_config(cfg)
+    assert CircuitBreaker(settings_from_config(cfg)).settings == settings_from_config(cfg)
     with pytest.raises(ValueError):
         BreakerSettings(probe_quote_fraction=1.5)
 

@@ -87,7 +87,7 @@ class Lab:
                 await trio.sleep_forever()
             finally:
                 if teardown:
-                    with teardown_scope():
+                    with teardown_scope(task_status):
                         await trio.sleep(teardown)
                 self.note(name, "stopped")
 
@@ -794,15 +794,17 @@ async def test_current_child_path_and_teardown_scope_inside_a_child(
     seen: list[tuple[str | None, float]] = []
 
     async def probe(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with teardown_scope() as scope:
-            seen.append((current_child_path(), scope.deadline - trio.current_time()))
+        with teardown_scope(task_status) as scope:
+            seen.append((current_child_path(task_status), scope.deadline - trio.current_time()))
         task_status.started()
         await trio.sleep_forever()
 
     inner = SupervisorSpec(id="M", children=(ChildSpec(id="probe", start=probe, shutdown_timeout=7),))
     await run_for(Supervisor(spec(supervisor_child(inner))), 0)
     assert seen == [("M/probe", 7.0)]
-    assert current_child_path() is None
+    assert current_child_path(trio.TASK_STATUS_IGNORED) is None
+    with teardown_scope() as scope:  # outside a child: the default budget
+        assert scope.deadline - trio.current_time() == 5.0
 
 
 # -- control, introspection and events ------------------------------------------------------
@@ -896,7 +898,7 @@ async def test_random_kills_never_overlap_incarnations_or_lose_events(
                 await trio.sleep(rng.choice([0.3, 2.0, 1e9]))  # some crash by themselves
                 raise ValueError(f"{path} crashed")
             finally:
-                with teardown_scope():
+                with teardown_scope(task_status):
                     await trio.sleep(rng.choice([0, 0.05]))
                 alive[path] -= 1
 

@@ -51,8 +51,8 @@ def test_account_wide_limit_takes_the_room_left_by_the_other_markets():
 def test_reducing_mode_is_the_markets_state_on_the_panel():
     cfg = parse_config({"markets": [{"name": "BTC-USD"}]})
     root = RootSupervisor(cfg=cfg, port=None, network="paper", epoch_ms=lambda: 0)  # type: ignore[arg-type]
-    root.ready = True
-    root.quoting = True
+    root.ready = True  # quoting: the trading state's default
+    assert root.quoting
     assert root.market_state("BTC-USD") == "ACTIVE"
     root.view.update(RiskStats(market="BTC-USD", reducing=True, reasons=("reducing", "position_limit"), at=0.0))
     assert root.market_state("BTC-USD") == "REDUCING"
