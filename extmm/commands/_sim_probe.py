@@ -17,7 +17,14 @@ from typing import Any
 
 import trio
 
-from extmm.argtypes import log_level
+from extmm.argtypes import (
+    log_level,
+    non_negative_float,
+    output_file_str,
+    port_number,
+    positive_float,
+    positive_int,
+)
 
 
 def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,16 +34,16 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--markets", type=int, default=4, help="probe markets P1-USD… (default 4)")
-    parser.add_argument("--rate", type=float, default=50.0, help="mid moves per second per market (default 50)")
-    parser.add_argument("--step-ticks", type=int, default=6, help="grid spacing in ticks (default 6)")
-    parser.add_argument("--levels", type=int, default=50, help="a cycle rises 2·levels steps and back (default 50)")
-    parser.add_argument("--settle", type=float, default=0.3, help="seconds of steady quotes to calibrate (default 0.3)")
+    parser.add_argument("--markets", type=positive_int, default=4, help="probe markets P1-USD… (default 4)")
+    parser.add_argument("--rate", type=positive_float, default=50.0, help="mid moves per second per market (default 50)")
+    parser.add_argument("--step-ticks", type=positive_int, default=6, help="grid spacing in ticks (default 6)")
+    parser.add_argument("--levels", type=positive_int, default=50, help="a cycle rises 2·levels steps and back (default 50)")
+    parser.add_argument("--settle", type=non_negative_float, default=0.3, help="seconds of steady quotes to calibrate (default 0.3)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    parser.add_argument("--port", type=port_number, default=0, help="TCP port; 0 picks a free one (default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-verify", action="store_true", help="accept orders without checking signatures")
-    parser.add_argument("--profile", default=None, metavar="FILE", help="cProfile the simulator into FILE")
+    parser.add_argument("--profile", type=output_file_str, default=None, metavar="FILE", help="cProfile the simulator into FILE")
     parser.add_argument("--log-level", type=log_level, default="WARNING", help="log level on stderr (default WARNING)")
     parser.set_defaults(handler=run)
 

@@ -39,9 +39,10 @@ def leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) ->
     tuple[tuple[str, ...], argparse.ArgumentParser]
 ]:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    # A command that runs by itself is checked even when it also has modes (`sim`, `sim probe`).
+    if path and (not subs or parser.get_default("handler") is not None):
+        yield path, parser
     if not subs:
-        if path:
-            yield path, parser
         return
     for name, sub in subs[0].choices.items():
         yield from leaf_parsers(sub, (*path, name))
@@ -101,7 +102,7 @@ def parse_fails(capsys, argv: list[str]) -> str:
 
 
 def test_every_subcommand_is_discovered():
-    assert {"run", "cancel-all", "check", "bench book", "sim", "status"} <= set(COMMANDS)
+    assert {"run", "cancel-all", "check", "bench book", "sim", "sim probe", "status"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
