@@ -38,8 +38,8 @@ Choices where the venue's behaviour is not documented (SPEC §11), in one place:
 
 Where each rule lives: the shared state and snapshots `extmm.sim.world`; validation of a
 new order `extmm.sim.validation` (the body) and `extmm.sim.admission` (against market and
-account); accepting, replacing and cancelling `extmm.sim.orders`; matching and how an
-order ends `extmm.sim.matching`; accounts `extmm.sim.accounts`, leverage and margin
+account); accepting, replacing and cancelling `extmm.sim.order_entry`; matching and how an
+order ends `extmm.sim.matching`; accounts `extmm.sim.registry`, leverage and margin
 `extmm.sim.margin`; expiry, the dead man's switch and funding `extmm.sim.timers`; the
 synthetic crowd `extmm.sim.crowd`; market data and book drains `extmm.sim.marketview`.
 
@@ -59,7 +59,6 @@ from typing import Any
 from extmm.domain.units import MarketSpec
 from extmm.markets import bundled_markets, spec_from_market
 from extmm.sim.account import AccountState
-from extmm.sim.accounts import AccountRegistry
 from extmm.sim.admission import UNCHECKED, Admission
 from extmm.sim.book import LevelUnits
 from extmm.sim.crowd import Crowd
@@ -85,7 +84,8 @@ from extmm.sim.model import (
     SimEvent,
     SimOrder,
 )
-from extmm.sim.orders import OrderEntry
+from extmm.sim.order_entry import OrderEntry
+from extmm.sim.registry import AccountRegistry
 from extmm.sim.signing import KeyPair, L2Config, SignatureError, StarknetDomain
 from extmm.sim.timers import Timers
 from extmm.sim.world import EngineConfig, SimMarket, World

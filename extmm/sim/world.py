@@ -3,8 +3,8 @@
 `World` holds what every part of the engine reads and writes — the clock, the outbox,
 the id counters, the accounts, the markets and the timers' queues — plus the snapshots
 all of them report (`order_state`, `position_state`, `balance_state`). It decides
-nothing: order validation (`extmm.sim.admission`), order entry (`extmm.sim.orders`),
-matching (`extmm.sim.matching`), accounts (`extmm.sim.accounts`), leverage and margin
+nothing: order validation (`extmm.sim.admission`), order entry (`extmm.sim.order_entry`),
+matching (`extmm.sim.matching`), accounts (`extmm.sim.registry`), leverage and margin
 (`extmm.sim.margin`), timers (`extmm.sim.timers`), the synthetic crowd
 (`extmm.sim.crowd`) and the market views (`extmm.sim.marketview`) act on it.
 """
