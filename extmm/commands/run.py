@@ -133,10 +133,20 @@ def main(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # An operator mistake found before anything was sent (StartupError): one line, exit 2.
         startup = startup_error_of(exc)
-        if startup is None:
+        if startup is not None:
+            print(f"startup failed: {startup}", file=sys.stderr)
+            return 2
+        if not isinstance(exc, Exception):
             raise
-        print(f"startup failed: {startup}", file=sys.stderr)
-        return 2
+        # A failure no supervisor could mend (a policy gave up): the root stopped quoting and
+        # cancelled before it got here; its log lines say what the venue confirmed and
+        # whether the dead man's switch was left armed. The traceback goes to the log.
+        from loguru import logger
+
+        logger.opt(exception=exc).critical("the bot stopped on a failure its supervisors could not mend")
+        print(f"stopped on a failure: {type(exc).__name__}: {exc}; the log says what was cancelled and "
+              "whether the dead man's switch is still armed", file=sys.stderr)
+        return 1
     print_summary(summary)
     # Unknown is a state: exit 0 only when the venue confirmed none of ours open and the
     # dead man's switch was disarmed; otherwise the summary says what was left armed.

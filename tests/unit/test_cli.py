@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import extmm.commands
-from extmm.cli import build_parser
+from extmm.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "config.json"
@@ -87,3 +87,21 @@ def test_help_lists_exactly_the_commands_that_exist_and_each_has_help():
         sub = extmm_cli(name, "--help")
         assert sub.returncode == 0, f"{name} --help failed:\n{sub.stderr}"
         assert "usage:" in sub.stdout
+
+
+def test_a_failure_the_supervisors_could_not_mend_exits_1_with_one_line(monkeypatch, capsys, tmp_path):
+    # What `run` prints when the root gives up after trading started (it has already stopped
+    # quoting and cancelled): one line naming the failure, exit 1, the traceback in the log.
+    import extmm.runtime.app as app
+
+    async def gives_up(*_args, **_kwargs):
+        raise RuntimeError("heartbeat: restart policy gave up")
+
+    monkeypatch.setattr(app, "run_bot", gives_up)
+    code = main(["run", "--config", str(ROOT / "config" / "config.json"), "--no-dashboard",
+                 "--metrics-port", "0", "--duration", "1", "--journal", str(tmp_path / "j.sqlite")])
+    assert code == 1
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("stopped on a failure")]
+    assert line == ["stopped on a failure: RuntimeError: heartbeat: restart policy gave up; the log says what "
+                    "was cancelled and whether the dead man's switch is still armed"]
