@@ -49,7 +49,7 @@ from extmm.domain.units import Side
 from extmm.record import RecordingError, RecordingReader, expand_parts
 from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
-from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
+from extmm.sim.model import CROWD_ACCOUNT_ID, OPEN_STATUSES, SimOrder, SimReject
 from extmm.sim.runner import OutFrame, SimRunner, Subscription
 from extmm.sim.validation import grid_units, parse_order_body
 from extmm.venue.errors import OrderRejected
@@ -189,11 +189,19 @@ class ReplayEngine(SimEngine):
             logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
             self.bad_book[market] = str(exc)
             return False
-        if book.valid and self.queues[market]:
-            for slot in self._live_slots(market).values():
-                level = book.lots_at(slot.order.side is Side.BUY, slot.order.price_ticks)
+        slots = self.queues[market]
+        if book.valid and slots:
+            dead = []
+            for order_id, slot in slots.items():
+                order = slot.order
+                if not order.resting or order.status not in OPEN_STATUSES:
+                    dead.append(order_id)
+                    continue
+                level = (book.bids if order.side is Side.BUY else book.asks).get(order.price_ticks, 0)
                 if level < slot.ahead:
                     slot.ahead = level
+            for order_id in dead:
+                del slots[order_id]
         return book.valid
 
     def on_prints(self, market: str, prints: Sequence[tuple[bool, int, int, int]], now_ms: int) -> int:
