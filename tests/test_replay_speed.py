@@ -1,4 +1,4 @@
-"""The backtest's `VirtualClock` and the replay's timed delivery (faster replay, issue 15).
+"""Faster replay (issue 15): the backtest's `VirtualClock`, the replay's timed delivery, its L2 book.
 
 `VirtualClock` must move time exactly as `MockClock(autojump_threshold=0)` does (same
 instants, same tasks woken together, `wait_all_tasks_blocked` first); the replay driver
@@ -123,3 +123,26 @@ def test_replay_delivers_each_frame_exactly_at_its_delivery_time(recording, inte
             due_ms = (due_ms // interval_ms + 1) * interval_ms
         assert at * 1000 == pytest.approx(due_ms, abs=1e-6)
     assert [at for at, _ in arrivals] == sorted(at for at, _ in arrivals)
+
+
+def test_recorded_book_keeps_its_best_levels_through_random_deltas():
+    """The replay's L2 book finds the next best level next to a removed best (or by a scan)."""
+    import random
+    from decimal import Decimal
+
+    from extmm.backtest.l2 import L2Book
+    from extmm.domain.units import MarketSpec
+
+    spec = MarketSpec(name="X-USD", tick_size=Decimal("1"), lot_size=Decimal("0.001"), min_order_size=Decimal("0.001"))
+    book = L2Book(spec)
+    book.apply("SNAPSHOT", {"b": [{"p": "1000", "q": "1"}], "a": [{"p": "1001", "q": "1"}]})
+    rng = random.Random(5)
+    for _ in range(5000):
+        side = rng.choice("ba")
+        # mostly near the touch, sometimes far away (gaps wider than the tick-by-tick look)
+        offset = rng.randrange(0, 8) if rng.random() < 0.9 else rng.randrange(50, 400)
+        price = 1000 - offset if side == "b" else 1001 + offset
+        size = "0" if rng.random() < 0.45 else str(Decimal(rng.randrange(1, 50)) / 1000)
+        book.apply("DELTA", {"b": [], "a": [], side: [{"p": str(price), "c": size}]})
+        assert book.best_bid == (max(book.bids) if book.bids else None)
+        assert book.best_ask == (min(book.asks) if book.asks else None)
