@@ -15,7 +15,8 @@ timed after numba's compilation. `--profile FILE` adds a second, cProfiled run o
 
 events: one definition for both engines, hftbacktest's: the data set's L2 level updates
 plus its trade prints; events_per_s: per wall-clock second of each engine's run, in the
-same process, one after the other. Prints one JSON line.
+same process, one after the other; ours' cpu_seconds is its run's process CPU time (less
+sensitive than wall time to a busy machine). Prints one JSON line.
 """
 
 from __future__ import annotations
