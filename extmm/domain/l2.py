@@ -106,7 +106,7 @@ class L2Book:
                 else:
                     size = 0
                     if side.pop(tick, None) is not None and tick == best:
-                        best = (max(side) if is_bid else min(side)) if side else None
+                        best = _next_best(side, tick, is_bid)
                 changed.append((is_bid, tick, size))
             if is_bid:
                 self._best_bid = best
@@ -153,6 +153,20 @@ class L2Book:
             "a": side(sorted(self.asks.items())),
             "d": "f",
         }
+
+
+def _next_best(side: dict[int, int], removed: int, is_bid: bool) -> int | None:
+    """The best level left after the best one (`removed`) went: looked for tick by tick
+    next to it first (books are dense near the touch), else the max/min over the side."""
+    if not side:
+        return None
+    step = -1 if is_bid else 1
+    tick = removed + step
+    for _ in range(64):
+        if tick in side:
+            return tick
+        tick += step
+    return max(side) if is_bid else min(side)
 
 
 def parse_prints(

@@ -28,6 +28,8 @@ per-request delay. `replay_venue(...)` wires engine, runner, driver and an
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -43,9 +45,10 @@ from loguru import logger
 
 from extmm.domain.l2 import BadFrame, L2Book, parse_prints
 from extmm.domain.units import Side
+from extmm.sim.clock import VirtualClock
 from extmm.sim.engine import UNCHECKED, EngineConfig, SimEngine
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams
-from extmm.sim.model import CROWD_ACCOUNT_ID, SimOrder, SimReject
+from extmm.sim.model import CROWD_ACCOUNT_ID, OPEN_STATUSES, SimOrder, SimReject
 from extmm.sim.recording import RecordingError, RecordingReader, expand_parts
 from extmm.sim.runner import SimRunner
 from extmm.sim.subscription import OutFrame, Subscription
@@ -76,6 +79,12 @@ class ReplayEngine(SimEngine):
         self.fills: Counter[str] = Counter()  # by reason: queue | through | taker
         self.bad_book: dict[str, str] = {}  # market → the last book frame that could not be applied
         self._next_crowd_id = 9_000_000_000_000_000_001
+
+    def advance(self, now_ms: int) -> None:
+        """`SimEngine.advance` without synthetic flow (never here): only the timers."""
+        if now_ms > self._now:
+            self._run_timers(now_ms)
+            self._now = now_ms
 
     def _crowd_order(self, market: str, side: Side, ticks: int, lots: int, tif: str) -> SimOrder:
         self._next_crowd_id += 1
@@ -172,7 +181,8 @@ class ReplayEngine(SimEngine):
     # -- the recorded world ----------------------------------------------------------------
     def on_book(self, market: str, frame_type: str | None, data: Mapping[str, Any], now_ms: int) -> bool:
         """Apply a recorded book frame; returns whether the book is valid after it."""
-        self.advance(now_ms)
+        if now_ms > self._now:
+            self.advance(now_ms)
         book = self.books[market]
         try:
             book.apply(frame_type, data)
@@ -180,11 +190,19 @@ class ReplayEngine(SimEngine):
             logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
             self.bad_book[market] = str(exc)
             return False
-        if book.valid:
-            for slot in self._live_slots(market).values():
-                level = book.lots_at(slot.order.side is Side.BUY, slot.order.price_ticks)
+        slots = self.queues[market]
+        if book.valid and slots:
+            dead = []
+            for order_id, slot in slots.items():
+                order = slot.order
+                if not order.resting or order.status not in OPEN_STATUSES:
+                    dead.append(order_id)
+                    continue
+                level = (book.bids if order.side is Side.BUY else book.asks).get(order.price_ticks, 0)
                 if level < slot.ahead:
                     slot.ahead = level
+            for order_id in dead:
+                del slots[order_id]
         return book.valid
 
     def on_prints(self, market: str, prints: Sequence[tuple[bool, int, int, int]], now_ms: int) -> int:
@@ -220,6 +238,16 @@ class ReplayEngine(SimEngine):
 
 # -- the driver -------------------------------------------------------------------------------
 
+_REPLAYED = frozenset(("orderbook", "trades", "funding", "mark"))
+
+
+def _jump_to(clock: Any, when: float) -> None:
+    """Move an autojumping clock to exactly `when` (no float drift: frames due then are due)."""
+    if isinstance(clock, VirtualClock):
+        clock.jump_to(when)
+    else:
+        clock.jump(max(when - clock.current_time(), 0.0))
+
 
 @attrs.define
 class ReplayStats:
@@ -252,6 +280,7 @@ class ReplayDriver:
         self.markets = frozenset(markets)
         self.start_ms = start_ms
         self.feed_latency_s = feed_latency_s
+        self._latency_ms = None if feed_latency_s is None else int(round(feed_latency_s * 1000))
         self.capacity = capacity
         self.finished = trio.Event()
         self.stats = ReplayStats()
@@ -269,6 +298,11 @@ class ReplayDriver:
         self.book_interval_ms = book_interval_ms
         self._pending: dict[str, dict[str, Any]] = {}  # market → the merged delta of the open window
         self._others_blocked = False  # see _advance_to
+        self._next_deadline = 0.0  # trio time of the earliest timer while _others_blocked
+        # Frames waiting for their delivery time (see _push): (due, n, subscription, frame).
+        self._outq: list[tuple[float, int, Subscription, OutFrame]] = []
+        self._queued: dict[Subscription, tuple[int, float]] = {}  # frames waiting, the last one's time
+        self._pushed = 0
 
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(self, kind: str, market: str) -> Subscription:
@@ -295,80 +329,133 @@ class ReplayDriver:
             subs.discard(sub)
 
     def _push(self, sub: Subscription, frame: dict[str, Any], due: float) -> None:
-        self._others_blocked = False  # the subscriber may wake
+        """Send `frame` on `sub`, arriving at `due` (trio time).
+
+        A frame due later waits here, not in the subscription's channel, and is pushed at
+        `due` (`_release`): the reader sees it at the same virtual time as if it had
+        slept in `InProcessStream.receive` until `due`, without a wake-up and a timer per
+        frame. A subscription's frames keep their order (none overtakes an earlier one)."""
         sub.seq += 1
         frame = dict(frame)
         frame["seq"] = sub.seq
-        sub.push(OutFrame(orjson.dumps(frame).decode(), due))
+        out = OutFrame(orjson.dumps(frame).decode(), due)
+        waiting, last = self._queued.get(sub, (0, due))
+        if not waiting and due <= trio.current_time():
+            self._others_blocked = False  # the subscriber may wake
+            sub.push(out)
+            return
+        at = max(due, last)  # never before a frame queued earlier on this subscription
+        self._queued[sub] = (waiting + 1, at)
+        self._pushed += 1
+        heapq.heappush(self._outq, (at, self._pushed, sub, out))
+
+    async def _release(self, before: float, clock: Any) -> None:
+        """Push the waiting frames due before `before`, each at its due time."""
+        q = self._outq
+        while q and q[0][0] < before:
+            due = q[0][0]
+            if due > trio.current_time():
+                await self._advance_to(due, clock)
+            while q and q[0][0] <= due:
+                _, _, sub, out = heapq.heappop(q)
+                waiting, last = self._queued[sub]
+                if waiting > 1:
+                    self._queued[sub] = (waiting - 1, last)
+                else:
+                    del self._queued[sub]
+                self._others_blocked = False  # the subscriber may wake
+                sub.push(out)
 
     def _deliver(self, kind: str, market: str, frame: dict[str, Any], due: float, *, snapshot: bool) -> None:
         subs = self._subs.get((kind, market))
         if not subs:
             return
         for sub in list(subs):
+            if sub.closed:
+                subs.discard(sub)
+                continue
             if sub in self._awaiting_snapshot:
                 if not snapshot:
                     continue
                 self._awaiting_snapshot.discard(sub)
             self._push(sub, frame, due)
-            if sub.closed:
-                subs.discard(sub)
 
     # -- time --------------------------------------------------------------------------------
     def _times(self, record: dict[str, Any], frame: dict[str, Any]) -> tuple[int, int]:
         """(world ms, delivery ms) of a recorded frame, both monotone."""
         received = int(record.get("t") or self._last_deliver_ms)
         ts = frame.get("ts")
-        exchange = ts if isinstance(ts, int) and ts > 0 and abs(ts - received) < 60_000 else received
-        world = max(
-            exchange if self.feed_latency_s is not None else min(exchange, received), self._last_world_ms
-        )
-        if self.feed_latency_s is None:
+        exchange = ts if type(ts) is int and ts > 0 and -60_000 < ts - received < 60_000 else received
+        latency = self._latency_ms
+        if latency is None:
+            world = exchange if exchange < received else received
             deliver = received
         else:
-            deliver = world + int(round(self.feed_latency_s * 1000))
-        deliver = max(deliver, world, self._last_deliver_ms)
-        self._last_world_ms, self._last_deliver_ms = world, deliver
+            world = exchange
+            deliver = world + latency
+        if world < self._last_world_ms:
+            world = self._last_world_ms
+        if deliver < world:
+            deliver = world
+        if deliver < self._last_deliver_ms:
+            deliver = self._last_deliver_ms
+        self._last_world_ms = world
+        self._last_deliver_ms = deliver
         return world, deliver
 
     def _trio_time(self, epoch_ms: int) -> float:
         return self._t0 + (epoch_ms - self.start_ms) / 1000.0
 
     # -- the walk ------------------------------------------------------------------------------
-    async def _advance_to(self, when: float, clock: trio.testing.MockClock | None) -> None:
+    async def _advance_to(self, when: float, clock: Any) -> None:
         """Let trio's time reach `when`, yielding to the bot only when it has something to do.
 
-        Under an autojumping MockClock, when every other task is blocked and no timer of any
-        task falls before `when`, nothing can happen in between: the clock is moved forward
-        in place (`MockClock.jump`) instead of a sleep and a trip through the scheduler.
-        "Every other task is blocked" is known after `wait_all_tasks_blocked()` and stays
-        true until this driver wakes someone (a delivered frame, a fill) or sleeps; trio's
-        own run-queue length cannot tell (tasks woken in the same batch are not in it).
-        Under a real clock it simply sleeps.
+        Under an autojumping clock (`VirtualClock`, or `MockClock(autojump_threshold=0)`),
+        when every other task is blocked, nothing can happen before the earliest timer of
+        any task: the clock is moved forward in place, to `when` or to that timer
+        (which then runs; we wait until everyone is blocked again and go on), instead of a
+        sleep and a trip through the scheduler. "Every other task is blocked" is known
+        after `wait_all_tasks_blocked()` and stays true until this driver wakes someone (a
+        delivered frame, a fill); so does the earliest timer, which only a running task
+        can change. trio's own run-queue length cannot tell (tasks woken in the same batch
+        are not in it). Under a real clock it simply sleeps.
         """
         now = trio.current_time()
-        if when > now:
-            if clock is not None:
-                if not self._others_blocked:
-                    await trio.testing.wait_all_tasks_blocked()
-                    self._others_blocked = True
-                    now = trio.current_time()  # the autojump may have run timers meanwhile
-                    if now >= when:
-                        return
-                stats = trio.lowlevel.current_statistics()
-                if now + stats.seconds_to_next_deadline >= when:  # a timer due at `when` itself runs next
-                    clock.jump(when - now)
-                    return
+        if when <= now:
+            if not self._others_blocked:
+                await trio.lowlevel.checkpoint()
+            return
+        if clock is None:
             self._others_blocked = False
             await trio.sleep_until(when)
-        elif not self._others_blocked:
-            await trio.lowlevel.checkpoint()
+            return
+        while True:
+            if not self._others_blocked:
+                await trio.testing.wait_all_tasks_blocked()
+                now = trio.current_time()  # an autojump may have run timers meanwhile
+                if now >= when:
+                    return
+                self._others_blocked = True
+                self._next_deadline = now + trio.lowlevel.current_statistics().seconds_to_next_deadline
+            if self._next_deadline >= when:  # a timer due at `when` itself runs next
+                _jump_to(clock, when)
+                return
+            if self._next_deadline <= now:  # cannot happen with everyone blocked; never spin
+                self._others_blocked = False
+                await trio.sleep_until(when)
+                return
+            _jump_to(clock, self._next_deadline)  # that timer's task runs now
+            self._others_blocked = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._t0 = trio.current_time()
         current = trio.lowlevel.current_clock()
-        clock = current if isinstance(current, trio.testing.MockClock) and current.autojump_threshold == 0 else None
+        autojumps = isinstance(current, VirtualClock) or (
+            isinstance(current, trio.testing.MockClock) and current.autojump_threshold == 0
+        )
+        clock = current if autojumps else None
         task_status.started()
+        stats = self.stats
         try:
             for record in self.reader:
                 kind = record.get("k")
@@ -377,53 +464,65 @@ class ReplayDriver:
                     if record.get("s") == "orderbook" and market in self.markets:
                         self._last_seq[market] = None
                     continue
-                if kind not in ("orderbook", "trades", "funding", "mark") or market not in self.markets:
+                if kind not in _REPLAYED or market not in self.markets:
                     continue
                 frame = record.get("f")
                 if not isinstance(frame, dict):
-                    self.stats.bad_frames += 1
+                    stats.bad_frames += 1
                     continue
                 world, deliver = self._times(record, frame)
-                if self._pending:
+                if self._pending and (len(self._pending) > 1 or next(iter(self._pending.values()))["end"] <= world):
                     self._flush_pending(before_ms=world)
-                await self._advance_to(self._trio_time(world), clock)
+                when = self._t0 + (world - self.start_ms) / 1000.0
+                if self._outq and self._outq[0][0] < when:
+                    await self._release(when, clock)
+                if self._others_blocked and when <= self._next_deadline and clock is not None:
+                    if when > clock.current_time():  # nothing can happen before `when`: move there
+                        _jump_to(clock, when)
+                else:
+                    await self._advance_to(when, clock)
                 self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
-                self.stats.frames[kind] += 1
+                stats.frames[kind] += 1
                 if kind == "orderbook":
-                    self.stats.market_frames[market] += 1
-                self.stats.last_ms = world
+                    stats.market_frames[market] += 1
+                stats.last_ms = world
             self._flush_pending(before_ms=None)
             # The data ends when its last frame has been delivered (feed latency), not before.
-            await trio.sleep_until(self._trio_time(self._last_deliver_ms))
+            end = self._trio_time(self._last_deliver_ms)
+            await self._release(math.nextafter(end, math.inf), clock)
+            await trio.sleep_until(end)
+            self.finished.set()
+            await self._release(math.inf, clock)  # a last merged window may be due later
         finally:
             self.finished.set()
 
     # -- conflation ------------------------------------------------------------------------------
-    def _window_end(self, deliver_ms: int) -> int:
-        step = self.book_interval_ms
-        return (deliver_ms // step + 1) * step
-
     def _conflate(self, market: str, frame: dict[str, Any], data: dict[str, Any], deliver_ms: int) -> None:
         """Merge a DELTA into its market's open window (a level's last absolute size wins)."""
-        end = self._window_end(deliver_ms)
+        step = self.book_interval_ms
+        end = (deliver_ms // step + 1) * step
         pending = self._pending.get(market)
         if pending is not None and pending["end"] != end:
             self._flush_market(market)
             pending = None
         if pending is None:
             pending = self._pending[market] = {"end": end, "b": {}, "a": {}, "ts": frame.get("ts"), "frames": 0}
-        pending["ts"] = frame.get("ts")
+        else:
+            pending["ts"] = frame.get("ts")
         pending["frames"] += 1
         for key in ("b", "a"):
+            news = data.get(key)
+            if not news:
+                continue
             levels = pending[key]
-            for level in data.get(key) or ():
+            for level in news:
                 price = level["p"]
                 before = levels.get(price)
                 if before is None or "c" in level or "q" not in level or "q" not in before:
-                    merged = dict(level)
+                    # (recorded levels are not modified anywhere: kept as they are)
                     if before is not None and "q" in before and "q" in level:
-                        merged["q"] = str(Decimal(before["q"]) + Decimal(level["q"]))
-                    levels[price] = merged
+                        level = {**level, "q": str(Decimal(before["q"]) + Decimal(level["q"]))}
+                    levels[price] = level
                 else:  # changes without absolute sizes add up
                     levels[price] = {**before, "q": str(Decimal(before["q"]) + Decimal(level["q"]))}
 
@@ -436,7 +535,8 @@ class ReplayDriver:
 
     def _flush_pending(self, *, before_ms: int | None) -> None:
         """Deliver the windows that close at or before `before_ms` (None: all)."""
-        for market in [m for m, p in self._pending.items() if before_ms is None or p["end"] <= before_ms]:
+        due = [m for m, p in self._pending.items() if before_ms is None or p["end"] <= before_ms]
+        for market in due:
             self._flush_market(market)
 
     def _apply(self, kind: str, market: str, frame: dict[str, Any], world_ms: int, due: float,
@@ -592,7 +692,10 @@ async def replay_venue(
     )
     engine = ReplayEngine(config, start_ms=start_ms, markets=[probe.markets[n] for n in names])
     info = engine.create_account(balance=balance)
-    runner = SimRunner(engine, seed=seed, tick_s=runner_tick_s)
+    # The recorded book reaches the bot through the driver; the runner's own book flush has
+    # no subscriber here (it only drains the engine's level changes of our orders), so it
+    # need not wake the runner between its ticks.
+    runner = SimRunner(engine, seed=seed, tick_s=runner_tick_s, book_interval_s=runner_tick_s)
     reader = RecordingReader(files)
     driver = ReplayDriver(
         engine, runner, reader, markets=names, start_ms=start_ms, feed_latency_s=feed_latency_s,

@@ -522,7 +522,8 @@ async def _first(*waits: Callable[[], Any]) -> None:
 def backtest(cfg: BotConfig, opts: BacktestOptions) -> BacktestResult:
     """`run_backtest` in a fresh trio run under an autojumping `MockClock`."""
     from extmm.research.backtest.determinism import seeded_scheduling
+    from extmm.sim.clock import VirtualClock
 
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = VirtualClock()
     with seeded_scheduling(opts.seed):
         return trio.run(run_backtest, cfg, opts, clock=clock)

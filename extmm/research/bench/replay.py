@@ -15,7 +15,8 @@ timed after numba's compilation. `--profile FILE` adds a second, cProfiled run o
 
 events: one definition for both engines, hftbacktest's: the data set's L2 level updates
 plus its trade prints; events_per_s: per wall-clock second of each engine's run, in the
-same process, one after the other. Prints one JSON line.
+same process, one after the other; ours' cpu_seconds is its run's process CPU time (less
+sensitive than wall time to a busy machine). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -124,9 +125,13 @@ def run_ours(path: Path, market: str, book_interval_ms: float, profile: Path | N
     cfg = attrs.evolve(cfg, markets=[attrs.evolve(m, enabled=True) for m in cfg.markets if m.name == market]
                        or cfg.markets[:1])
     opts = BacktestOptions(hours=1000.0, replay=(path,), book_interval_s=book_interval_ms / 1000.0)
-    started = time.perf_counter()
+    # What the backtest imports on first use is start-up, not replay: not in the timed run.
+    import extmm.journal.session  # noqa: F401
+    import extmm.sim.replay  # noqa: F401
+
+    started, cpu = time.perf_counter(), time.process_time()
     result = backtest(cfg, opts)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     if profile is not None:  # a second, profiled run: the timed one above runs without the profiler
         import cProfile
 
@@ -138,6 +143,7 @@ def run_ours(path: Path, market: str, book_interval_ms: float, profile: Path | N
     line = result.to_json(wall_seconds=wall)
     return {
         "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),  # this process's CPU time: less sensitive to a busy machine
         "virtual_seconds": line["virtual_seconds"],
         "actor_market_events": line["market_events"],
         "messages": line["messages"],
