@@ -14,8 +14,9 @@ import trio
 import trio.testing
 from loguru import logger
 
+from extmm.research.record import record_synthetic
 from extmm.sim.clock import VirtualClock
-from extmm.sim.recording import read_recording, record_synthetic
+from extmm.sim.recording import read_recording
 from extmm.sim.replay import replay_venue
 
 
