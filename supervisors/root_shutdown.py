@@ -15,21 +15,15 @@ import attrs
 import trio
 from loguru import logger
 
-from extmm.config import BotConfig
 from extmm.domain.trading import StopQuoting
-from extmm.journal.actor import Journal
 from extmm.journal.hooks import record_final_marks
-from extmm.ops.telemetry import AccountStats, ExecStats, TelemetryView
+from extmm.ops.telemetry import AccountStats, ExecStats
 from extmm.venue.cancel import CancelOutcome, cancel_ours
 from extmm.venue.errors import VenueError
-from extmm.venue.port import ExchangePort
 from extmm.venue.signing import is_ours
-from extmm.venue.types import MarketInfo
-from supervisors.breaker import BreakerShell
-from supervisors.heartbeat import DeadMansSwitch
 from supervisors.market import ACTORS
+from supervisors.root_fields import RootFields
 from supervisors.supervisor import Supervisor, SupervisorState
-from supervisors.trading import TradingControl
 
 # Shutdown without the venue's confirmation that none of ours is open: the switch stays
 # armed with this short countdown so the venue cancels whatever is left soon after we exit.
@@ -77,22 +71,9 @@ class RunSummary:
         } | ({} if self.lifetime_pnl is None else {"lifetime_pnl": str(self.lifetime_pnl)})
 
 
-class RootShutdown:
-    cfg: BotConfig
-    port: ExchangePort
-    network: str
-    journal: Journal
-    view: TelemetryView
-    markets: dict[str, MarketInfo]
-    trading: TradingControl
-    switch: DeadMansSwitch
-    supervisor: Supervisor | None
+class RootShutdown(RootFields):
     services: Supervisor | None
-    exit_result: CancelOutcome | None
-    restarts: Any  # Counter[str]
     _supervisor_done: trio.Event
-
-    breaker_shell: BreakerShell
     reconnect_counts: Callable[[], dict[str, dict[str, int]]]  # RootStatus's
 
     async def shutdown(self, *, heartbeat_failed: bool = False) -> RunSummary:

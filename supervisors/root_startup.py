@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from extmm.config import BotConfig
 from extmm.venue.cancel import cancel_ours
 from extmm.venue.errors import AuthError, VenueError
 from extmm.venue.leverage import LeverageError, align_leverage
 from extmm.venue.port import ExchangePort
 from extmm.venue.signing import is_ours
-from extmm.venue.types import MarketInfo, OrderInfo
+from extmm.venue.types import OrderInfo
 from supervisors.readiness import wait_for_books
+from supervisors.root_fields import RootFields
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,12 +31,9 @@ class StartupError(Exception):
     """The bot cannot start safely (unknown market, venue unreachable...)."""
 
 
-class RootStartup:
-    cfg: BotConfig
-    port: ExchangePort
+class RootStartup(RootFields):
     book_probe_port: ExchangePort
     allow_foreign_orders: bool
-    markets: dict[str, MarketInfo]
     leverage: dict[str, Decimal]
     left_out: dict[str, str]
 

@@ -5,41 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import attrs
 import trio
 
-from extmm.config import BotConfig
 from extmm.domain.breaker import CircuitBreaker
-from extmm.journal.actor import Journal
 from extmm.ops.status import ActorStatus, AppStatus, MarketStatus
-from extmm.ops.telemetry import AccountStats, BookStats, RiskStats, TelemetryView
-from extmm.venue.cancel import CancelOutcome
-from extmm.venue.port import ExchangePort
+from extmm.ops.telemetry import AccountStats, BookStats, RiskStats
 from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream
-from extmm.venue.types import MarketInfo
-from supervisors.breaker import BreakerShell
-from supervisors.heartbeat import DeadMansSwitch
 from supervisors.market import ACTORS
-from supervisors.supervisor import Supervisor
-from supervisors.trading import TradingControl
+from supervisors.root_fields import RootFields
 
 
-class RootStatus:
-    cfg: BotConfig
-    port: ExchangePort
-    network: str
-    journal: Journal
-    view: TelemetryView
-    markets: dict[str, MarketInfo]
-    trading: TradingControl
-    switch: DeadMansSwitch
+class RootStatus(RootFields):
     breaker: CircuitBreaker
-    supervisor: Supervisor | None
-    exit_result: CancelOutcome | None
-    restarts: Any  # Counter[str]
     halt_left: dict[str, int | None]
     stream_reconnects: StreamReconnects
     account_hub: SharedAccountStream
@@ -47,7 +27,6 @@ class RootStatus:
     started_at: float
     ready: bool
     book_silence_s: float
-    breaker_shell: BreakerShell
 
     def actor_statuses(self, market: str) -> list[ActorStatus]:
         out: dict[str, ActorStatus] = {a: ActorStatus(name=a, state="stopped", restarts=0) for a in ACTORS}
