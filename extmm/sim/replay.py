@@ -16,7 +16,6 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
 
 from extmm.sim.engine import EngineConfig
 from extmm.sim.inproc import InProcessStream, InProcessVenue, PublicStreams

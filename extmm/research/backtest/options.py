@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import attrs
 import trio
-import trio.testing
 
 from extmm.venue.port import ExchangePort
 
