@@ -329,7 +329,8 @@ def run_extmm(
     from loguru import logger
 
     from extmm.config import parse_config
-    from extmm.research.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import backtest
 
     logger.remove()
     cfg = parse_config(

@@ -51,7 +51,8 @@ def run_one(job: tuple[str, int, float, float, float]) -> dict[str, Any]:
     from loguru import logger
 
     from extmm.config import parse_config
-    from extmm.research.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import backtest
 
     logger.remove()  # the bot's log lines are not the evidence
 

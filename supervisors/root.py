@@ -82,8 +82,12 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
         market_period: float = 30.0,
         allow_foreign_orders: bool = False,
         journal: Journal | None = None,
+        send_alerts: bool = False,
     ) -> None:
         self.journal = journal or Journal.disabled()
+        # The alert webhook (cfg.alerts) runs as a services child only when asked (`run`):
+        # a backtest, a chaos run or a benchmark with the same config posts nothing.
+        self.send_alerts = send_alerts
         self.cfg = cfg
         self.port = port
         self.network = network
@@ -271,6 +275,9 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
                 outcomes=self.request_outcomes,
                 port=self.port,
                 account_hub=self.account_hub,
+                alerts=self.cfg.alerts if self.send_alerts else None,
+                # The alerts judge the running bot (as when they started after ready).
+                status=lambda: self.status() if self.ready else None,
             ),
             events=self.events,
             rng=self.rng,

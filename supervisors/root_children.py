@@ -1,7 +1,8 @@
 """The root's own loops as supervised children (the "services" supervisor).
 
 Journal, telemetry, supervision events, the dead man's switch heartbeat, request
-outcomes, the circuit breaker and the shared account stream run under the same
+outcomes, the circuit breaker, the shared account stream and (when `alerts.webhook_url`
+is set) the alert webhook run under the same
 `Supervisor` the markets use, in that start order, ONE_FOR_ONE with declared restart
 policies (`extmm.domain.backoff.Backoff`): a crash restarts the one child while the
 markets keep quoting. When the restarts exceed `SERVICES_INTENSITY` within
@@ -13,14 +14,18 @@ switch is left armed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from extmm.config import AlertsConfig
 from extmm.domain.backoff import Backoff
 from extmm.domain.breaker import CircuitBreaker
 from extmm.journal.actor import Journal
 from extmm.journal.hooks import event_row
+from extmm.ops.alerts import watch_alerts
+from extmm.ops.status import AppStatus
 from extmm.ops.telemetry import TelemetryMsg, TelemetryView
 from extmm.venue.port import ExchangePort
 from extmm.venue.shared_account import SharedAccountStream
@@ -31,6 +36,7 @@ from supervisors.spec import ChildSpec, Restart, Strategy, SupervisorSpec
 
 SERVICES_ID = "services"
 HEARTBEAT = "heartbeat"
+ALERTS = "alerts"
 SERVICES_INTENSITY = 5  # restarts of the root's own loops ...
 SERVICES_PERIOD_S = 60.0  # ... within this many seconds before the bot stops
 SERVICE_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=5.0, jitter=0.2, reset_after=60.0)
@@ -72,6 +78,19 @@ async def record_events(
     await trio.sleep_forever()
 
 
+async def send_alerts(
+    status: Callable[[], AppStatus | None],
+    cfg: AlertsConfig,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The alerts child: status snapshots into webhook alerts (`extmm.ops.alerts`). It holds
+    no state worth keeping: a new incarnation starts with a fresh detector (conditions that
+    still hold fire again) and an empty send queue."""
+    task_status.started()
+    await watch_alerts(status, cfg)
+
+
 def services_spec(
     *,
     journal: Journal,
@@ -86,7 +105,12 @@ def services_spec(
     outcomes: trio.MemoryReceiveChannel[Any] | None,
     port: ExchangePort,
     account_hub: SharedAccountStream,
+    alerts: AlertsConfig | None = None,
+    status: Callable[[], AppStatus | None] = lambda: None,
 ) -> SupervisorSpec:
+    """The services supervisor's spec; `alerts` (with its webhook set) adds the alerts child,
+    which reads `status` (None: nothing to judge yet)."""
+
     async def run_telemetry(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         await absorb_telemetry(telemetry, view, task_status=task_status)
 
@@ -109,6 +133,14 @@ def services_spec(
         ChildSpec(id="breaker", start=breaker_shell.run, shutdown_timeout=15.0),
         ChildSpec(id="account", start=account_hub.run),
     ]
+    if alerts is not None and alerts.webhook_url is not None:
+
+        async def run_alerts(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            await send_alerts(status, alerts, task_status=task_status)
+
+        # Last: it only reads the status. Permanent under the services' policy: never on the
+        # trading path, but an unattended bot should not run on without its alerts.
+        children.append(ChildSpec(id=ALERTS, start=run_alerts))
     return SupervisorSpec(
         id=SERVICES_ID,
         children=children,

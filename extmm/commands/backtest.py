@@ -118,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
 
     import extmm.ops.logs as logs
     from extmm.research.backtest.metrics import write_fills_csv
-    from extmm.research.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import backtest
 
     cfg = load_config_or_report(args.config)
     if cfg is None:
@@ -231,7 +232,7 @@ def _feed_latency(text: str) -> float | None:
 
 def _known_failures(exc: BaseException) -> list[str]:
     """Messages of the expected failures (bad recording, bot cannot start) inside `exc`, else []."""
-    from extmm.research.backtest.run import BacktestError
+    from extmm.research.backtest.options import BacktestError
     from extmm.sim.recording import RecordingError
     from supervisors.root import StartupError
 

@@ -217,7 +217,8 @@ def run_once(raw_config: Mapping[str, Any], values: Mapping[str, Any], options: 
     from loguru import logger
 
     from extmm.config import ConfigError, parse_config
-    from extmm.research.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import backtest
 
     try:
         cfg = parse_config(apply_params(raw_config, values))

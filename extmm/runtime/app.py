@@ -169,6 +169,7 @@ async def run_bot(
                 warnings=warnings,
                 allow_foreign_orders=opts.allow_foreign_orders,
                 journal=journal,
+                send_alerts=True,
             )
             roots.append(root)
 
@@ -231,10 +232,6 @@ async def _after_ready(
         nursery.start_soon(_stop_after, opts.duration_s, stop)
     if opts.dashboard:
         nursery.start_soon(lambda: run_dashboard(status))
-    if root.cfg.alerts.webhook_url is not None:
-        from extmm.ops.alerts import watch_alerts
-
-        nursery.start_soon(lambda: watch_alerts(root.status, root.cfg.alerts))
     if opts.watchdog:
         sdnotify.notify(READY=1, STATUS=f"extmm {opts.network}: {len(root.markets)} markets ready")
         nursery.start_soon(lambda: sdnotify.watchdog_loop(root.healthy, status=lambda: _status_line(root)))

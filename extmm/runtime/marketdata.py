@@ -6,7 +6,7 @@ markets and trading configs come from the source's public `GET /info/markets` (S
 and funding come from the source's public v1 streams (SPEC §5.3–§5.7). Our orders rest in
 the engine as usual (accounts, fees, margin, the account stream are the simulator's) and
 are matched against the live flow with the replay's queue-position model
-(`extmm.sim.replay.ReplayEngine`: we join the back of the queue; prints at our price eat
+(`extmm.sim.replay_engine.ReplayEngine`: we join the back of the queue; prints at our price eat
 the queue ahead first; prints through our price fill us; a crossing post-only is
 rejected). The public streams the bot subscribes to carry the source's frames,
 re-sequenced per connection, through `ReplayDriver`'s delivery (a new subscriber waits
@@ -28,7 +28,8 @@ from loguru import logger
 
 from extmm.domain.backoff import Backoff
 from extmm.sim.engine import EngineConfig
-from extmm.sim.replay import ReplayDriver, ReplayEngine
+from extmm.sim.replay_driver import ReplayDriver
+from extmm.sim.replay_engine import ReplayEngine
 from extmm.sim.server import SimHandle, serve_simulator
 from extmm.sim.subscription import Subscription
 from extmm.venue.errors import RECOVERABLE_STREAM_ERRORS as RECOVERABLE

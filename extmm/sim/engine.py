@@ -408,7 +408,7 @@ class SimEngine:
     def fees(self, account_id: int, markets: Sequence[str] | None = None) -> list[FeeSchedule]:
         return self.registry.fees(account_id, markets)
 
-    # == for subclasses (`extmm.sim.replay.ReplayEngine`) ======================================
+    # == for subclasses (`extmm.sim.replay_engine.ReplayEngine`) ===============================
     @property
     def _now(self) -> int:
         return self.world.now

@@ -19,7 +19,8 @@ from loguru import logger
 from extmm.cli import main as cli_main
 from extmm.config import load_config
 from extmm.research.backtest.metrics import per_minute_changes, sharpe
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.options import BacktestOptions
+from extmm.research.backtest.run import backtest
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@ from loguru import logger
 from extmm.config import load_config
 from extmm.research.backtest.metrics import MarketSample
 from extmm.research.backtest.observe import ObservedFill
+from extmm.research.backtest.options import BacktestOptions
 from extmm.research.backtest.quality import fill_bursts, time_at_limit
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.run import backtest
 from extmm.research.dataimport.common import market_object
 from extmm.sim.recording import RecordingWriter
 

@@ -19,7 +19,8 @@ from loguru import logger
 from extmm.cli import main as cli_main
 from extmm.config import load_config
 from extmm.research.backtest.observe import book_levels
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.options import BacktestOptions
+from extmm.research.backtest.run import backtest
 from extmm.research.dataimport.binance_futures import export_binance
 from extmm.research.dataimport.tardis import BOOK_COLUMNS, TICKER_COLUMNS, TRADE_COLUMNS, export_tardis
 from extmm.research.record import record_synthetic

@@ -29,13 +29,15 @@ from extmm.domain.book import Book
 from extmm.domain.units import Side
 from extmm.markets import bundled_markets, spec_from_market
 from extmm.research.backtest.observe import book_levels
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.options import BacktestOptions
+from extmm.research.backtest.run import backtest
 from extmm.research.record import RunnerSource, record, record_synthetic
 from extmm.sim.engine import EngineConfig
 from extmm.sim.inproc import InProcessVenue
 from extmm.sim.launch import build_engine
 from extmm.sim.recording import RecordingError, RecordingWriter, expand_parts, part_path, read_recording
-from extmm.sim.replay import ReplayEngine, replay_venue
+from extmm.sim.replay import replay_venue
+from extmm.sim.replay_engine import ReplayEngine
 from extmm.sim.runner import SimRunner
 from extmm.sim.server import serve_simulator
 from extmm.venue.types import OrderRequest

@@ -9,7 +9,8 @@ import pytest
 
 from extmm.config import parse_config
 from extmm.markets import bundled_markets, bundled_spec
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.options import BacktestOptions
+from extmm.research.backtest.run import backtest
 from extmm.sim.flow import FLOW_PRESETS, FlowParams, MarketFlow
 
 BTC = bundled_markets()["BTC-USD"]

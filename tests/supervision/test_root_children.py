@@ -14,6 +14,7 @@ from actors.messages import TradingMode
 from extmm.domain.trading import HaltMarket, ResumeQuoting, StopQuoting, Throttle
 from extmm.ops.telemetry import ExecStats
 from extmm.sim.inproc import inprocess_simulator
+from supervisors.child import UnknownChild
 from supervisors.events import ChildRestarting, ChildStarted
 from supervisors.market import MarketWiring
 from supervisors.root import RootSupervisor, RunSummary
@@ -225,3 +226,78 @@ async def test_a_switch_the_venue_never_arms_refuses_the_start_and_nothing_quote
         assert placed == [] and not root.ready
         # Retried under the heartbeat's policy before giving up (5 restarts, then escalation).
         assert root.restarts["heartbeat"] == 5
+
+
+HOOK = "http://127.0.0.1:9/hook/secret-token-123456"
+
+
+def _hooked(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Route the alerts child's webhook into a list (the poster `watch_alerts` builds)."""
+    from extmm.ops import alerts
+
+    posted: list[dict] = []
+
+    def poster(url: str, timeout_s: float):
+        assert url == HOOK
+
+        async def post(body: dict) -> None:
+            posted.append(body)
+
+        return post
+
+    monkeypatch.setattr(alerts, "http_poster", poster)
+    return posted
+
+
+async def test_a_crashed_alerts_child_restarts_under_its_policy_and_alerts_again_while_quoting_goes_on(
+    autojump_clock, monkeypatch
+):
+    import attrs
+
+    from extmm.config import AlertsConfig
+
+    posted = _hooked(monkeypatch)
+    cfg = attrs.evolve(bot_config(), alerts=AlertsConfig(webhook_url=HOOK))
+    async with running_bot(cfg, send_alerts=True) as bot:
+        await trio.sleep(20)
+        assert [c.id for c in bot.root.services.children()][-1] == "alerts"
+        events = bot.root.events.subscribe(1024)
+        killed_at = trio.current_time()
+        assert bot.root.kill("alerts")
+        restarting, started = await _restart_of(events, "alerts")
+        assert SERVICE_BACKOFF.initial * (1 - SERVICE_BACKOFF.jitter) <= restarting.delay <= SERVICE_BACKOFF.initial
+        assert started.at - killed_at >= restarting.delay
+        sent = {m: bot.orders_sent(m) for m in MARKETS}
+        await trio.sleep(15)
+        assert bot.root.restarts["alerts"] == 1
+        assert bot.root.quoting and bot.root.fatal is None
+        for market in MARKETS:
+            assert bot.orders_sent(market) > sent[market]
+        assert not [p for p in bot.root.restarts if p.startswith(MARKETS)]
+        assert {c.id: str(c.state) for c in bot.root.services.children()}["alerts"] == "running"
+        # The new incarnation watches and posts: a breaker trip reaches the webhook.
+        posted.clear()
+        bot.root.operator_trip("drill after restart")
+        await wait_until(lambda: any("FIRING breaker_tripped" in b["text"] for b in posted), within=10)
+    assert bot.result[0].open_orders_at_exit == 0
+
+
+async def test_no_alerts_child_unless_the_run_asks_for_it(autojump_clock, monkeypatch):
+    """A backtest or chaos run with a config that has a webhook posts nothing (`send_alerts`
+    is the `run` command's), and without a webhook `run` has no alerts child either."""
+    import attrs
+
+    from extmm.config import AlertsConfig
+
+    posted = _hooked(monkeypatch)
+    for cfg, send in ((attrs.evolve(bot_config(), alerts=AlertsConfig(webhook_url=HOOK)), False),
+                      (bot_config(), True)):
+        async with running_bot(cfg, send_alerts=send) as bot:
+            await trio.sleep(5)
+            assert "alerts" not in {c.id for c in bot.root.services.children()}
+            with pytest.raises(UnknownChild):
+                bot.root.kill("alerts")
+            bot.root.operator_trip("drill")
+            await wait_until(lambda b=bot: b.root.breaker_trips == 1, within=5)
+            await trio.sleep(5)
+    assert posted == []

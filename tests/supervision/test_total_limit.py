@@ -12,7 +12,8 @@ from extmm.domain.quoting import QuoteIntent
 from extmm.domain.risk import ExposureBoard, RiskReason, RiskSnapshot, clamp_intent
 from extmm.domain.units import MarketSpec
 from extmm.ops.telemetry import RiskStats
-from extmm.research.backtest.run import BacktestOptions, backtest
+from extmm.research.backtest.options import BacktestOptions
+from extmm.research.backtest.run import backtest
 from supervisors.root import RootSupervisor
 
 SPEC = MarketSpec(name="BTC-USD", tick_size=Decimal(1), lot_size=Decimal("0.0001"), min_order_size=Decimal("0.0001"))

@@ -259,7 +259,8 @@ async def test_trading_goes_on_when_the_disk_is_full(tmp_path: Path, autojump_cl
 
 async def test_backtest_writes_the_same_schema(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     from extmm.journal.report import history, report
-    from extmm.research.backtest.run import BacktestOptions, run_backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import run_backtest
 
     path = tmp_path / "journal.db"
     result = await run_backtest(bot_config(), BacktestOptions(hours=0.1, seed=3, journal_path=path))

@@ -16,9 +16,7 @@ import heapq
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from decimal import Decimal
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import trio
@@ -27,168 +25,12 @@ import trio.testing
 from extmm.config import BotConfig, PosFloat
 from extmm.domain.markouts import MarkoutDone, MarkoutTracker
 from extmm.ops.telemetry import AccountStats, BookStats, ExecStats
-from extmm.research.backtest.metrics import (
-    PNL_KEYS,
-    MarketSample,
-    fill_ratio,
-    max_abs_inventory_usd,
-    net_pnl_series,
-    per_minute_changes,
-    sharpe,
-)
-from extmm.research.backtest.observe import BOOK, ObservedFill, ObservedPort
-from extmm.research.backtest.quality import fill_bursts, markout_report, sharpe_basis, time_at_limit
-from extmm.venue.port import ExchangePort
+from extmm.research.backtest.metrics import PNL_KEYS, MarketSample
+from extmm.research.backtest.observe import ObservedFill, ObservedPort
+from extmm.research.backtest.options import BacktestError, BacktestOptions, World
+from extmm.research.backtest.result import BacktestResult
 from extmm.venue.signing import is_ours
 from supervisors.root import RootSupervisor, RunSummary, StartupError
-
-START_MS = 1_790_000_000_000  # synthetic runs start here: results never depend on the wall clock
-
-
-DEFAULT_ORDER_LATENCY_MS = 20.0
-DEFAULT_FEED_LATENCY_MS = 50.0
-
-
-class BacktestError(Exception):
-    """The backtest cannot run as configured (e.g. a market the simulator does not know)."""
-
-
-@attrs.frozen(kw_only=True)
-class BacktestOptions:
-    """How to run. `hours` bounds the virtual duration (a replay also ends with its data).
-
-    Synthetic mode: `seed` drives the simulator's flow and the bot's jitter. Replay mode
-    (`replay` = recording files). In both, `order_latency_ms` delays every order action on
-    its way to the matching engine, and `feed_latency_ms` delivers market data that long
-    after it happened (replay: after its exchange timestamp, None: at the recorded receive
-    time; synthetic: every public stream message; account updates are not delayed).
-    The defaults (20 ms order, 50 ms feed) are a realistic colocated-less setup: with 0 ms
-    the bot re-quotes inside one aggressive sweep and is filled again and again, which
-    inflates fills (issue #15: 48 of 70 fills in bursts at 0 ms, none at 20/50 ms).
-    """
-
-    hours: float = 1.0
-    seed: int = 0
-    sample_s: float = 1.0
-    start_ms: int = START_MS
-    balance_usd: Decimal = Decimal(100_000)
-    replay: tuple[Path, ...] = ()
-    order_latency_ms: float = DEFAULT_ORDER_LATENCY_MS
-    feed_latency_ms: float | None = DEFAULT_FEED_LATENCY_MS
-    replay_from_ms: int | None = None  # replay: start this late in the data (epoch ms; walk-forward)
-    book_ready_timeout_s: float | None = None  # None: the config's book_ready_timeout_s
-    on_missing_book: Literal["skip", "fail"] = "skip"  # a market without a valid book: "skip" it or "fail" the run
-    flow: str = "default"  # synthetic mode: the simulator's flow preset (extmm.sim.flow.FLOW_PRESETS)
-    runner_tick_s: float = 0.1  # how often the simulator advances its engine and publishes
-    # Book frame cadence of the venue (Extended: 100 ms, SPEC §5.3): the simulator's push
-    # interval; a replay merges the recorded deltas of each window into one (0: every frame).
-    book_interval_s: float = 0.1
-    journal_path: Path | None = None  # write the trading journal here (same schema as live)
-
-    @property
-    def duration_s(self) -> float:
-        return self.hours * 3600.0
-
-
-@attrs.frozen(kw_only=True)
-class World:
-    """What a backtest runs against: a port, the venue's epoch clock, when the data ends."""
-
-    port: ExchangePort
-    now_ms: Callable[[], int]
-    finished: trio.Event  # set when a replay runs out of data (never for synthetic flow)
-    mode: str  # synthetic | replay
-    details: dict[str, Any] = attrs.Factory(dict)
-    # Why a market's book may never have become valid, as the world saw it (None: no idea).
-    diagnose: Callable[[str], str | None] = lambda _market: None
-
-
-@attrs.define
-class BacktestResult:
-    summary: RunSummary
-    samples: list[MarketSample]
-    fills: list[ObservedFill]
-    market_events_by_kind: dict[str, int]  # book_levels, trades (prints), mark, funding
-    messages_by_kind: dict[str, int]  # stream messages: book frames, mark, funding, account updates...
-    orders_placed: int
-    virtual_seconds: float
-    started_at: float  # trio time the bot was ready (fills' `at` counts from here)
-    limit_usd: float
-    quote_cap_usd: float
-    mode: str
-    details: dict[str, Any]
-    venue_open_orders: int  # our orders still open on the venue after shutdown
-    markouts: list[MarkoutDone] = attrs.Factory(list)  # settled markouts, keyed by trade id
-    order_latency_ms: float = 0.0
-    feed_latency_ms: float | None = None  # None: replay at the recorded receive time
-
-    @property
-    def market_events(self) -> int:
-        """L2 level updates + trade prints + mark + funding updates the actors received."""
-        return sum(self.market_events_by_kind.values())
-
-    @property
-    def messages(self) -> int:
-        """Stream messages the actors received (market frames and account updates)."""
-        return sum(self.messages_by_kind.values())
-
-    @property
-    def events(self) -> int:
-        """The backtest's "events" are market events (hftbacktest's unit)."""
-        return self.market_events
-
-    @property
-    def markets(self) -> tuple[str, ...]:
-        return self.summary.markets
-
-    def to_json(self, *, wall_seconds: float) -> dict[str, Any]:
-        """The one-line summary the `backtest` command prints."""
-        fills = self.summary.fills
-        series = net_pnl_series(self.samples)
-        changes = per_minute_changes(series)
-        basis = sharpe_basis(len(changes))
-
-        def per_s(count: int) -> float | None:
-            return round(count / wall_seconds, 1) if wall_seconds > 0 else None
-
-        return {
-            "virtual_seconds": round(self.virtual_seconds, 3),
-            "wall_seconds": round(wall_seconds, 3),
-            "events": self.market_events,
-            "events_per_s": per_s(self.market_events),
-            "market_events": self.market_events,
-            "market_events_per_s": per_s(self.market_events),
-            "messages": self.messages,
-            "messages_per_s": per_s(self.messages),
-            "orders_sent": self.summary.orders_sent,
-            "fills": fills,
-            "pnl": {k: float(self.summary.pnl.get(k, Decimal(0))) for k in PNL_KEYS},
-            "max_abs_inventory_usd": round(max_abs_inventory_usd(self.samples, self.fills), 2),
-            "limit_usd": self.limit_usd,
-            "sharpe": _round(sharpe(changes)) if basis["reported"] else None,
-            "sharpe_basis": basis,
-            "fill_ratio": _round(fill_ratio(fills, self.summary.orders_sent)),
-            "latency_ms": {
-                "order": self.order_latency_ms,
-                "feed": "recorded" if self.feed_latency_ms is None else self.feed_latency_ms,
-            },
-            "fill_bursts": fill_bursts(self.fills),
-            "markouts": markout_report(self.fills, self.markouts),
-            "time_at_limit": time_at_limit(self.samples, self.limit_usd),
-            "mode": self.mode,
-            "markets": list(self.markets),
-            "events_by_kind": dict(sorted(self.market_events_by_kind.items())),
-            "messages_by_kind": dict(sorted(self.messages_by_kind.items())),
-            "book_frames": self.messages_by_kind.get(BOOK, 0),
-            "open_orders_at_exit": self.venue_open_orders,
-            "position": {k: float(v) for k, v in self.summary.position.items()},
-            **self.details,
-        }
-
-
-def _round(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(value, digits)
-
 
 # -- worlds ----------------------------------------------------------------------------------
 

@@ -118,7 +118,8 @@ def run_ours(path: Path, market: str, book_interval_ms: float, profile: Path | N
     from loguru import logger
 
     from extmm.config import load_config
-    from extmm.research.backtest.run import BacktestOptions, backtest
+    from extmm.research.backtest.options import BacktestOptions
+    from extmm.research.backtest.run import backtest
 
     logger.disable("")
     cfg = load_config(ROOT / "config" / "config.json")
