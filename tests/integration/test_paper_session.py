@@ -138,10 +138,10 @@ def test_sigterm_cancels_everything_and_exits_0_and_metrics_are_served(tmp_path)
     assert fields.index("READY=1") < fields.index("WATCHDOG=1") < fields.index("STOPPING=1")
 
 
-async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, monkeypatch):
+async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, monkeypatch, fast_clock):
     """A session that really uses a known API key and private key (the simulator's
     account is created with them): neither appears in any log line (stderr or JSON),
-    panel render, metric, or exception text."""
+    panel render, metric, or exception text. (12 s of trio time at 3x, `fast_clock`.)"""
     clear_registered_secrets()
     log_file = tmp_path / "extmm.jsonl"
     stderr_lines: list[str] = []

@@ -3,7 +3,7 @@
 The subcommands and their options are discovered from the argparse parser itself, so a
 command added later is covered without touching this file. Parse-level mistakes are
 checked in-process (`parse_args` only: nothing runs); missing and unwritable files run the
-real command in a subprocess, because the check may live in the handler.
+real command (its handler, in one child process), because the check may live in the handler.
 """
 
 from __future__ import annotations
@@ -146,7 +146,32 @@ def missing_file_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     return cases
 
 
+# Runs every case through `extmm.cli.main` (what `python -m extmm` runs) inside ONE child
+# process, each case with its own stderr, exit code and traceback check: the commands'
+# handlers run for real, without paying the interpreter and import start-up 30-odd times.
+# (`test_unknown_markets_are_one_line_naming_the_existing_ones` below and the command tests
+# elsewhere run `python -m extmm` itself.)
+CASES_DRIVER = """
+import contextlib, io, json, os, sys, tempfile, traceback
+from extmm.cli import main
+for name, argv in json.load(sys.stdin):
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(dir=".")  # each case its own default journal
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    print(json.dumps([name, code, err.getvalue()]), flush=True)
+"""
+
+
 def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
+    import json
+
     (tmp_path / "not-a-dir").write_text("a file, not a directory\n")
     # The default config where the commands look for it, so each case fails on its own file.
     (tmp_path / "config").mkdir()
@@ -155,28 +180,16 @@ def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     cases = missing_file_cases(tmp_path)
     assert len(cases) >= 10
-    procs = []
+    proc = subprocess.run([sys.executable, "-c", CASES_DRIVER], input=json.dumps(cases), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert [name for name, _, _ in results] == [name for name, _ in cases], (proc.returncode, proc.stderr[-2000:])
     failures = []
-    # Two at a time: the machine is small.
-    for start in range(0, len(cases), 2):
-        batch = cases[start : start + 2]
-        procs = [
-            (name, argv, subprocess.Popen([sys.executable, "-m", "extmm", *argv], cwd=tmp_path, env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-            for name, argv in batch
-        ]
-        for name, _argv, proc in procs:
-            try:
-                _out, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                failures.append(f"{name}: still running after 60 s")
-                continue
-            # Log lines (loguru's "time | LEVEL | ...") may precede; the verdict is one line.
-            verdict = [x for x in err.strip().splitlines() if " | " not in x]
-            if proc.returncode != 2 or "Traceback" in err or len(verdict) != 1:
-                failures.append(f"{name}: exit {proc.returncode}, stderr {err.strip()[-400:]!r}")
+    for name, code, err in results:
+        # Log lines (loguru's "time | LEVEL | ...") may precede; the verdict is one line.
+        verdict = [x for x in err.strip().splitlines() if " | " not in x]
+        if code != 2 or "Traceback" in err or len(verdict) != 1:
+            failures.append(f"{name}: exit {code}, stderr {err.strip()[-400:]!r}")
     assert not failures, "\n".join(failures)
 
 
