@@ -20,6 +20,7 @@ import pytest
 from extmm import argtypes
 from extmm.cli import build_parser
 from extmm.ops.secrets import SECRET_VARS
+from tests import cli_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,32 +147,7 @@ def missing_file_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     return cases
 
 
-# Runs every case through `extmm.cli.main` (what `python -m extmm` runs) inside ONE child
-# process, each case with its own stderr, exit code and traceback check: the commands'
-# handlers run for real, without paying the interpreter and import start-up 30-odd times.
-# (`test_unknown_markets_are_one_line_naming_the_existing_ones` below and the command tests
-# elsewhere run `python -m extmm` itself.)
-CASES_DRIVER = """
-import contextlib, io, json, os, sys, tempfile, traceback
-from extmm.cli import main
-for name, argv in json.load(sys.stdin):
-    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(dir=".")  # each case its own default journal
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-    print(json.dumps([name, code, err.getvalue()]), flush=True)
-"""
-
-
 def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
-    import json
-
     (tmp_path / "not-a-dir").write_text("a file, not a directory\n")
     # The default config where the commands look for it, so each case fails on its own file.
     (tmp_path / "config").mkdir()
@@ -180,15 +156,13 @@ def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     cases = missing_file_cases(tmp_path)
     assert len(cases) >= 10
-    proc = subprocess.run([sys.executable, "-c", CASES_DRIVER], input=json.dumps(cases), cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("[")]
-    assert [name for name, _, _ in results] == [name for name, _ in cases], (proc.returncode, proc.stderr[-2000:])
+    # Every case's handler runs, all in one child process (tests/cli_driver.py); the
+    # `python -m extmm` entry itself is run by the test below and the command tests.
+    proc = subprocess.run([sys.executable, "-c", cli_driver.DRIVER], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, input=cli_driver.cases_input([(n, a, {}) for n, a in cases]))
     failures = []
-    for name, code, err in results:
-        # Log lines (loguru's "time | LEVEL | ...") may precede; the verdict is one line.
-        verdict = [x for x in err.strip().splitlines() if " | " not in x]
-        if code != 2 or "Traceback" in err or len(verdict) != 1:
+    for name, code, err in cli_driver.parse_results(proc.stdout, [n for n, _ in cases], proc.stderr):
+        if code != 2 or "Traceback" in err or len(cli_driver.verdict(err)) != 1:
             failures.append(f"{name}: exit {code}, stderr {err.strip()[-400:]!r}")
     assert not failures, "\n".join(failures)
 
