@@ -42,6 +42,7 @@ from extmm.venue.network import NetworkVenue
 from extmm.venue.parse import parse_market
 from extmm.venue.signing import Credentials
 from extmm.venue.types import OrderInfo, OrderRequest
+from tests import cli_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "config.json"
@@ -441,27 +442,29 @@ async def test_cancel_all_unreachable_venue_is_unknown_not_none(sim, tmp_path):
 
 
 async def test_cancel_all_refuses_without_a_key_or_with_a_bad_market(sim, tmp_path):
-    missing_key = await run_command(
-        sim, tmp_path, "cancel-all", "--endpoint", sim.rest, sim.stream, EXTENDED_API_KEY=None
-    )
-    assert missing_key.returncode == 2 and b"EXTENDED_API_KEY" in missing_key.stderr
-    unknown = await run_command(
-        sim, tmp_path, "cancel-all", "--market", "SOL-USD", "--endpoint", sim.rest, sim.stream
-    )
-    assert unknown.returncode == 2
-    assert b"unknown market SOL-USD; the venue has: BTC-USD, ETH-USD" in unknown.stderr
-    wrong_key = await run_command(
-        sim,
-        tmp_path,
-        "cancel-all",
-        "--endpoint",
-        sim.rest,
-        sim.stream,
-        EXTENDED_API_KEY="wrong-key-0123456789",
-    )
-    assert wrong_key.returncode == 2 and b"refused the API key" in wrong_key.stderr
-    bad_network = await run_command(sim, tmp_path, "cancel-all", EXTENDED_NETWORK="paper")
-    assert bad_network.returncode == 2 and b"EXTENDED_NETWORK must be testnet or mainnet" in bad_network.stderr
+    # The four refusals run the command's handler in one child process (tests/cli_driver.py);
+    # the test above runs `python -m extmm cancel-all` itself.
+    venue = ["--endpoint", sim.rest, sim.stream]
+    cases = [
+        ("missing key", ["cancel-all", *venue], {"EXTENDED_API_KEY": None}),
+        ("unknown market", ["cancel-all", "--market", "SOL-USD", *venue], {}),
+        ("wrong key", ["cancel-all", *venue], {"EXTENDED_API_KEY": "wrong-key-0123456789"}),
+        ("bad network", ["cancel-all"], {"EXTENDED_NETWORK": "paper"}),
+    ]
+    with trio.fail_after(120):
+        done = await trio.run_process([sys.executable, "-c", cli_driver.DRIVER], stdin=cli_driver.cases_input(cases).encode(),
+                                      capture_stdout=True, capture_stderr=True, check=False, env=sim.env(), cwd=tmp_path)
+    results = {name: (code, err) for name, code, err in
+               cli_driver.parse_results(done.stdout.decode(), [c[0] for c in cases], done.stderr.decode())}
+    code, err = results["missing key"]
+    assert code == 2 and "EXTENDED_API_KEY" in err
+    code, err = results["unknown market"]
+    assert code == 2
+    assert "unknown market SOL-USD; the venue has: BTC-USD, ETH-USD" in err
+    code, err = results["wrong key"]
+    assert code == 2 and "refused the API key" in err
+    code, err = results["bad network"]
+    assert code == 2 and "EXTENDED_NETWORK must be testnet or mainnet" in err
 
 
 def test_cancel_all_names_a_venue_without_network_options(monkeypatch, tmp_path):

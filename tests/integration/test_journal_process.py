@@ -18,6 +18,7 @@ from extmm.journal.read import session_ledgers
 from extmm.research.chaos.process import _bot_env, free_port
 from extmm.research.chaos.runner import chaos_config_data
 from extmm.sim.server import SimHandle, serve_simulator
+from tests import cli_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKETS = ["BTC-USD", "ETH-USD"]
@@ -55,25 +56,33 @@ def test_two_paper_sessions_on_one_journal(tmp_path: Path) -> None:
 
 
 def test_bad_journal_paths_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    # The handlers run in one child process (tests/cli_driver.py), each case on its own; the
+    # sessions above and below run `python -m extmm` itself.
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"garbage" * 1000)
-    for path, words in ((tmp_path / "missing" / "j.db", "does not exist"), (corrupt, "not a readable")):
-        done = run_cli("run", "--no-dashboard", "--metrics-port", "0", "--journal", str(path), "--duration", "1")
-        assert done.returncode == 2
-        assert done.stderr.strip().count("\n") == 0 and words in done.stderr and "Traceback" not in done.stderr
     from extmm.journal.schema import JournalLock
 
+    run = ["run", "--no-dashboard", "--metrics-port", "0", "--journal"]
+    cases = [
+        ("does not exist", [*run, str(tmp_path / "missing" / "j.db"), "--duration", "1"], {}),
+        ("not a readable", [*run, str(corrupt), "--duration", "1"], {}),
+        ("in use by another extmm process", [*run, str(tmp_path / "busy.db")], {}),
+        ("history", ["history", "--journal", str(corrupt)], {}),
+        ("report", ["report", "--journal", str(corrupt)], {}),
+    ]
     held = JournalLock(tmp_path / "busy.db")
     held.acquire()  # another extmm process writes this journal
     try:
-        done = run_cli("run", "--no-dashboard", "--metrics-port", "0", "--journal", str(tmp_path / "busy.db"))
+        done = subprocess.run([sys.executable, "-c", cli_driver.DRIVER], input=cli_driver.cases_input(cases),
+                              capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     finally:
         held.release()
-    assert done.returncode == 2 and "in use by another extmm process" in done.stderr
-    assert done.stderr.strip().count("\n") == 0
-    for cmd in ("history", "report"):
-        done = run_cli(cmd, "--journal", str(corrupt))
-        assert done.returncode == 2 and "Traceback" not in done.stderr and "journal error" in done.stderr
+    results = cli_driver.parse_results(done.stdout, [c[0] for c in cases], done.stderr)
+    for words, code, err in results[:3]:
+        assert code == 2, (words, err)
+        assert err.strip().count("\n") == 0 and words in err and "Traceback" not in err, (words, err)
+    for cmd, code, err in results[3:]:
+        assert code == 2 and "Traceback" not in err and "journal error" in err, (cmd, err)
 
 
 async def test_kill_9_then_restart_reconciles_fills(tmp_path: Path) -> None:

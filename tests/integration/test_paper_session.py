@@ -1,7 +1,7 @@
 """Whole paper sessions: the CLI main job, signals, metrics, the panel, and secrets.
 
-These run real processes and sockets on 127.0.0.1 (no virtual time), so they are the
-slowest tests of the default run (about two minutes together).
+These run real processes and sockets on 127.0.0.1; the in-process sessions run trio time at
+three times the wall clock (`fast_clock`), the command's processes real time.
 """
 
 from __future__ import annotations
@@ -53,14 +53,7 @@ def assert_pnl_identity(summary: dict) -> None:
     assert pnl["spread"] + pnl["inventory"] + pnl["fees"] + pnl["funding"] == pnl["net"]
 
 
-def test_paper_run_of_60s_fills_and_ends_flat_on_orders(tmp_path):
-    """The README's main job: `python -m extmm --duration 60` on paper."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "extmm", "--duration", "60", "--no-dashboard", "--metrics-port", "0", "--seed", "5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = summary_of(proc.stdout)
+def assert_paper_minute(summary: dict) -> None:
     assert summary["network"] == "paper"
     assert summary["markets"] == ["BTC-USD", "ETH-USD"]
     assert summary["open_orders_at_exit"] == 0
@@ -69,6 +62,29 @@ def test_paper_run_of_60s_fills_and_ends_flat_on_orders(tmp_path):
     assert_pnl_identity(summary)
     assert set(summary["position"]) == {"BTC-USD", "ETH-USD"}
     assert summary["breaker_trips"] == 0
+
+
+async def test_paper_run_of_60s_fills_and_ends_flat_on_orders(fast_clock):
+    """The README's main job (`--duration 60` on paper, the example config, seed 5), as the
+    command runs it (`run_bot`), on the embedded simulator's real sockets, in trio time at 3x.
+    The command's own process is run by the sigterm test below (exit 0, nothing open), the
+    journal sessions, and the slow test that follows."""
+    opts = RunOptions(network="paper", seed=5, duration_s=60, dashboard=False, metrics_port=None, watchdog=False,
+                      settle_gc=False)
+    summary = await run_bot(load_config(ROOT / "config/config.json"), opts, load_secrets(read_env_file=False))
+    assert_paper_minute(summary.to_json())
+
+
+@pytest.mark.slow
+def test_paper_process_of_60s_fills_and_ends_flat_on_orders(tmp_path):
+    """The README's main job as a process, `python -m extmm --duration 60` on paper, a real
+    minute (the same checks run by default, in-process at 3x: the test above)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "extmm", "--duration", "60", "--no-dashboard", "--metrics-port", "0", "--seed", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_paper_minute(summary_of(proc.stdout))
 
 
 def test_sigterm_cancels_everything_and_exits_0_and_metrics_are_served(tmp_path):
@@ -138,10 +154,10 @@ def test_sigterm_cancels_everything_and_exits_0_and_metrics_are_served(tmp_path)
     assert fields.index("READY=1") < fields.index("WATCHDOG=1") < fields.index("STOPPING=1")
 
 
-async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, monkeypatch):
+async def test_secrets_never_reach_logs_panel_metrics_or_exceptions(tmp_path, monkeypatch, fast_clock):
     """A session that really uses a known API key and private key (the simulator's
     account is created with them): neither appears in any log line (stderr or JSON),
-    panel render, metric, or exception text."""
+    panel render, metric, or exception text. (12 s of trio time at 3x, `fast_clock`.)"""
     clear_registered_secrets()
     log_file = tmp_path / "extmm.jsonl"
     stderr_lines: list[str] = []

@@ -5,7 +5,8 @@ most one a minute, an account stream that is silent while nothing of the account
 (quotes far from the touch: no fills, few replaces), WebSocket pings every 15 s. Under the
 old 30 s data-stall timer the account and funding streams were torn down twice a minute
 and Risk pulled the quotes each time; now every topic counts zero reconnects and no quote
-is pulled. Real sockets and real time (45 s; the slow variant runs 4 minutes).
+is pulled. Real sockets; the default test runs 45 s of trio time at three times the wall
+clock (`fast_clock`, 15 s), the slow variant 4 minutes of real time.
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ def assert_quiet(summary, reconnects, ex, exposition) -> None:
     assert 'extmm_stream_reconnects_total{market="BTC-USD",topic="account"} 0.0' in exposition
 
 
-async def test_calm_paper_session_longer_than_the_old_stall_limit_has_no_reconnects():
+async def test_calm_paper_session_longer_than_the_old_stall_limit_has_no_reconnects(fast_clock):
     assert_quiet(*await quiet_session(45.0))
 
 
 @pytest.mark.slow
 async def test_calm_paper_session_of_four_minutes_has_no_reconnects():
+    """Real time (the default test above covers the same in trio time at 3x)."""
     assert_quiet(*await quiet_session(240.0))
 
 

@@ -139,7 +139,7 @@ async def test_records_the_simulator_over_websockets(tmp_path):
             markets=["BTC-USD", "ETH-USD"],
             out=out,
             rotate_bytes=None,
-            duration_s=1.5,
+            duration_s=3.0,  # real time: >= 20 book frames even when connecting takes a second on a loaded machine
             kinds=["orderbook", "trades", "funding", "mark"],
             source_name="sim",
             wall_clock_ms=lambda: float(handle.runner.now_ms()),
@@ -402,24 +402,27 @@ def test_crossing_orders_are_rejected_post_only_or_take_the_recorded_book(replay
 # -- the bot on a replay -----------------------------------------------------------------------
 
 
+RECORDED_S = 150  # long enough for fills on both markets; every check below is relative to it
+
+
 @pytest.fixture(scope="module")
-def five_minutes(tmp_path_factory):
-    path = tmp_path_factory.mktemp("replay") / "five.ndjson.gz"
+def recorded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("replay") / "recorded.ndjson.gz"
     logger.disable("")
     try:
-        stats, _ = record_synthetic(path, markets=["BTC-USD", "ETH-USD"], seconds=300, seed=21)
+        stats, _ = record_synthetic(path, markets=["BTC-USD", "ETH-USD"], seconds=RECORDED_S, seed=21)
     finally:
         logger.enable("")
     return path, stats
 
 
-def test_the_bot_trades_a_replay_and_ends_clean(five_minutes):
-    path, stats = five_minutes
+def test_the_bot_trades_a_replay_and_ends_clean(recorded):
+    path, stats = recorded
     cfg = load_config("config/config.json")
     result = backtest(cfg, BacktestOptions(hours=1.0, replay=(path,), order_latency_ms=20.0))
     summary = result.summary
     assert result.mode == "replay"
-    assert result.virtual_seconds == pytest.approx(300.0, abs=1.0)  # ended by the data, not --hours
+    assert result.virtual_seconds == pytest.approx(RECORDED_S, abs=1.0)  # ended by the data, not --hours
     # Every recorded book frame, once — from the moment the Feed subscribes: the startup book
     # check comes first, and what went by meanwhile arrives folded into one snapshot.
     book = [r for r in read_recording([path]) if r.get("k") == "orderbook"]
@@ -442,8 +445,8 @@ def test_the_bot_trades_a_replay_and_ends_clean(five_minutes):
         assert summary.position[market] == from_fills
 
 
-async def test_feed_and_order_latencies_apply(five_minutes, autojump_clock):
-    path, _ = five_minutes
+async def test_feed_and_order_latencies_apply(recorded, autojump_clock):
+    path, _ = recorded
     async with replay_venue([path], markets=["ETH-USD"], feed_latency_s=0.25, order_latency_s=0.04) as replay:
         start, start_ms = trio.current_time(), replay.driver.start_ms
         lags = []
@@ -467,20 +470,20 @@ async def test_feed_and_order_latencies_apply(five_minutes, autojump_clock):
         assert trio.current_time() - before == pytest.approx(0.04)
 
 
-def test_a_replay_must_hold_the_configured_markets(five_minutes):
-    path, _ = five_minutes
+def test_a_replay_must_hold_the_configured_markets(recorded):
+    path, _ = recorded
     cfg = load_config("config/config.json")
     cfg = type(cfg)(markets=[type(cfg.markets[0])(name="SOL-USD")])
     with pytest.raises(RecordingError, match="SOL-USD"):
         backtest(cfg, BacktestOptions(replay=(Path(path),)))
 
 
-def test_backtest_command_replays_a_recording(five_minutes, capsys, monkeypatch):
+def test_backtest_command_replays_a_recording(recorded, capsys, monkeypatch):
     import extmm.ops.logs
     from extmm.cli import main as cli_main
 
     monkeypatch.setattr(extmm.ops.logs, "configure_logging", lambda **_: None)
-    path, stats = five_minutes
+    path, stats = recorded
     code = cli_main(
         [
             "backtest",

@@ -19,6 +19,7 @@ from extmm.sim.inproc import inprocess_simulator
 from extmm.venue.errors import NetworkError
 from extmm.venue.types import OrderRequest
 from supervisors.root import UNCONFIRMED_DMS_S, RootSupervisor, StartupError
+from tests import cli_driver
 from tests.botharness import START_MS, running_bot, wait_until
 from tests.botharness import test_config as bot_config
 
@@ -218,23 +219,28 @@ async def test_seven_operator_mistakes_exit_2_with_one_line_and_nothing_sent(tmp
             "unreachable venue": "cannot reach or read the venue",
             "unknown market": "unknown market SOL-USD",
         }
+        # Each case's `run` handler, all in one child process (tests/cli_driver.py: its own
+        # stderr, exit code and environment per case); the run below is `python -m extmm` itself.
+        driver_cases = [
+            (name, argv, {"EXTENDED_API_KEY": "0123456789abcdef0123"} if name == "wrong API key" else {})
+            for name, argv in cases.items()
+        ]
         try:
-            for name, argv in cases.items():
-                case_env = dict(env, EXTENDED_API_KEY="0123456789abcdef0123") if name == "wrong API key" else env
-                with trio.fail_after(90):
-                    result = await trio.run_process(
-                        [sys.executable, "-m", "extmm", *argv], capture_stdout=True, capture_stderr=True,
-                        check=False, env=case_env, cwd=tmp_path,
-                    )
-                err = result.stderr.decode()
-                verdict = [x for x in err.strip().splitlines() if " | " not in x]
-                assert result.returncode == 2, (name, err)
-                assert "Traceback" not in err and len(verdict) == 1, (name, err)
-                assert expected[name] in verdict[0], (name, verdict)
-                assert sent == [], (name, sent)
-                assert sim.engine.open_orders(sim.account.account_id) == []
+            with trio.fail_after(90 * len(cases)):
+                done = await trio.run_process(
+                    [sys.executable, "-c", cli_driver.DRIVER], stdin=cli_driver.cases_input(driver_cases).encode(),
+                    capture_stdout=True, capture_stderr=True, check=False, env=env, cwd=tmp_path,
+                )
         finally:
             busy.close()
+        results = cli_driver.parse_results(done.stdout.decode(), list(cases), done.stderr.decode())
+        for name, code, err in results:
+            verdict = cli_driver.verdict(err)
+            assert code == 2, (name, err)
+            assert "Traceback" not in err and len(verdict) == 1, (name, err)
+            assert expected[name] in verdict[0], (name, verdict)
+        assert sent == [], sent
+        assert sim.engine.open_orders(sim.account.account_id) == []
         # The same venue and config without the mistake does trade (the cases were not vacuous).
         with trio.fail_after(90):
             result = await trio.run_process(

@@ -3,7 +3,7 @@
 The subcommands and their options are discovered from the argparse parser itself, so a
 command added later is covered without touching this file. Parse-level mistakes are
 checked in-process (`parse_args` only: nothing runs); missing and unwritable files run the
-real command in a subprocess, because the check may live in the handler.
+real command (its handler, in one child process), because the check may live in the handler.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from extmm import argtypes
 from extmm.cli import build_parser
 from extmm.ops.secrets import SECRET_VARS
+from tests import cli_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,28 +157,14 @@ def test_missing_and_unwritable_files_are_one_line_exit_2(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     cases = missing_file_cases(tmp_path)
     assert len(cases) >= 10
-    procs = []
+    # Every case's handler runs, all in one child process (tests/cli_driver.py); the
+    # `python -m extmm` entry itself is run by the test below and the command tests.
+    proc = subprocess.run([sys.executable, "-c", cli_driver.DRIVER], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, input=cli_driver.cases_input([(n, a, {}) for n, a in cases]))
     failures = []
-    # Two at a time: the machine is small.
-    for start in range(0, len(cases), 2):
-        batch = cases[start : start + 2]
-        procs = [
-            (name, argv, subprocess.Popen([sys.executable, "-m", "extmm", *argv], cwd=tmp_path, env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-            for name, argv in batch
-        ]
-        for name, _argv, proc in procs:
-            try:
-                _out, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-                failures.append(f"{name}: still running after 60 s")
-                continue
-            # Log lines (loguru's "time | LEVEL | ...") may precede; the verdict is one line.
-            verdict = [x for x in err.strip().splitlines() if " | " not in x]
-            if proc.returncode != 2 or "Traceback" in err or len(verdict) != 1:
-                failures.append(f"{name}: exit {proc.returncode}, stderr {err.strip()[-400:]!r}")
+    for name, code, err in cli_driver.parse_results(proc.stdout, [n for n, _ in cases], proc.stderr):
+        if code != 2 or "Traceback" in err or len(cli_driver.verdict(err)) != 1:
+            failures.append(f"{name}: exit {code}, stderr {err.strip()[-400:]!r}")
     assert not failures, "\n".join(failures)
 
 

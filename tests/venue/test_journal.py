@@ -263,7 +263,7 @@ async def test_backtest_writes_the_same_schema(tmp_path: Path, autojump_clock: t
     from extmm.research.backtest.run import run_backtest
 
     path = tmp_path / "journal.db"
-    result = await run_backtest(bot_config(), BacktestOptions(hours=0.1, seed=3, journal_path=path))
+    result = await run_backtest(bot_config(), BacktestOptions(hours=0.03, seed=3, journal_path=path))
     conn = open_journal(path, readonly=True)
     fills = history(conn, "fills")
     assert len(fills) == result.summary.fills > 0

@@ -3,8 +3,8 @@
 The simulator enforces it (`--ip-rate-limit-per-min`, default 1,000); two instances on one
 address stay under it when each gets its share (`rate_limit_per_min` = budget / instances,
 as the README says), and go over it when both use the whole budget. The windows here are
-scaled down from 60 s to 3 s so that a test needs seconds, not minutes; `TokenBucket`
-keeps any window to its limit whatever the window length.
+scaled down from 60 s to 3 s so that a test needs seconds, not minutes (and trio time runs
+at 3x, `fast_clock`); `TokenBucket` keeps any window to its limit whatever the window length.
 """
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ async def two_instances(per_instance: int) -> tuple[int, AddressBudget]:
     return sum(limited), budget
 
 
-async def test_two_instances_with_the_readme_division_stay_under_the_address_budget():
+async def test_two_instances_with_the_readme_division_stay_under_the_address_budget(fast_clock):
     limited, budget = await two_instances(ADDRESS_BUDGET // 2)
     assert limited == 0 and budget.refused == 0
     assert budget.admitted > ADDRESS_BUDGET  # more than one window's worth went through
 
 
-async def test_two_instances_each_using_the_whole_budget_are_rate_limited():
+async def test_two_instances_each_using_the_whole_budget_are_rate_limited(fast_clock):
     limited, budget = await two_instances(ADDRESS_BUDGET)
     assert budget.refused > 0 and limited == budget.refused
 
