@@ -10,11 +10,12 @@ import trio.testing
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker more than the usable cores. About a third of the default run's
+    """`-n auto`: two workers more than the usable cores. About a third of the default run's
     time is real time spent waiting (whole sessions and bot processes on 127.0.0.1: a kill -9
-    and restart, two journal sessions, the dead man's switch), which a third worker on 2
-    cores fills with CPU-bound tests: 184 s with 2 workers, 139 s with 3 (2 quiet cores)."""
-    return len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1
+    and restart, two journal sessions, the dead man's switch), which extra workers fill with
+    CPU-bound tests. On 2 cores, one after the other: 3 workers 190 s, 4 workers 161 s."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 2
 
 
 @pytest.fixture(autouse=True)
