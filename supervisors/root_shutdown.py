@@ -49,6 +49,8 @@ class RunSummary:
     cancelled_at_exit: int | None = 0  # None: not confirmed by the venue
     stream_reconnects: dict[str, dict[str, int]] = attrs.Factory(dict)
     lifetime_pnl: Decimal | None = None  # net, all sessions of this network and account (journal)
+    # restarts of the root's own loops (the services supervisor's children), by child id
+    service_restarts: dict[str, int] = attrs.Factory(dict)
 
     @property
     def clean(self) -> bool:
@@ -65,6 +67,7 @@ class RunSummary:
             "position": {k: str(v) for k, v in self.position.items()},
             "open_orders_at_exit": "UNKNOWN" if self.open_orders_at_exit is None else self.open_orders_at_exit,
             "restarts": self.restarts,
+            "service_restarts": self.service_restarts,
             "breaker_trips": self.breaker_trips,
             "dms": self.dms,
             "stream_reconnects": self.stream_reconnects,
@@ -192,6 +195,10 @@ class RootShutdown(RootFields):
             position=positions,
             open_orders_at_exit=open_left,
             restarts=restarts,
+            service_restarts={
+                child.id: self.restarts.get(child.id, 0)
+                for child in (self.services.children() if self.services is not None else ())
+            },
             breaker_trips=self.breaker_shell.trips,
             dms=dms,
             cancelled_at_exit=cancelled,

@@ -76,6 +76,8 @@ async def test_a_crashed_root_loop_restarts_under_its_policy_while_quoting_goes_
             await wait_until(lambda: not bot.venue_open_orders(), within=15)
             assert not bot.root.quoting
     assert bot.result[0].open_orders_at_exit == 0
+    assert bot.result[0].service_restarts[child] == 1  # the exit summary shows it
+    assert sum(bot.result[0].service_restarts.values()) == 1
 
 
 async def test_a_heartbeat_that_cannot_be_restarted_stops_cancels_confirms_and_leaves_the_switch_armed(
