@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +40,7 @@ from extmm.domain.risk import ExposureBoard
 from extmm.domain.trading import HaltMarket, ReviveMarket, StopQuoting
 from extmm.journal.actor import Journal
 from extmm.ops.telemetry import AccountStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
-from extmm.venue.cancel import CancelOutcome, cancel_ours
+from extmm.venue.cancel import CancelOutcome
 from extmm.venue.port import ExchangePort
 from extmm.venue.reconnects import StreamReconnects
 from extmm.venue.shared_account import SharedAccountStream, SharingPort
@@ -160,11 +160,6 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
 
     def operator_trip(self, detail: str = "operator signal") -> None:
         self.breaker.trip(trio.current_time(), detail)
-
-    async def _cancel_ours(self, markets: Collection[str], *, timeout_s: float) -> CancelOutcome:
-        return await cancel_ours(
-            self.port, prefix=self.cfg.external_id_prefix, markets=list(markets), timeout_s=timeout_s
-        )
 
     # -- markets ---------------------------------------------------------------------------
     def _market_child(self, name: str, fees: tuple[float, float], ids: ExternalIdFactory) -> ChildSpec:

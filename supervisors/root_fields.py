@@ -3,14 +3,15 @@ declared once here, set by `supervisors.root.RootSupervisor.__init__`."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from extmm.config import BotConfig
 from extmm.journal.actor import Journal
 from extmm.ops.telemetry import TelemetryView
-from extmm.venue.cancel import CancelOutcome
+from extmm.venue.cancel import CancelOutcome, cancel_ours
 from extmm.venue.port import ExchangePort
-from extmm.venue.types import MarketInfo
+from extmm.venue.types import MarketInfo, OrderInfo
 from supervisors.breaker import BreakerShell
 from supervisors.heartbeat import DeadMansSwitch
 from supervisors.supervisor import Supervisor
@@ -30,3 +31,12 @@ class RootFields:
     exit_result: CancelOutcome | None
     restarts: Any  # Counter[str]
     breaker_shell: BreakerShell
+
+    async def _cancel_ours(
+        self, markets: Collection[str], *, timeout_s: float, listed: Sequence[OrderInfo] | None = None
+    ) -> CancelOutcome:
+        """Cancel and confirm our orders in `markets` (startup, halt, breaker, shutdown)."""
+        return await cancel_ours(
+            self.port, prefix=self.cfg.external_id_prefix, markets=list(markets), timeout_s=timeout_s,
+            listed=listed,
+        )

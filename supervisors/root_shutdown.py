@@ -18,7 +18,7 @@ from loguru import logger
 from extmm.domain.trading import StopQuoting
 from extmm.journal.hooks import record_final_marks
 from extmm.ops.telemetry import AccountStats, ExecStats
-from extmm.venue.cancel import CancelOutcome, cancel_ours
+from extmm.venue.cancel import CancelOutcome
 from extmm.venue.errors import VenueError
 from extmm.venue.signing import is_ours
 from supervisors.market import ACTORS
@@ -98,9 +98,7 @@ class RootShutdown(RootFields):
                 self.supervisor.stop()
                 with trio.move_on_after(20):
                     await self._supervisor_done.wait()
-            result = await cancel_ours(
-                self.port, prefix=self.cfg.external_id_prefix, markets=list(self.markets), timeout_s=15.0
-            )
+            result = await self._cancel_ours(self.markets, timeout_s=15.0)
             self.exit_result = result
             cancelled: int | None = None
             if result.confirmed_none:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from extmm.venue.cancel import cancel_ours
 from extmm.venue.errors import AuthError, VenueError
 from extmm.venue.leverage import LeverageError, align_leverage
 from extmm.venue.port import ExchangePort
@@ -47,10 +46,7 @@ class RootStartup(RootFields):
         except VenueError as exc:
             raise StartupError(f"cannot reach or read the venue ({exc}); nothing was sent") from None
         self._refuse_foreign(listed)
-        result = await cancel_ours(
-            self.port, prefix=self.cfg.external_id_prefix, markets=list(self.markets), timeout_s=10.0,
-            listed=listed,
-        )
+        result = await self._cancel_ours(self.markets, timeout_s=10.0, listed=listed)
         if not result.confirmed_none:
             raise StartupError(
                 "open orders of ours could not be cancelled at startup ("
