@@ -20,7 +20,7 @@ from extmm.domain.execution import LiveOrder, SideTarget
 from extmm.domain.refusals import Pacing
 from extmm.domain.units import Side
 
-OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED"})  # the venue took the order
+ACCEPTED_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED"})  # the venue took the order
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -156,7 +156,7 @@ class OrderTracker:
             return Applied()  # not ours, or from before a restart (reconciliation handles it)
         applied = self.apply(ext, om.VenueUpdate(at=at, status=status, filled_lots=min(filled_lots, rec.qty_lots),
                                                  venue_id=venue_id, status_reason=status_reason))
-        if status in OPEN_STATUSES:
+        if status in ACCEPTED_STATUSES:
             for slot in self.slots:
                 if slot.live == ext:
                     slot.pacing = slot.pacing.accepted()
