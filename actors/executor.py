@@ -23,7 +23,7 @@ from actors.exec_stats import ExecCounters
 from actors.messages import Approved, ExecIn, FillEvent, OrderUpdate
 from extmm.domain import orders as om
 from extmm.domain import reconcile
-from extmm.domain.execution import ActionKind, SideTarget, decide, hold, idle_wait
+from extmm.domain.execution import NOTHING, ActionKind, LiveOrder, SideTarget, decide, hold, idle_wait
 from extmm.domain.refusals import RATE_LIMITED_PAUSE_S, replace_refused, slot_keeps_old
 from extmm.domain.tracking import Applied, OrderSlot, OrderTracker, Pause
 from extmm.domain.units import MarketSpec, Rounding, Side
@@ -92,6 +92,8 @@ class _Executor:
             on_transition=self._journal_transition if self.journal.enabled else None,
         )
         self.wakes = {slot: trio.Event() for slot in self.orders.slots}  # a slot hashes by identity
+        # Slots whose worker sleeps with nothing to do, and the order it judged (see `on_approved`).
+        self.settled: dict[OrderSlot, LiveOrder | None] = {}
         self.last_approved_at = trio.current_time()
         self.book_updated_at: float | None = None  # of the book behind the current targets
         self.counts = ExecCounters()
@@ -220,7 +222,28 @@ class _Executor:
         self.last_approved_at = msg.decided_at or trio.current_time()
         self.book_updated_at = msg.book_updated_at
         for slot in self.orders.set_targets(msg.target):
-            self.wake(slot)
+            if not self.still_settled(slot):
+                self.wake(slot)
+
+    def still_settled(self, slot: OrderSlot) -> bool:
+        """Whether a slot's sleeping worker would find nothing to do with its new target.
+
+        Most approvals move a target by less than the replace threshold; waking the worker
+        for them only has it decide "nothing" again. It sleeps on: its timer (the staleness
+        and refresh deadlines of before this approval, which only moved later) still wakes it
+        in time, and it is woken as soon as a target does call for an action."""
+        if slot not in self.settled:
+            return False
+        now = trio.current_time()
+        live = self.orders.live_order(slot, refresh_after_s=self.refresh_after_s)
+        if live is not None and live.lots <= 0:
+            live = None
+        if live != self.settled[slot]:
+            return False
+        target = None if now > self.stale_at() else slot.target
+        action = decide(target=target, live=live, now=now,
+                        replace_threshold_bps=self.params.replace_threshold_bps, coalesce_s=self.params.coalesce_s)
+        return action == NOTHING
 
     def stale_at(self) -> float:
         """When the current targets stop counting: no approval for `stale_target_s`, or
@@ -231,8 +254,12 @@ class _Executor:
         return at
 
     # -- side workers ----------------------------------------------------------------------
+    @property
+    def refresh_after_s(self) -> float:
+        return max(self.params.order_expiry_s - self.params.refresh_margin_s, 1.0)
+
     async def side_worker(self, slot: OrderSlot) -> None:
-        refresh_after_s = max(self.params.order_expiry_s - self.params.refresh_margin_s, 1.0)
+        refresh_after_s = self.refresh_after_s
         while True:
             now = trio.current_time()
             target = slot.target
@@ -277,8 +304,13 @@ class _Executor:
                         stale_at=stale_at if target is not None else None,
                         expires_at=live.expires_at if live is not None else None,
                     )
-                    with trio.move_on_after(wait):
-                        await self.wakes[slot].wait()
+                    if action == NOTHING:
+                        self.settled[slot] = live
+                    try:
+                        with trio.move_on_after(wait):
+                            await self.wakes[slot].wait()
+                    finally:
+                        self.settled.pop(slot, None)
                     self.wakes[slot] = trio.Event()
 
     def request(self, side: Side, target: SideTarget, ext: str, cancel_id: str | None) -> OrderRequest:
