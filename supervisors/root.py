@@ -5,7 +5,7 @@ orders listed once (foreign ones refuse the start, our leftovers are cancelled a
 confirmed gone), leverage, the markets with a valid book. Then two supervisors of the same
 kind (`supervisors.supervisor.Supervisor`):
 
-- "services" (`supervisors.root_children`): the root's own loops — journal, telemetry,
+- "services" (`supervisors.root_children`): the root's own loops — journal,
   supervision events, the dead man's switch heartbeat (arms the switch before anything
   quotes; re-armed every third of the countdown), request outcomes, the circuit breaker
   (429 bursts, REST errors or latency, DMS failures, escalations, drawdown, operator) and
@@ -39,7 +39,7 @@ from extmm.domain.breaker import CircuitBreaker
 from extmm.domain.risk import ExposureBoard
 from extmm.domain.trading import HaltMarket, ReviveMarket, StopQuoting
 from extmm.journal.actor import Journal
-from extmm.ops.telemetry import AccountStats, ExecStats, Telemetry, TelemetryMsg, TelemetryView
+from extmm.ops.telemetry import AccountStats, ExecStats, Telemetry, TelemetryView
 from extmm.venue.cancel import CancelOutcome
 from extmm.venue.port import ExchangePort
 from extmm.venue.reconnects import StreamReconnects
@@ -133,8 +133,7 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
         self.started_at = 0.0
         self.ready = False
         self.book_silence_s = max(30.0, cfg.risk.stale_book_ms / 1000.0 * 10)
-        self.telemetry_send, self._telemetry_recv = trio.open_memory_channel[TelemetryMsg](1024)
-        self.telemetry = Telemetry(self.telemetry_send)
+        self.telemetry = Telemetry(self.view)
         self.peak_net = Decimal(0)
         self._supervisor_done = trio.Event()
         self._wake = trio.Event()  # stop requested, or a supervisor gave up
@@ -215,7 +214,7 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
 
     def kill(self, path: str, exc: BaseException | None = None) -> bool:
         """Fault injection: make the actor at "MARKET/actor", a market, or one of the root's
-        own loops ("heartbeat", "breaker", "telemetry", ...) fail now."""
+        own loops ("heartbeat", "breaker", "events", ...) fail now."""
         head = path.partition("/")[0]
         if self.services is not None and head in {c.id for c in self.services.spec.children}:
             return self.services.kill(path, exc)
@@ -259,8 +258,6 @@ class RootSupervisor(RootStartup, RootShutdown, RootStatus):
         self.services = Supervisor(
             services_spec(
                 journal=self.journal,
-                telemetry=self._telemetry_recv,
-                view=self.view,
                 events=events,
                 restarts=self.restarts,
                 switch=self.switch,

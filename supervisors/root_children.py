@@ -1,6 +1,6 @@
 """The root's own loops as supervised children (the "services" supervisor).
 
-Journal, telemetry, supervision events, the dead man's switch heartbeat, request
+Journal, supervision events, the dead man's switch heartbeat, request
 outcomes, the circuit breaker, the shared account stream and (when `alerts.webhook_url`
 is set) the alert webhook run under the same
 `Supervisor` the markets use, in that start order, ONE_FOR_ONE with declared restart
@@ -26,7 +26,6 @@ from extmm.journal.actor import Journal
 from extmm.journal.hooks import event_row
 from extmm.ops.alerts import watch_alerts
 from extmm.ops.status import AppStatus
-from extmm.ops.telemetry import TelemetryMsg, TelemetryView
 from extmm.venue.port import ExchangePort
 from extmm.venue.shared_account import SharedAccountStream
 from supervisors.breaker import BreakerShell, feed_outcomes
@@ -46,19 +45,6 @@ def heartbeat_backoff(countdown_s: int) -> Backoff:
     """Restart the heartbeat well before its next beat would have been due."""
     cap = max(countdown_s / 3.0, 0.5)
     return Backoff(initial=min(0.5, cap), factor=2.0, cap=cap, jitter=0.2, reset_after=60.0)
-
-
-async def absorb_telemetry(
-    receive: trio.MemoryReceiveChannel[TelemetryMsg],
-    view: TelemetryView,
-    *,
-    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """The telemetry child: the actors' reports into the view the panel reads."""
-    task_status.started()
-    async for msg in receive:
-        view.update(msg)
-    await trio.sleep_forever()
 
 
 async def record_events(
@@ -94,8 +80,6 @@ async def send_alerts(
 def services_spec(
     *,
     journal: Journal,
-    telemetry: trio.MemoryReceiveChannel[TelemetryMsg],
-    view: TelemetryView,
     events: trio.MemoryReceiveChannel[SupervisionEvent],
     restarts: Counter[str],
     switch: DeadMansSwitch,
@@ -111,9 +95,6 @@ def services_spec(
     """The services supervisor's spec; `alerts` (with its webhook set) adds the alerts child,
     which reads `status` (None: nothing to judge yet)."""
 
-    async def run_telemetry(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await absorb_telemetry(telemetry, view, task_status=task_status)
-
     async def run_events(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         await record_events(events, journal, restarts, task_status=task_status)
 
@@ -125,7 +106,6 @@ def services_spec(
         # Transient: it returns when the root closes it (or when disabled). Its final
         # flush is bounded by 5 s (extmm.journal.actor).
         ChildSpec(id="journal", start=journal.run, restart=Restart.TRANSIENT, shutdown_timeout=6.0),
-        ChildSpec(id="telemetry", start=run_telemetry),
         ChildSpec(id="events", start=run_events),
         ChildSpec(id=HEARTBEAT, start=switch.run, backoff=heartbeat_backoff(countdown_s)),
         ChildSpec(id="outcomes", start=run_outcomes),

@@ -1,8 +1,10 @@
 """Telemetry: what actors report for the dashboard, metrics and the exit summary.
 
-Actors publish with `Telemetry.publish(...)`, which never blocks trading: the channel is
-bounded and a full channel drops the message (counted). The root keeps the latest value
-per (market, kind) in `TelemetryView`.
+Actors publish with `Telemetry.publish(...)`, which never blocks trading. The root's
+`Telemetry` writes straight into its `TelemetryView`, which keeps the latest value per
+(market, kind): a report is a register write, not a message, so it wakes no task (the
+panel, the metrics and the summary read the view when they refresh). A `Telemetry` over a
+channel (tests) is bounded: a full channel drops the message (counted).
 """
 
 from __future__ import annotations
@@ -109,11 +111,15 @@ TelemetryMsg = BookStats | QuoteStats | ExecStats | AccountStats | RiskStats
 class Telemetry:
     """The sending side handed to actors; cheap, never blocks."""
 
-    def __init__(self, send: trio.MemorySendChannel[TelemetryMsg] | None) -> None:
-        self._send = send
+    def __init__(self, send: trio.MemorySendChannel[TelemetryMsg] | TelemetryView | None) -> None:
+        self._view = send if isinstance(send, TelemetryView) else None
+        self._send = None if isinstance(send, TelemetryView) else send
         self.dropped = 0
 
     def publish(self, msg: TelemetryMsg) -> None:
+        if self._view is not None:
+            self._view.latest[(msg.market, type(msg))] = msg
+            return
         if self._send is None:
             return
         try:
