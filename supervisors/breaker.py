@@ -1,12 +1,15 @@
 """The circuit breaker's I/O shell; the state machine is `extmm.domain.breaker`.
 
 `settings_from_config` turns `BreakerConfig` into the pure core's plain parameters.
-`BreakerShell.run` is the root's breaker child: every 0.25 s it checks the drawdown,
-polls the breaker and executes its action — on a trip stop quoting everywhere, cancel
-and confirm (shielded, bounded) and shorten the dead man's switch to the backstop; on
-resume quote again (HALF_OPEN ramps the size) with the normal countdown.
+`BreakerShell.run` is the root's breaker child: it polls the breaker and executes its
+action as soon as the breaker queues a transition (a trip, from any source), and checks
+the account's drawdown and the time-driven transitions every second while CLOSED (the
+Accounts publish their PnL once a second) and every 0.25 s otherwise (cooldown, the
+HALF_OPEN size ramp) — on a trip stop quoting everywhere, cancel and confirm (shielded,
+bounded) and shorten the dead man's switch to the backstop; on resume quote again
+(HALF_OPEN ramps the size) with the normal countdown.
 `feed_outcomes` is the request-outcomes child: every REST attempt's outcome, or the
-port's counters when it has no per-request outcomes, into the breaker.
+port's counters (read once a second) when it has no per-request outcomes, into the breaker.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import trio
 from loguru import logger
 
 from extmm.config import BreakerConfig
-from extmm.domain.breaker import BreakerAction, BreakerSettings, CircuitBreaker, RequestHealth
+from extmm.domain.breaker import BreakerAction, BreakerSettings, BreakerState, CircuitBreaker, RequestHealth
 from extmm.domain.trading import ResumeQuoting, SetCountdown, StopQuoting, Throttle
 from extmm.venue.cancel import CancelOutcome
 from extmm.venue.errors import VenueError
@@ -27,7 +30,9 @@ from supervisors.events import EventHub
 from supervisors.heartbeat import DeadMansSwitch
 from supervisors.trading import TradingControl
 
-POLL_S = 0.25
+POLL_S = 0.25  # while OPEN or HALF_OPEN (cooldown end, the size ramp)
+CLOSED_POLL_S = 1.0  # while CLOSED: the drawdown (Accounts publish PnL once a second)
+COUNTERS_POLL_S = 1.0  # a port without per-request outcomes: its counters
 TRIP_CANCEL_S = 10.0
 
 
@@ -67,11 +72,20 @@ class BreakerShell:
         self._max_drawdown_usd = max_drawdown_usd
         self._normal_countdown_s = normal_countdown_s
         self.trips = 0
+        self._poked = trio.Event()
+        breaker.on_event = self.poke
+
+    def poke(self) -> None:
+        """The breaker queued a transition: act on it now."""
+        self._poked.set()
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await trio.sleep(POLL_S)
+            closed = self.breaker.state is BreakerState.CLOSED
+            with trio.move_on_after(CLOSED_POLL_S if closed else POLL_S):
+                await self._poked.wait()
+            self._poked = trio.Event()
             now = trio.current_time()
             drawdown = self._drawdown_usd()
             if self._max_drawdown_usd is not None and drawdown >= self._max_drawdown_usd:
@@ -126,7 +140,7 @@ async def feed_outcomes(
     # A port without per-request outcomes: feed the breaker from its counters.
     last = port.statistics()
     while True:
-        await trio.sleep(POLL_S)
+        await trio.sleep(COUNTERS_POLL_S)
         now = trio.current_time()
         stats = port.statistics()
         limited = stats.rate_limited - last.rate_limited

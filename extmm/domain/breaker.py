@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TypeAlias
 
 import attrs
@@ -221,6 +222,9 @@ class CircuitBreaker:
         self._escalations: deque[float] = deque()
         self._dms_failures = 0
         self._pending: deque[BreakerEvent] = deque(maxlen=PENDING_LIMIT)
+        # Called (no arguments) whenever a transition is queued for `poll`: the shell's
+        # loop wakes then rather than at its next tick.
+        self.on_event: Callable[[], None] | None = None
 
     # -- observations: each returns the transitions it caused (also queued for `poll`) ------
 
@@ -375,6 +379,8 @@ class CircuitBreaker:
 
     def _emit(self, events: tuple[BreakerEvent, ...]) -> tuple[BreakerEvent, ...]:
         self._pending.extend(events)
+        if events and self.on_event is not None:
+            self.on_event()
         return events
 
     def _request_trip(self, outcome: RequestHealth) -> tuple[TripReason, str] | None:
