@@ -16,10 +16,17 @@ waits; the loop wakes them first, as under `MockClock`). The virtual time is the
 state: `current_time` does not read the real clock (`MockClock` at rate 0 reads it and
 multiplies by 0). Backtests only: the live bot
 runs on trio's real clock.
+
+`idle_hook`: a replay driver's synchronous step (`ReplayDriver` sets it), called at the
+same moment with the earliest deadline, before the clock jumps to it: it may move the
+clock forward (not past the deadline) and wake tasks — it applies the recording's frames
+up to the next one that wakes a task, so the replay itself costs no task switch. When it
+woke someone the loop runs them now; otherwise the clock jumps to the deadline as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import inf
 
 from trio._core._run import GLOBAL_RUN_CONTEXT
@@ -33,6 +40,7 @@ class VirtualClock(Clock):
 
     def __init__(self) -> None:
         self._now = 0.0
+        self.idle_hook: Callable[[float], None] | None = None
 
     def __repr__(self) -> str:
         return f"<VirtualClock, time={self._now:.7f}>"
@@ -46,7 +54,14 @@ class VirtualClock(Clock):
     def deadline_to_sleep_time(self, deadline: float) -> float:
         if deadline <= self._now:
             return 0.0
-        if deadline == inf or GLOBAL_RUN_CONTEXT.runner.waiting_for_idle:
+        runner = GLOBAL_RUN_CONTEXT.runner
+        if runner.waiting_for_idle:
+            return _NEVER
+        if self.idle_hook is not None:
+            self.idle_hook(deadline)
+            if runner.runq:
+                return 0.0
+        if deadline == inf:
             return _NEVER
         self._now = deadline
         return 0.0

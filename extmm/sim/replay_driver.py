@@ -6,6 +6,13 @@ recorded receive time or `feed_latency_s` after the exchange timestamp; book del
 merged per `book_interval_ms` window as the venue pushes them. Frames due later wait in the
 driver's delivery queue, not in the subscriptions' channels. Order latency is the
 in-process port's per-request delay (`extmm.sim.replay.replay_venue`).
+
+Under the backtests' `VirtualClock` the walk is not a task's loop but the clock's idle
+hook (`ReplayDriver._step`): when no task can run, it applies frames in time order up to
+the first one that wakes a task or the next timer, whichever is first, so replaying a
+frame costs no task switch of its own (the driver's task only waits for the end of the
+data). Under any other clock (`MockClock`, the real one) the same walk runs as a task
+that sleeps, or jumps an autojumping clock, to each frame (`_walk`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,6 +29,7 @@ import orjson
 import trio
 import trio.testing
 from loguru import logger
+from trio._core._run import GLOBAL_RUN_CONTEXT
 
 from extmm.domain.l2 import BadFrame, parse_prints
 from extmm.sim.clock import VirtualClock
@@ -31,6 +39,8 @@ from extmm.sim.runner import SimRunner
 from extmm.sim.subscription import OutFrame, Subscription
 
 _REPLAYED = frozenset(("orderbook", "trades", "funding", "mark"))
+# A frame ready to apply: (trio time, kind, market, frame, world ms, delivery ms).
+_Due = tuple[float, str, str, dict[str, Any], int, int]
 
 
 def _jump_to(clock: Any, when: float) -> None:
@@ -95,6 +105,12 @@ class ReplayDriver:
         self._outq: list[tuple[float, int, Subscription, OutFrame]] = []
         self._queued: dict[Subscription, tuple[int, float]] = {}  # frames waiting, the last one's time
         self._pushed = 0
+        self._records: Iterator[dict[str, Any]] = iter(())
+        # The walk on a VirtualClock's idle hook (`_step`): the next frame, and how it ended.
+        self._clock: VirtualClock | None = None
+        self._due: _Due | None = None
+        self._walked = trio.Event()
+        self._step_error: Exception | None = None
 
     # -- subscriptions --------------------------------------------------------------------
     def subscribe(self, kind: str, market: str) -> Subscription:
@@ -149,14 +165,18 @@ class ReplayDriver:
             if due > trio.current_time():
                 await self._advance_to(due, clock)
             while q and q[0][0] <= due:
-                _, _, sub, out = heapq.heappop(q)
-                waiting, last = self._queued[sub]
-                if waiting > 1:
-                    self._queued[sub] = (waiting - 1, last)
-                else:
-                    del self._queued[sub]
-                self._others_blocked = False  # the subscriber may wake
-                sub.push(out)
+                self._pop_held()
+
+    def _pop_held(self) -> None:
+        """Push the earliest held frame."""
+        _, _, sub, out = heapq.heappop(self._outq)
+        waiting, last = self._queued[sub]
+        if waiting > 1:
+            self._queued[sub] = (waiting - 1, last)
+        else:
+            del self._queued[sub]
+        self._others_blocked = False  # the subscriber may wake
+        sub.push(out)
 
     def _deliver(self, kind: str, market: str, frame: dict[str, Any], due: float, *, snapshot: bool) -> None:
         subs = self._subs.get((kind, market))
@@ -239,45 +259,53 @@ class ReplayDriver:
             _jump_to(clock, self._next_deadline)  # that timer's task runs now
             self._others_blocked = False
 
+    def _next_record(self) -> _Due | None:
+        """The next frame to apply, read and timed (None: the data ended). Merged book
+        windows that close before it are handed to delivery first."""
+        stats = self.stats
+        for record in self._records:
+            kind = record.get("k")
+            market = record.get("m")
+            if kind == "open":
+                if record.get("s") == "orderbook" and market in self.markets:
+                    self._last_seq[market] = None
+                continue
+            if kind not in _REPLAYED or market not in self.markets:
+                continue
+            frame = record.get("f")
+            if not isinstance(frame, dict):
+                stats.bad_frames += 1
+                continue
+            world, deliver = self._times(record, frame)
+            if self._pending and (len(self._pending) > 1 or next(iter(self._pending.values()))["end"] <= world):
+                self._flush_pending(before_ms=world)
+            when = self._t0 + (world - self.start_ms) / 1000.0
+            return when, kind, market, frame, world, deliver
+        return None
+
+    def _apply_due(self, due: _Due) -> None:
+        _, kind, market, frame, world, deliver = due
+        self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
+        stats = self.stats
+        stats.frames[kind] += 1
+        if kind == "orderbook":
+            stats.market_frames[market] += 1
+        stats.last_ms = world
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._t0 = trio.current_time()
+        self._records = iter(self.reader)
         current = trio.lowlevel.current_clock()
         autojumps = isinstance(current, VirtualClock) or (
             isinstance(current, trio.testing.MockClock) and current.autojump_threshold == 0
         )
         clock = current if autojumps else None
         task_status.started()
-        stats = self.stats
         try:
-            for record in self.reader:
-                kind = record.get("k")
-                market = record.get("m")
-                if kind == "open":
-                    if record.get("s") == "orderbook" and market in self.markets:
-                        self._last_seq[market] = None
-                    continue
-                if kind not in _REPLAYED or market not in self.markets:
-                    continue
-                frame = record.get("f")
-                if not isinstance(frame, dict):
-                    stats.bad_frames += 1
-                    continue
-                world, deliver = self._times(record, frame)
-                if self._pending and (len(self._pending) > 1 or next(iter(self._pending.values()))["end"] <= world):
-                    self._flush_pending(before_ms=world)
-                when = self._t0 + (world - self.start_ms) / 1000.0
-                if self._outq and self._outq[0][0] < when:
-                    await self._release(when, clock)
-                if self._others_blocked and when <= self._next_deadline and clock is not None:
-                    if when > clock.current_time():  # nothing can happen before `when`: move there
-                        _jump_to(clock, when)
-                else:
-                    await self._advance_to(when, clock)
-                self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
-                stats.frames[kind] += 1
-                if kind == "orderbook":
-                    stats.market_frames[market] += 1
-                stats.last_ms = world
+            if isinstance(current, VirtualClock) and current.idle_hook is None:
+                await self._walk_on_idle(current)
+            else:
+                await self._walk(clock)
             self._flush_pending(before_ms=None)
             # The data ends when its last frame has been delivered (feed latency), not before.
             end = self._trio_time(self._last_deliver_ms)
@@ -287,6 +315,72 @@ class ReplayDriver:
             await self._release(math.inf, clock)  # a last merged window may be due later
         finally:
             self.finished.set()
+
+    async def _walk(self, clock: Any) -> None:
+        """The walk as a task: sleeps (or jumps an autojumping clock) to each frame's time."""
+        while (due := self._next_record()) is not None:
+            when = due[0]
+            if self._outq and self._outq[0][0] < when:
+                await self._release(when, clock)
+            if self._others_blocked and when <= self._next_deadline and clock is not None:
+                if when > clock.current_time():  # nothing can happen before `when`: move there
+                    _jump_to(clock, when)
+            else:
+                await self._advance_to(when, clock)
+            self._apply_due(due)
+
+    async def _walk_on_idle(self, clock: VirtualClock) -> None:
+        """The walk under a `VirtualClock`: done by its idle hook (`_step`), no task switch
+        per frame; this task waits until the data ends (or the step failed: raised here)."""
+        self._clock = clock
+        self._due = self._next_record()
+        clock.idle_hook = self._step
+        try:
+            await self._walked.wait()
+        finally:
+            clock.idle_hook = None
+        if self._step_error is not None:
+            raise self._step_error
+
+    def _step(self, deadline: float) -> None:
+        """`VirtualClock.idle_hook`: no task can run and the earliest timer is at `deadline`.
+
+        Applies frames (and pushes held ones) in time order, moving the clock to each, until
+        one wakes a task (which then runs at that time) or the next is after `deadline` (the
+        timer's task runs first; a frame due at the deadline itself goes before it, as in
+        `_walk`). Frames held for later (`_outq`) go before a recorded frame of a later time.
+        """
+        runq = GLOBAL_RUN_CONTEXT.runner.runq
+        clock = self._clock
+        assert clock is not None
+        q = self._outq
+        try:
+            while not runq:
+                due = self._due
+                when = math.inf if due is None else due[0]
+                held = q[0][0] if q else math.inf
+                if held < when:
+                    if held > deadline:
+                        return
+                    if held > clock.current_time():
+                        clock.jump_to(held)
+                    while q and q[0][0] <= held:
+                        self._pop_held()
+                    continue
+                if due is None:
+                    clock.idle_hook = None  # the rest (flush, the end of data) is the task's
+                    self._walked.set()
+                    return
+                if when > deadline:
+                    return
+                if when > clock.current_time():
+                    clock.jump_to(when)
+                self._apply_due(due)
+                self._due = self._next_record()
+        except Exception as exc:  # surfaces in the driver's task, not inside trio's run loop
+            clock.idle_hook = None
+            self._step_error = exc
+            self._walked.set()
 
     # -- conflation ------------------------------------------------------------------------------
     def _conflate(self, market: str, frame: dict[str, Any], data: dict[str, Any], deliver_ms: int) -> None:

@@ -88,10 +88,20 @@ def recording(tmp_path_factory) -> Path:
     return path
 
 
+class _DriverSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("ReplayDriver.run"):
+            self.steps += 1
+
+
 @pytest.mark.parametrize("interval_ms", [0, 100])
 def test_replay_delivers_each_frame_exactly_at_its_delivery_time(recording, interval_ms):
     logger.disable("")
     start_ms = next(r["t"] for r in read_recording([recording]) if r.get("k") != "header")
+    driver = _DriverSteps()
 
     async def main() -> list[tuple[float, int]]:
         arrivals: list[tuple[float, int]] = []
@@ -113,9 +123,14 @@ def test_replay_delivers_each_frame_exactly_at_its_delivery_time(recording, inte
         return arrivals
 
     try:
-        arrivals = trio.run(main, clock=VirtualClock())
+        arrivals = trio.run(main, clock=VirtualClock(), instruments=[driver])
+        # The same walk as a task that sleeps to each frame (any other clock) agrees.
+        assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == arrivals
     finally:
         logger.enable("")
+    # Under the VirtualClock the walk runs in the clock's idle hook: the driver's task
+    # only starts, waits for the end of the data and delivers the last frames.
+    assert driver.steps < 10 < len(arrivals)
     deltas = arrivals[1:]  # the first is the snapshot sent on subscribing
     assert len(deltas) > 100
     for at, ts in deltas:
@@ -147,3 +162,40 @@ def test_recorded_book_keeps_its_best_levels_through_random_deltas():
         book.apply("DELTA", {"b": [], "a": [], side: [{"p": str(price), "c": size}]})
         assert book.best_bid == (max(book.bids) if book.bids else None)
         assert book.best_ask == (min(book.asks) if book.asks else None)
+
+
+def test_a_failure_inside_the_idle_walk_surfaces_in_the_driver_task(recording, monkeypatch):
+    """An error while applying a frame in the clock's idle hook must not break trio's run
+    loop (TrioInternalError): it is raised by the driver's task, like any task's error."""
+    from extmm.sim.replay_driver import ReplayDriver
+
+    applied = 0
+    original = ReplayDriver._apply_due
+
+    def failing(self, due):
+        nonlocal applied
+        applied += 1
+        if applied == 50:
+            raise RuntimeError("boom in frame 50")
+        original(self, due)
+
+    monkeypatch.setattr(ReplayDriver, "_apply_due", failing)
+    logger.disable("")
+
+    async def main() -> None:
+        async with replay_venue([recording], markets=["BTC-USD"], feed_latency_s=0.05) as replay:
+            await replay.finished.wait()
+
+    try:
+        with pytest.raises(BaseException) as info:
+            trio.run(main, clock=VirtualClock())
+    finally:
+        logger.enable("")
+
+    def leaves(exc: BaseException) -> list[BaseException]:
+        if isinstance(exc, BaseExceptionGroup):
+            return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+        return [exc]
+
+    assert [type(e) for e in leaves(info.value)] == [RuntimeError]
+    assert str(leaves(info.value)[0]) == "boom in frame 50" and applied == 50
