@@ -3,7 +3,11 @@
 Event-driven: it re-quotes as soon as a message arrives, draining its inbox first so it
 never works through a backlog (conflation), and at least every `quote_loop_ms` so a
 quiet or stalled book is re-judged (Risk then sees its age). The model is
-`extmm.domain.quoting.compute_quote`, the same code the tests exercise.
+`extmm.domain.quoting.compute_quote`, the same code the tests exercise. A new book that
+leaves the quote's orders as they were (most of a busy book's updates change sizes
+behind the touch) is not proposed again until `resend_after_s` has passed since the last
+proposal, which keeps the book age Risk and the Executor see fresh; a change of
+inventory or funding, and any change of the orders, go out at once.
 
 With `model.recalibrate` the Quoter estimates σ, A and k online over a rolling window
 (`extmm.domain.calibration.OnlineCalibrator`: mids from the book tops, aggressor depths from the
@@ -49,14 +53,17 @@ async def quoter_actor(
     maker_fee_rate: float,
     telemetry: Telemetry,
     estimate_every_s: float = ESTIMATE_EVERY_S,
+    resend_after_s: float | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    resend_s = quote_loop_s if resend_after_s is None else min(resend_after_s, quote_loop_s)
     top: TopOfBook | None = None
     inventory: Inventory | None = None
     funding_rate = 0.0
     recal = Recalibration(spec, market, every_s=estimate_every_s) if market.model.recalibrate else None
     guards = QuoteGuards(market.guards, spec) if market.guards.any_on else None
     last_intent: QuoteIntent | None = None
+    sent_at = -math.inf
     task_status.started()
     while True:
         batch: list[QuoterIn] = []
@@ -71,6 +78,7 @@ async def quoter_actor(
         # on a quiet interval, or when what the model reads of inventory/funding changed;
         # the Account publishes for open-order counts too, which the model does not read.
         requote = not batch
+        urgent = False  # inventory or funding changed: propose even an unchanged quote
         for msg in batch:
             match msg:
                 case TopOfBook():
@@ -85,7 +93,7 @@ async def quoter_actor(
                         recal.on_prints(msg)
                 case Inventory():
                     if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
-                        requote = True
+                        requote = urgent = True
                     if guards is not None and inventory is not None and last_intent is not None:
                         moved = msg.position_lots - inventory.position_lots
                         if moved:
@@ -94,7 +102,8 @@ async def quoter_actor(
                             guards.on_fill(trio.current_time(), side, ticks)
                     inventory = msg
                 case FundingRate():
-                    requote = requote or msg.rate != funding_rate
+                    if msg.rate != funding_rate:
+                        requote = urgent = True
                     funding_rate = msg.rate
         if top is None or not requote:
             continue
@@ -113,7 +122,11 @@ async def quoter_actor(
             intent, guard_notes = guards.apply(intent, now, top.mid if top.mid is not None else math.nan)
             guards.on_quote(intent)
             notes += guard_notes
+        unchanged = last_intent is not None and same_orders(intent, last_intent)
         last_intent = intent
+        if unchanged and batch and not urgent and now - sent_at < resend_s:
+            continue
+        sent_at = now
         await send(out, Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
         telemetry.publish(
             QuoteStats(
@@ -194,6 +207,15 @@ class Recalibration:
                 "{}: recalibrated over {:.0f}s: sigma={} ({} rel/√s) A={} k={}",
                 self.spec.name, cal.duration_s, _or_na(cal.sigma), _or_na(cal.sigma_rel), _or_na(cal.A), _or_na(cal.k),
             )
+
+
+def same_orders(a: QuoteIntent, b: QuoteIntent) -> bool:
+    """Whether two intents ask for the same orders (their diagnostics aside)."""
+    return (
+        a.bid_ticks == b.bid_ticks and a.bid_lots == b.bid_lots and a.ask_ticks == b.ask_ticks
+        and a.ask_lots == b.ask_lots and a.more_bids == b.more_bids and a.more_asks == b.more_asks
+        and a.note == b.note and a.model == b.model
+    )
 
 
 def _or_na(value: float | None) -> str:

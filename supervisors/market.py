@@ -175,6 +175,8 @@ def market_supervisor_spec(ctx: MarketContext, wiring: MarketWiring) -> Supervis
             inbox=w.quoter_in[1],
             out=w.risk_in[0],
             quote_loop_s=bot.quote_loop_ms / 1000.0,
+            # Downstream book ages stay well inside the stale-book limit.
+            resend_after_s=bot.risk.stale_book_ms / 4000.0,
             maker_fee_rate=ctx.maker_fee_rate,
             telemetry=ctx.telemetry,
         ),

@@ -71,7 +71,6 @@ async def test_small_moves_leave_the_worker_asleep_and_a_big_one_replaces_at_onc
         assert buy.target == SideTarget(ticks=100_019, lots=10)
         moved_at = trio.current_time()
         _approve(ex, 100_030)  # 3 bps: a replace, without waiting for any timer
-        await trio.sleep(0)
         await trio.testing.wait_all_tasks_blocked()
         assert len(port.places) == 2 and port.places[1].price == Decimal(100_030)
         assert trio.current_time() == moved_at
