@@ -190,6 +190,9 @@ def main(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - started
     for market, why in result.details.get("markets_left_out", {}).items():
         print(f"backtest: market {market} left out: {why}", file=sys.stderr)
+    for market, why in result.details.get("replay_book_errors", {}).items():
+        print(f"backtest: replay {market}: a recorded book frame could not be applied ({why}); its book was "
+              "invalid, and nothing quoted, until the recording's next snapshot", file=sys.stderr)
     line = result.to_json(wall_seconds=wall)
     if args.out is not None:
         out: Path = args.out

@@ -102,6 +102,29 @@ def test_a_recording_whose_tick_does_not_match_its_prices_ends_by_itself(two_mar
     assert "BTC-USD" in err and "not a multiple of 7" in err
 
 
+def test_a_book_frame_that_cannot_be_applied_mid_run_is_reported_by_name(two_markets, tmp_path, capsys,
+                                                                          keep_log_sinks):
+    """Once the book is valid, a recorded frame off the grid invalidates it until the next
+    snapshot (no quotes meanwhile): the result and the default log level both say so."""
+    seen = 0
+
+    def off_grid(record):
+        nonlocal seen
+        frame = record.get("f")
+        if record.get("m") == "BTC-USD" and record.get("k") == "orderbook" and frame["type"] == "DELTA":
+            seen += 1
+            if seen == 300:
+                level = (frame["data"]["b"] or frame["data"]["a"])[0]
+                level["p"] = level["p"] + ".5"
+        return record
+
+    path = _rewrite(two_markets, tmp_path / "off-grid.ndjson.gz", off_grid)
+    code, line, err = _run(capsys, "--replay", str(path), "--markets", "BTC-USD", "--hours", "1")
+    assert code == 0 and line["markets"] == ["BTC-USD"]
+    assert "BTC-USD" in line["replay_book_errors"] and "not a multiple" in line["replay_book_errors"]["BTC-USD"]
+    assert "backtest: replay BTC-USD: a recorded book frame could not be applied" in err
+
+
 def test_hours_end_a_backtest_even_before_the_bot_is_ready(two_markets, tmp_path, capsys, keep_log_sinks):
     def drop_books(record):
         return None if record.get("k") == "orderbook" else record

@@ -126,6 +126,9 @@ async def replay_world(cfg: BotConfig, opts: BacktestOptions) -> AsyncIterator[W
         details["replay_bad_frames"] = replay.driver.stats.bad_frames
         details["replay_book_gaps"] = replay.driver.stats.book_gaps
         details["replay_conflated_frames"] = replay.driver.stats.conflated_frames
+        # A recorded book frame the engine could not apply leaves that market's book invalid
+        # (no quotes) until the recording's next snapshot (`backtest` says so on stderr).
+        details["replay_book_errors"] = dict(replay.engine.bad_book)
 
 
 # -- the run ----------------------------------------------------------------------------------
