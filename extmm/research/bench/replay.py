@@ -13,6 +13,13 @@ running its GLFT market-making example with the same order latency (from
 scripts/compare_hftbacktest.py; it quotes after a `--hbt-window-s` calibration window),
 timed after numba's compilation. `--profile FILE` adds a second, cProfiled run of ours.
 
+`--deep-updates-per-s N` makes the data (generated or `--input`) as busy as a busy
+market's raw feed: about N more level updates a second, deep in the book (10 to 200
+levels from the touch), each undone within a second; the touch, the levels near it and
+the trades are the recording's own (extmm/research/bench/_busy.py). A day of a busy
+perpetual is on the order of 100 million level updates (~1,000 a second); the
+simulator's synthetic flow alone makes about 90 a second.
+
 events: one definition for both engines, hftbacktest's: the data set's L2 level updates
 plus its trade prints; events_per_s: per wall-clock second of each engine's run, in the
 same process, one after the other; ours' cpu_seconds is its run's process CPU time (less
@@ -45,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-split", action="store_true", help="generated data: keep the 100 ms book frames")
     p.add_argument("--book-interval-ms", type=non_negative_float, default=100.0,
                    help="our venue's book cadence; 0 delivers every recorded frame (default 100)")
+    p.add_argument("--deep-updates-per-s", type=non_negative_float, default=0.0, metavar="N",
+                   help="add about N level updates a second deep in the book (default 0)")
     p.add_argument("--no-hftbacktest", action="store_true", help="skip hftbacktest even when installed")
     p.add_argument("--hbt-window-s", type=positive_float, default=60.0,
                    help="hftbacktest GLFT example: calibration window before it quotes (default 60 s)")
@@ -203,6 +212,13 @@ def run(args: argparse.Namespace) -> int:
             split_deltas(raw, path)
         source = f"synthetic {args.minutes:g} min of {args.market}, seed {args.seed}" + (
             "" if args.no_split else ", one frame per level update")
+    if args.deep_updates_per_s > 0:
+        from extmm.research.bench._busy import add_deep_updates
+
+        busy = workdir / "busy.ndjson.gz"
+        add_deep_updates(path, busy, market=args.market, per_s=args.deep_updates_per_s, seed=args.seed)
+        path = busy
+        source += f", plus about {args.deep_updates_per_s:g} deep level updates a second"
     counts = dataset_events(path, args.market)
     events = counts["level_updates"] + counts["prints"]
     ours = run_ours(path, args.market, args.book_interval_ms, args.profile)
