@@ -29,7 +29,6 @@ import attrs
 import trio
 from loguru import logger
 
-from actors.channels import send
 from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
 from extmm.config import MarketConfig, PosFloat
 from extmm.domain.calibration import OnlineCalibrator
@@ -67,10 +66,10 @@ async def quoter_actor(
     task_status.started()
     # One long-lived cancel scope times the waits for the inbox (a new `move_on_after` per
     # message cost a quarter of the Quoter's CPU): its deadline is set to now + quote_loop_s
-    # before each wait and lifted before a proposal is sent, so only the wait is ever timed,
-    # exactly as before. `carried` is what the next scope starts from once a wait has used
-    # the scope up: [] after a timeout (a quiet interval), [msg] when the deadline struck
-    # just as a message arrived.
+    # before each wait and lifted before waiting for room to send a proposal, so only the
+    # wait for the inbox is ever timed, exactly as before. `carried` is what the next scope
+    # starts from once a wait has used the scope up: [] after a timeout (a quiet interval),
+    # [msg] when the deadline struck just as a message arrived.
     carried: list[QuoterIn] | None = None
     while True:
         with trio.CancelScope() as timer:
@@ -143,8 +142,12 @@ async def quoter_actor(
                 if unchanged and batch and not urgent and now - sent_at < resend_s:
                     continue
                 sent_at = now
-                timer.deadline = math.inf  # only the wait for the inbox is timed
-                await send(out, Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
+                proposal = Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now)
+                try:  # `actors.channels.send`, with the timer lifted only if Risk is behind
+                    out.send_nowait(proposal)
+                except trio.WouldBlock:
+                    timer.deadline = math.inf  # only the wait for the inbox is timed
+                    await out.send(proposal)
                 telemetry.publish(
                     QuoteStats(
                         market=spec.name,
