@@ -412,10 +412,11 @@ def compute_quote(
             _finite("maker_fee_rate", maker_fee_rate)
         base_qty = market.quote_notional_cap_usd / mid
         # Skew towards the inventory target (`inventory_target_usd`, 0 by default) instead of flat.
-        inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
+        if market.inventory_target_usd:
+            inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
         inventory = spec.lots_to_float(inventory_lots) / base_qty
         carry = funding_carry(funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
-        reference = mid + funding_shift(mid=mid, funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
+        reference = mid + -carry * mid  # + funding_shift(...), whose carry this is
         raw = _model_quote(
             model=model, market=market, spec=spec, reference=reference, mid=mid,
             inventory=inventory, sigma_rel=sigma, carry=carry,
@@ -441,8 +442,19 @@ def compute_quote(
     base_lots = spec.float_to_lots(base_qty)
     bid_lots, ask_lots = skewed_sizes(base_lots=base_lots, inventory_lots=inventory_lots)
     min_lots = min_quote_lots(spec, market.min_order_size)
-    more_bids = ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid, side=Side.BUY)
-    more_asks = ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid, side=Side.SELL)
+    if market.levels > 1:
+        more_bids = tuple(
+            (t, _venue_size(spec, t, lots, min_lots))
+            for t, lots in ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid,
+                                         side=Side.BUY)
+        )
+        more_asks = tuple(
+            (t, _venue_size(spec, t, lots, min_lots))
+            for t, lots in ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid,
+                                         side=Side.SELL)
+        )
+    else:
+        more_bids = more_asks = ()  # what ladder_levels gives for one level
     bid_lots = _venue_size(spec, bid_ticks, bid_lots, min_lots)
     ask_lots = _venue_size(spec, ask_ticks, ask_lots, min_lots)
     return QuoteIntent(
@@ -454,8 +466,8 @@ def compute_quote(
         reservation=raw.reservation,
         half_spread=raw.half_spread + fee_distance,
         model=model.type,
-        more_bids=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_bids),
-        more_asks=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_asks),
+        more_bids=more_bids,
+        more_asks=more_asks,
     )
 
 
