@@ -87,7 +87,7 @@ class MarketSpec:
     def __attrs_post_init__(self) -> None:
         if self.tick_size <= 0 or self.lot_size <= 0:
             raise ValueError(f"{self.name}: tick and lot sizes must be positive")
-        derived = {
+        derived: dict[str, object] = {
             "_tick_f": float(self.tick_size),
             "_lot_f": float(self.lot_size),
             "_max_value_f": float(self.max_limit_order_value),
