@@ -178,8 +178,12 @@ def clamp_intent(
         return allowed if allowed >= min_lots else 0
 
     # Every level of a ladder counts: work on the full ladders (level 0 first).
-    bids = [[intent.bid_ticks, bid_lots], *([t, lots] for t, lots in intent.more_bids)]
-    asks = [[intent.ask_ticks, ask_lots], *([t, lots] for t, lots in intent.more_asks)]
+    bids = [[intent.bid_ticks, bid_lots]]
+    asks = [[intent.ask_ticks, ask_lots]]
+    if intent.more_bids:
+        bids += [[t, lots] for t, lots in intent.more_bids]
+    if intent.more_asks:
+        asks += [[t, lots] for t, lots in intent.more_asks]
     if not (bid_lots or ask_lots):
         for level in (*bids, *asks):
             level[1] = 0
@@ -234,13 +238,17 @@ def clamp_intent(
                 ladder[i][1] = 0
 
     # An intent that arrived under the minimum is not sent either.
-    for level in (*bids, *asks):
-        level[1] = level[1] if level[1] >= min_lots else 0
+    for ladder in (bids, asks):
+        for level in ladder:
+            if level[1] < min_lots:
+                level[1] = 0
     # Only sizes change here (never prices): a new intent only when one did.
     if (
         bids[0][1] != intent.bid_lots or asks[0][1] != intent.ask_lots
-        or any(level[1] != lots for level, (_, lots) in zip(bids[1:], intent.more_bids, strict=True))
-        or any(level[1] != lots for level, (_, lots) in zip(asks[1:], intent.more_asks, strict=True))
+        or (intent.more_bids and any(level[1] != lots for level, (_, lots) in zip(bids[1:], intent.more_bids,
+                                                                                   strict=True)))
+        or (intent.more_asks and any(level[1] != lots for level, (_, lots) in zip(asks[1:], intent.more_asks,
+                                                                                   strict=True)))
     ):
         intent = intent.with_ladders(tuple((t, lots) for t, lots in bids), tuple((t, lots) for t, lots in asks))
     return RiskDecision(intent=intent, reasons=tuple(reasons), kill=kill)
