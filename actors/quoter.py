@@ -55,6 +55,8 @@ async def quoter_actor(
     resend_after_s: float | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    if not quote_loop_s >= 0:  # what trio.move_on_after(quote_loop_s) refused (NaN included)
+        raise ValueError(f"quote_loop_s must be non-negative, got {quote_loop_s!r}")
     resend_s = quote_loop_s if resend_after_s is None else min(resend_after_s, quote_loop_s)
     top: TopOfBook | None = None
     inventory: Inventory | None = None
