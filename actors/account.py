@@ -210,6 +210,14 @@ async def account_actor(
                 await trio.sleep(delay)
 
     async def mid_loop() -> None:
+        # Most tops leave the touch where it was (sizes change behind it). Marking a ledger
+        # that is already marked at this mid changes nothing once it has been done twice in
+        # a row (the second pass only settles the Decimal form of `inventory`, x + 0), so a
+        # ledger in that state is not marked again: same values, same form, same journal.
+        touch: tuple[int, int] | None = None  # the (bid, ask) ticks `mid` was computed from
+        mid = Decimal(0)
+        marked: MarketLedger | None = None  # the ledger the last top produced
+        settled: MarketLedger | None = None  # ... when marking it again at `mid` is a no-op
         async for top in inbox:
             # Conflate: only the newest top matters.
             while True:
@@ -219,13 +227,20 @@ async def account_actor(
                     break
             if not isinstance(top, TopOfBook) or not top.valid or top.bid_ticks is None or top.ask_ticks is None:
                 continue
-            mid = (spec.ticks_to_price(top.bid_ticks) + spec.ticks_to_price(top.ask_ticks)) / 2
+            same_touch = touch == (top.bid_ticks, top.ask_ticks)
+            if not same_touch:
+                touch = (top.bid_ticks, top.ask_ticks)
+                mid = (spec.ticks_to_price(top.bid_ticks) + spec.ticks_to_price(top.ask_ticks)) / 2
             state.mid = mid
-            if state.ledger is None:
-                state.ledger = MarketLedger.opening(market, position=spec.lots_to_qty(state.position_lots), mark=mid) \
-                    if state.position_lots else MarketLedger(market=market)
-                journaled.mark(state.ledger.with_mark(mid), kind="open")
-            state.ledger = state.ledger.with_mark(mid)
+            if not (same_touch and state.ledger is not None and state.ledger is settled):
+                if state.ledger is None:
+                    state.ledger = MarketLedger.opening(market, position=spec.lots_to_qty(state.position_lots),
+                                                        mark=mid) if state.position_lots else MarketLedger(market=market)
+                    journaled.mark(state.ledger.with_mark(mid), kind="open")
+                previous = state.ledger
+                state.ledger = previous.with_mark(mid)
+                settled = state.ledger if same_touch and previous is marked else None
+                marked = state.ledger
             journaled.mid(mid)
 
     async def reconcile_loop() -> None:

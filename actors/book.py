@@ -141,18 +141,20 @@ def parse_prints(spec: MarketSpec, data: object) -> tuple[tuple[bool, int], ...]
 
 
 def _top(spec: MarketSpec, book: Book, vol: EwmaVolatility, at: float) -> TopOfBook:
-    top = book.top()
+    # What `book.top()` gives, read straight off the book (no BookTop, no microprice).
+    bid = book.best_bid()
+    ask = book.best_ask()
     return TopOfBook(
         market=spec.name,
-        bid_ticks=top.best_bid_ticks,
-        bid_lots=top.best_bid_lots,
-        ask_ticks=top.best_ask_ticks,
-        ask_lots=top.best_ask_lots,
-        mid=top.mid,
+        bid_ticks=bid[0] if bid else None,
+        bid_lots=bid[1] if bid else None,
+        ask_ticks=ask[0] if ask else None,
+        ask_lots=ask[1] if ask else None,
+        mid=book.mid,
         sigma=vol.sigma,
-        valid=top.valid and top.best_bid_ticks is not None and top.best_ask_ticks is not None,
+        valid=book.valid and bid is not None and ask is not None,
         updated_at=at,
-        seq=top.seq,
+        seq=book.last_seq,
     )
 
 

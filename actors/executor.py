@@ -238,12 +238,13 @@ class _Executor:
         live = self.orders.live_order(slot, refresh_after_s=self.refresh_after_s)
         if live is not None and live.lots <= 0:
             live = None
-        if live != self.settled[slot]:
+        settled = self.settled[slot]
+        if live is not settled and live != settled:  # the tracker hands out one LiveOrder per record
             return False
         target = None if now > self.stale_at() else slot.target
         action = decide(target=target, live=live, now=now,
                         replace_threshold_bps=self.params.replace_threshold_bps, coalesce_s=self.params.coalesce_s)
-        return action == NOTHING
+        return action is NOTHING or action == NOTHING
 
     def stale_at(self) -> float:
         """When the current targets stop counting: no approval for `stale_target_s`, or

@@ -29,7 +29,6 @@ import attrs
 import trio
 from loguru import logger
 
-from actors.channels import send
 from actors.messages import FundingRate, Inventory, Proposal, QuoterIn, RiskIn, TopOfBook, TradePrints
 from extmm.config import MarketConfig, PosFloat
 from extmm.domain.calibration import OnlineCalibrator
@@ -56,6 +55,8 @@ async def quoter_actor(
     resend_after_s: float | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    if not quote_loop_s >= 0:  # what trio.move_on_after(quote_loop_s) refused (NaN included)
+        raise ValueError(f"quote_loop_s must be non-negative, got {quote_loop_s!r}")
     resend_s = quote_loop_s if resend_after_s is None else min(resend_after_s, quote_loop_s)
     top: TopOfBook | None = None
     inventory: Inventory | None = None
@@ -65,82 +66,103 @@ async def quoter_actor(
     last_intent: QuoteIntent | None = None
     sent_at = -math.inf
     task_status.started()
+    # One long-lived cancel scope times the waits for the inbox (a new `move_on_after` per
+    # message cost a quarter of the Quoter's CPU): its deadline is set to now + quote_loop_s
+    # before each wait and lifted before waiting for room to send a proposal, so only the
+    # wait for the inbox is ever timed, exactly as before. `carried` is what the next scope
+    # starts from once a wait has used the scope up: [] after a timeout (a quiet interval),
+    # [msg] when the deadline struck just as a message arrived.
+    carried: list[QuoterIn] | None = None
     while True:
-        batch: list[QuoterIn] = []
-        with trio.move_on_after(quote_loop_s):
-            batch.append(await inbox.receive())
-        while True:
-            try:
-                batch.append(inbox.receive_nowait())
-            except trio.WouldBlock:
-                break
-        # Re-quote on a new book (its age matters downstream even when the top is the same),
-        # on a quiet interval, or when what the model reads of inventory/funding changed;
-        # the Account publishes for open-order counts too, which the model does not read.
-        requote = not batch
-        urgent = False  # inventory or funding changed: propose even an unchanged quote
-        for msg in batch:
-            match msg:
-                case TopOfBook():
-                    top = msg
-                    requote = True
-                    if recal is not None:
-                        recal.on_top(msg)
-                    if guards is not None:
-                        guards.on_top(msg.updated_at, msg.bid_ticks, msg.ask_ticks, msg.mid if msg.valid else None)
-                case TradePrints():
-                    if recal is not None:
-                        recal.on_prints(msg)
-                case Inventory():
-                    if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
-                        requote = urgent = True
-                    if guards is not None and inventory is not None and last_intent is not None:
-                        moved = msg.position_lots - inventory.position_lots
-                        if moved:
-                            side = Side.BUY if moved > 0 else Side.SELL
-                            ticks = last_intent.bid_ticks if moved > 0 else last_intent.ask_ticks
-                            guards.on_fill(trio.current_time(), side, ticks)
-                    inventory = msg
-                case FundingRate():
-                    if msg.rate != funding_rate:
-                        requote = urgent = True
-                    funding_rate = msg.rate
-        if top is None or not requote:
-            continue
-        now = trio.current_time()
-        if recal is not None:
-            recal.refresh(now)
-            intent = _intent(spec, recal.market, top, inventory, funding_rate, maker_fee_rate, recal.sigma_rel)
-        else:
-            intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
-        notes: tuple[str, ...] = (intent.note,) if intent.note else ()
-        if guards is not None:
-            if market.guards.fair_value == "microprice":
-                intent = _intent(spec, recal.market if recal is not None else market, top, inventory,
-                                 funding_rate, maker_fee_rate,
-                                 recal.sigma_rel if recal is not None else None, fair=_microprice(spec, top))
-            intent, guard_notes = guards.apply(intent, now, top.mid if top.mid is not None else math.nan)
-            guards.on_quote(intent)
-            notes += guard_notes
-        unchanged = last_intent is not None and same_orders(intent, last_intent)
-        last_intent = intent
-        if unchanged and batch and not urgent and now - sent_at < resend_s:
-            continue
-        sent_at = now
-        await send(out, Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now))
-        telemetry.publish(
-            QuoteStats(
-                market=spec.name,
-                bid=spec.ticks_to_price(intent.bid_ticks) if intent.has_bid else None,
-                bid_qty=spec.lots_to_qty(intent.bid_lots) if intent.has_bid else None,
-                ask=spec.ticks_to_price(intent.ask_ticks) if intent.has_ask else None,
-                ask_qty=spec.lots_to_qty(intent.ask_lots) if intent.has_ask else None,
-                model=intent.model,
-                reasons=notes,
-                at=now,
-                estimate=recal.estimate if recal is not None else None,
-            )
-        )
+        with trio.CancelScope() as timer:
+            while True:
+                if carried is not None:
+                    batch, carried = carried, None
+                else:
+                    carried = []  # if this wait times out, the next scope re-quotes with nothing new
+                    timer.deadline = trio.current_time() + quote_loop_s
+                    batch = [await inbox.receive()]
+                    carried = None
+                    if timer.cancel_called:
+                        carried = batch  # the deadline struck as it arrived: handle it in a fresh scope
+                        break
+                while True:
+                    try:
+                        batch.append(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                # Re-quote on a new book (its age matters downstream even when the top is the same),
+                # on a quiet interval, or when what the model reads of inventory/funding changed;
+                # the Account publishes for open-order counts too, which the model does not read.
+                requote = not batch
+                urgent = False  # inventory or funding changed: propose even an unchanged quote
+                for msg in batch:
+                    match msg:
+                        case TopOfBook():
+                            top = msg
+                            requote = True
+                            if recal is not None:
+                                recal.on_top(msg)
+                            if guards is not None:
+                                guards.on_top(msg.updated_at, msg.bid_ticks, msg.ask_ticks, msg.mid if msg.valid else None)
+                        case TradePrints():
+                            if recal is not None:
+                                recal.on_prints(msg)
+                        case Inventory():
+                            if inventory is None or (msg.position_lots, msg.live) != (inventory.position_lots, inventory.live):
+                                requote = urgent = True
+                            if guards is not None and inventory is not None and last_intent is not None:
+                                moved = msg.position_lots - inventory.position_lots
+                                if moved:
+                                    side = Side.BUY if moved > 0 else Side.SELL
+                                    ticks = last_intent.bid_ticks if moved > 0 else last_intent.ask_ticks
+                                    guards.on_fill(trio.current_time(), side, ticks)
+                            inventory = msg
+                        case FundingRate():
+                            if msg.rate != funding_rate:
+                                requote = urgent = True
+                            funding_rate = msg.rate
+                if top is None or not requote:
+                    continue
+                now = trio.current_time()
+                if recal is not None:
+                    recal.refresh(now)
+                    intent = _intent(spec, recal.market, top, inventory, funding_rate, maker_fee_rate, recal.sigma_rel)
+                else:
+                    intent = _intent(spec, market, top, inventory, funding_rate, maker_fee_rate)
+                notes: tuple[str, ...] = (intent.note,) if intent.note else ()
+                if guards is not None:
+                    if market.guards.fair_value == "microprice":
+                        intent = _intent(spec, recal.market if recal is not None else market, top, inventory,
+                                         funding_rate, maker_fee_rate,
+                                         recal.sigma_rel if recal is not None else None, fair=_microprice(spec, top))
+                    intent, guard_notes = guards.apply(intent, now, top.mid if top.mid is not None else math.nan)
+                    guards.on_quote(intent)
+                    notes += guard_notes
+                unchanged = last_intent is not None and same_orders(intent, last_intent)
+                last_intent = intent
+                if unchanged and batch and not urgent and now - sent_at < resend_s:
+                    continue
+                sent_at = now
+                proposal = Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now)
+                try:  # `actors.channels.send`, with the timer lifted only if Risk is behind
+                    out.send_nowait(proposal)
+                except trio.WouldBlock:
+                    timer.deadline = math.inf  # only the wait for the inbox is timed
+                    await out.send(proposal)
+                telemetry.publish(
+                    QuoteStats(
+                        market=spec.name,
+                        bid=spec.ticks_to_price(intent.bid_ticks) if intent.has_bid else None,
+                        bid_qty=spec.lots_to_qty(intent.bid_lots) if intent.has_bid else None,
+                        ask=spec.ticks_to_price(intent.ask_ticks) if intent.has_ask else None,
+                        ask_qty=spec.lots_to_qty(intent.ask_lots) if intent.has_ask else None,
+                        model=intent.model,
+                        reasons=notes,
+                        at=now,
+                        estimate=recal.estimate if recal is not None else None,
+                    )
+                )
 
 
 class Recalibration:

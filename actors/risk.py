@@ -94,8 +94,8 @@ async def risk_actor(
             min_order_lots=min_lots,
         )
         intent = decision.intent
+        reasons = tuple([r.value for r in decision.reasons]) if decision.reasons else ()
         if telemetry is not None:
-            reasons = tuple(r.value for r in decision.reasons)
             reducing = RiskReason.REDUCING in decision.reasons
             # On change only (or once a second): Risk judges every proposal, ~10 a second.
             if (reducing, reasons) != last_published[:2] or now - last_published[2] >= 1.0:
@@ -107,14 +107,18 @@ async def risk_actor(
             Approved(
                 bid=SideTarget(ticks=intent.bid_ticks, lots=intent.bid_lots) if intent.has_bid else None,
                 ask=SideTarget(ticks=intent.ask_ticks, lots=intent.ask_lots) if intent.has_ask else None,
-                reasons=tuple(r.value for r in decision.reasons) + ((intent.note,) if intent.note else ()),
+                reasons=reasons + (intent.note,) if intent.note else reasons,
                 decided_at=now,
                 kill=decision.kill,
                 book_updated_at=proposal.book_updated_at,
-                more_bids=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_bids),
-                more_asks=tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in intent.more_asks),
+                more_bids=_targets(intent.more_bids) if intent.more_bids else (),
+                more_asks=_targets(intent.more_asks) if intent.more_asks else (),
             )
         )
+
+
+def _targets(levels: tuple[tuple[int, int], ...]) -> tuple[SideTarget | None, ...]:
+    return tuple([SideTarget(ticks=t, lots=lots) if lots else None for t, lots in levels])
 
 
 def _scaled(intent: QuoteIntent, fraction: float, min_lots: int) -> QuoteIntent:

@@ -29,6 +29,8 @@ from extmm.domain.params import ModelParams, QuoteParams
 from extmm.domain.units import MarketSpec, Side
 
 SECONDS_PER_FUNDING_PERIOD = 3600.0  # Extended applies funding hourly; rates are per hour
+_INF = math.inf
+_isfinite = math.isfinite
 
 
 # -- model outputs ----------------------------------------------------------------------
@@ -197,15 +199,24 @@ def seed(
     60 s by default). `funding_carry` is the funding cost as a fraction of price over the
     holding horizon (rate·H/3600), so β widens the spread when funding is large either way.
     """
-    mid = _finite("mid", mid)
-    inventory = _finite("inventory", inventory)
-    sigma = _finite("sigma", sigma, minimum=0.0)
-    k = _finite("k", k, minimum=0.0)
-    base_spread = _finite("base_spread", base_spread, minimum=0.0)
-    alpha = _finite("alpha", alpha, minimum=0.0)
-    beta = _finite("beta", beta, minimum=0.0)
-    funding_carry = _finite("funding_carry", funding_carry)
-    horizon = _finite("horizon", horizon, minimum=0.0)
+    mid, inventory, sigma, k = float(mid), float(inventory), float(sigma), float(k)
+    base_spread, alpha, beta = float(base_spread), float(alpha), float(beta)
+    funding_carry, horizon = float(funding_carry), float(horizon)
+    # One combined test on the hot path (every quote); `_finite` names the bad parameter.
+    if not (
+        _isfinite(mid) and _isfinite(inventory) and _isfinite(funding_carry)
+        and 0.0 <= sigma < _INF and 0.0 <= k < _INF and 0.0 <= base_spread < _INF
+        and 0.0 <= alpha < _INF and 0.0 <= beta < _INF and 0.0 <= horizon < _INF
+    ):
+        _finite("mid", mid)
+        _finite("inventory", inventory)
+        _finite("sigma", sigma, minimum=0.0)
+        _finite("k", k, minimum=0.0)
+        _finite("base_spread", base_spread, minimum=0.0)
+        _finite("alpha", alpha, minimum=0.0)
+        _finite("beta", beta, minimum=0.0)
+        _finite("funding_carry", funding_carry)
+        _finite("horizon", horizon, minimum=0.0)
 
     fair = mid * (1.0 - k * inventory)
     half_spread_rel = base_spread + alpha * sigma * math.sqrt(horizon) + beta * abs(funding_carry)
@@ -234,7 +245,7 @@ def default_intensity_k(*, spec: MarketSpec, mid: float, base_spread: float) -> 
     makes the models start from the market's configured base half-spread, never tighter
     than one tick.
     """
-    return 1.0 / max(base_spread * mid, float(spec.tick_size))
+    return 1.0 / max(base_spread * mid, spec.tick_float)
 
 
 # -- the full quote ---------------------------------------------------------------------
@@ -270,6 +281,8 @@ class QuoteIntent:
             raise ValueError(f"{self.market}: non-positive quote price ({self.bid_ticks}, {self.ask_ticks})")
         if self.bid_lots and self.ask_lots and self.bid_ticks >= self.ask_ticks:
             raise ValueError(f"{self.market}: crossed quote, bid {self.bid_ticks} ≥ ask {self.ask_ticks}")
+        if not (self.more_bids or self.more_asks):
+            return  # one level a side: no ladder order to check
         for name, levels, sign in (("bid", self.bid_ladder, -1), ("ask", self.ask_ladder, 1)):
             for (t0, _), (t1, l1) in zip(levels, levels[1:], strict=False):
                 if l1 < 0 or (l1 and t1 <= 0):
@@ -311,7 +324,7 @@ class QuoteIntent:
 
 def min_quote_lots(spec: MarketSpec, min_order_size: float = 0.0) -> int:
     """Smallest size we quote, in lots: the larger of the venue's and the config's minimum."""
-    config_min = math.ceil(min_order_size / float(spec.lot_size) - 1e-9) if min_order_size > 0 else 0
+    config_min = math.ceil(min_order_size / spec.lot_float - 1e-9) if min_order_size > 0 else 0
     return max(spec.min_order_lots, config_min, 1)
 
 
@@ -390,16 +403,20 @@ def compute_quote(
     """
     model = market.model
     try:
-        mid = _finite("mid", mid, minimum=0.0, strict=True)
-        sigma = _finite("sigma", sigma, minimum=0.0)
-        funding_rate = _finite("funding_rate", funding_rate)
-        maker_fee_rate = _finite("maker_fee_rate", maker_fee_rate)
+        mid, sigma, funding_rate, maker_fee_rate = float(mid), float(sigma), float(funding_rate), float(maker_fee_rate)
+        # One combined test on the hot path; `_finite` names the bad input.
+        if not (0.0 < mid < _INF and 0.0 <= sigma < _INF and _isfinite(funding_rate) and _isfinite(maker_fee_rate)):
+            _finite("mid", mid, minimum=0.0, strict=True)
+            _finite("sigma", sigma, minimum=0.0)
+            _finite("funding_rate", funding_rate)
+            _finite("maker_fee_rate", maker_fee_rate)
         base_qty = market.quote_notional_cap_usd / mid
         # Skew towards the inventory target (`inventory_target_usd`, 0 by default) instead of flat.
-        inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
+        if market.inventory_target_usd:
+            inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
         inventory = spec.lots_to_float(inventory_lots) / base_qty
         carry = funding_carry(funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
-        reference = mid + funding_shift(mid=mid, funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
+        reference = mid + -carry * mid  # + funding_shift(...), whose carry this is
         raw = _model_quote(
             model=model, market=market, spec=spec, reference=reference, mid=mid,
             inventory=inventory, sigma_rel=sigma, carry=carry,
@@ -425,8 +442,19 @@ def compute_quote(
     base_lots = spec.float_to_lots(base_qty)
     bid_lots, ask_lots = skewed_sizes(base_lots=base_lots, inventory_lots=inventory_lots)
     min_lots = min_quote_lots(spec, market.min_order_size)
-    more_bids = ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid, side=Side.BUY)
-    more_asks = ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid, side=Side.SELL)
+    if market.levels > 1:
+        more_bids = tuple(
+            (t, _venue_size(spec, t, lots, min_lots))
+            for t, lots in ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid,
+                                         side=Side.BUY)
+        )
+        more_asks = tuple(
+            (t, _venue_size(spec, t, lots, min_lots))
+            for t, lots in ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid,
+                                         side=Side.SELL)
+        )
+    else:
+        more_bids = more_asks = ()  # what ladder_levels gives for one level
     bid_lots = _venue_size(spec, bid_ticks, bid_lots, min_lots)
     ask_lots = _venue_size(spec, ask_ticks, ask_lots, min_lots)
     return QuoteIntent(
@@ -438,8 +466,8 @@ def compute_quote(
         reservation=raw.reservation,
         half_spread=raw.half_spread + fee_distance,
         model=model.type,
-        more_bids=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_bids),
-        more_asks=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_asks),
+        more_bids=more_bids,
+        more_asks=more_asks,
     )
 
 
@@ -481,6 +509,6 @@ def _venue_size(spec: MarketSpec, ticks: int, lots: int, min_lots: int) -> int:
     if ticks <= 0:
         return 0
     price = spec.ticks_to_float(ticks)
-    max_lots = spec.float_to_lots(float(spec.max_limit_order_value) / price)
+    max_lots = spec.float_to_lots(spec.max_limit_order_value_float / price)
     lots = min(lots, max_lots)
     return lots if lots >= min_lots else 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from functools import lru_cache
 
 import attrs
 
@@ -80,12 +82,20 @@ def limit_lots_at(spec: MarketSpec, limit_usd: float, ticks: int, mid: float) ->
         return 0
     price = max(spec.ticks_to_float(ticks), mid)
     lots = spec.float_to_lots(limit_usd / price)
+    if lots <= 0:
+        return lots
     # Correct float rounding so that lots·price ≤ limit holds exactly at the tick price.
     tick_value = spec.ticks_to_price(max(ticks, 1)) * spec.lot_size
-    limit = Decimal(repr(float(limit_usd)))
+    limit = _limit_decimal(float(limit_usd))
     while lots > 0 and lots * tick_value > limit:
         lots -= 1
     return lots
+
+
+@lru_cache(maxsize=256)
+def _limit_decimal(limit_usd: float) -> Decimal:
+    """A USD limit as the Decimal of its shortest repr (limits are a handful of config values)."""
+    return Decimal(repr(limit_usd))
 
 
 def effective_limit_usd(limits: RiskLimits, snapshot: RiskSnapshot) -> tuple[float, bool]:
@@ -103,7 +113,7 @@ def effective_limit_usd(limits: RiskLimits, snapshot: RiskSnapshot) -> tuple[flo
 
 
 def _ladder_allowance(
-    spec: MarketSpec, levels: tuple[tuple[int, int], ...], *, position: int, sign: int,
+    spec: MarketSpec, levels: Iterable[Sequence[int]], *, position: int, sign: int,
     limit_usd: float, mid: float,
 ) -> list[int]:
     """Per level, the largest size that keeps the position within the limit should this
@@ -168,15 +178,24 @@ def clamp_intent(
         return allowed if allowed >= min_lots else 0
 
     # Every level of a ladder counts: work on the full ladders (level 0 first).
-    bids = [[t, lots] for t, lots in intent.bid_ladder]
-    asks = [[t, lots] for t, lots in intent.ask_ladder]
-    bids[0][1], asks[0][1] = bid_lots, ask_lots
+    bids = [[intent.bid_ticks, bid_lots]]
+    asks = [[intent.ask_ticks, ask_lots]]
+    if intent.more_bids:
+        bids += [[t, lots] for t, lots in intent.more_bids]
+    if intent.more_asks:
+        asks += [[t, lots] for t, lots in intent.more_asks]
     if not (bid_lots or ask_lots):
         for level in (*bids, *asks):
             level[1] = 0
 
     def any_lots() -> bool:
-        return any(level[1] for level in (*bids, *asks))
+        for level in bids:
+            if level[1]:
+                return True
+        for level in asks:
+            if level[1]:
+                return True
+        return False
 
     if any_lots():
         # Net position, at each order's own price (and never less strict than at the mid):
@@ -188,8 +207,7 @@ def clamp_intent(
             reasons.append(RiskReason.REDUCING)
         for ladder, sign in ((bids, 1), (asks, -1)):
             allowed = _ladder_allowance(
-                spec, tuple((t, lots) for t, lots in ladder), position=position, sign=sign,
-                limit_usd=limit_usd, mid=snapshot.mid,
+                spec, ladder, position=position, sign=sign, limit_usd=limit_usd, mid=snapshot.mid,
             )
             for level, room in zip(ladder, allowed, strict=True):
                 level[1] = cut(level[1], room, reason)
@@ -203,18 +221,14 @@ def clamp_intent(
 
     if any_lots():
         free_slots = max(limits.max_open_orders - snapshot.open_orders, 0)
-        live = {
-            "bid": snapshot.live_bids if snapshot.live_bids is not None else int(snapshot.live_bid),
-            "ask": snapshot.live_asks if snapshot.live_asks is not None else int(snapshot.live_ask),
-        }
-        ladders = {"bid": bids, "ask": asks}
-        order = ("ask", "bid") if position > 0 else ("bid", "ask")
+        live_bids = snapshot.live_bids if snapshot.live_bids is not None else int(snapshot.live_bid)
+        live_asks = snapshot.live_asks if snapshot.live_asks is not None else int(snapshot.live_ask)
+        order = ((asks, live_asks), (bids, live_bids)) if position > 0 else ((bids, live_bids), (asks, live_asks))
         # Level by level, the position-reducing side first: a level that rests already
         # (one of the side's live orders) replaces it; a new one needs a free slot.
         for i in range(max(len(bids), len(asks))):
-            for side in order:
-                ladder = ladders[side]
-                if i >= len(ladder) or not ladder[i][1] or i < live[side]:
+            for ladder, live in order:
+                if i >= len(ladder) or not ladder[i][1] or i < live:
                     continue
                 if free_slots > 0:
                     free_slots -= 1
@@ -224,12 +238,19 @@ def clamp_intent(
                 ladder[i][1] = 0
 
     # An intent that arrived under the minimum is not sent either.
-    for level in (*bids, *asks):
-        level[1] = level[1] if level[1] >= min_lots else 0
-    new_bids = tuple((t, lots) for t, lots in bids)
-    new_asks = tuple((t, lots) for t, lots in asks)
-    if (new_bids, new_asks) != (intent.bid_ladder, intent.ask_ladder):
-        intent = intent.with_ladders(new_bids, new_asks)
+    for ladder in (bids, asks):
+        for level in ladder:
+            if level[1] < min_lots:
+                level[1] = 0
+    # Only sizes change here (never prices): a new intent only when one did.
+    if (
+        bids[0][1] != intent.bid_lots or asks[0][1] != intent.ask_lots
+        or (intent.more_bids and any(level[1] != lots for level, (_, lots) in zip(bids[1:], intent.more_bids,
+                                                                                   strict=True)))
+        or (intent.more_asks and any(level[1] != lots for level, (_, lots) in zip(asks[1:], intent.more_asks,
+                                                                                   strict=True)))
+    ):
+        intent = intent.with_ladders(tuple((t, lots) for t, lots in bids), tuple((t, lots) for t, lots in asks))
     return RiskDecision(intent=intent, reasons=tuple(reasons), kill=kill)
 
 

@@ -73,6 +73,9 @@ class OrderTracker:
         self.slots: list[OrderSlot] = [*self.sides.values()] + [
             OrderSlot(side=side, level=level) for level in range(1, max(levels, 1)) for side in (Side.BUY, Side.SELL)
         ]
+        # The LiveOrder last made for a slot, with the (immutable) record and refresh time it
+        # was made from: asked for on every approval, it only changes with the record.
+        self._live_made: dict[OrderSlot, tuple[om.OrderRecord, float, LiveOrder]] = {}
 
     # -- records ---------------------------------------------------------------------------
     def store(self, rec: om.OrderRecord) -> None:
@@ -186,13 +189,18 @@ class OrderTracker:
         if slot.live is None:
             return None
         rec = self.records.get(slot.live)
+        made = self._live_made.get(slot)
+        if made is not None and made[0] is rec and made[1] == refresh_after_s:
+            return made[2]  # the same record passed the checks below when this was made
         if rec is None or rec.is_terminal or rec.state is om.OrderState.PENDING_CANCEL:
             slot.live = None
             return None
-        return LiveOrder(
+        live = LiveOrder(
             external_id=rec.external_id,
             ticks=rec.price_ticks,
             lots=rec.remaining_lots,
             placed_at=rec.created_at,
             expires_at=rec.created_at + refresh_after_s,
         )
+        self._live_made[slot] = (rec, refresh_after_s, live)
+        return live

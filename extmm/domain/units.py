@@ -54,6 +54,12 @@ def _from_units(units: int, step: Decimal) -> Decimal:
     return (step * units).quantize(step)
 
 
+# The same prices and sizes come back all the time (the touch moves by a few ticks), so
+# ticks/lots → Decimal is cached per (step, units). Bounded: cleared when full. Decimals are
+# immutable, so handing out the same object is safe.
+_FROM_UNITS_LIMIT = 1 << 14
+
+
 @attrs.frozen(kw_only=True)
 class MarketSpec:
     """The grid and limits of one market, from `/info/markets` `tradingConfig`."""
@@ -68,23 +74,61 @@ class MarketSpec:
     max_limit_order_value: Decimal = Decimal("15000000")
     max_position_value: Decimal = Decimal("60000000")
 
+    # Derived once (the hot paths convert on every book update): floats of the steps and the
+    # venue's max order value, the minimum order size in lots, and the ticks/lots → Decimal
+    # caches. Not part of the value (eq/hash/repr), recomputed by `attrs.evolve`.
+    _tick_f: float = attrs.field(init=False, eq=False, repr=False)
+    _lot_f: float = attrs.field(init=False, eq=False, repr=False)
+    _max_value_f: float = attrs.field(init=False, eq=False, repr=False)
+    _min_lots: int | None = attrs.field(init=False, eq=False, repr=False)
+    _prices: dict[int, Decimal] = attrs.field(init=False, eq=False, repr=False)
+    _qtys: dict[int, Decimal] = attrs.field(init=False, eq=False, repr=False)
+
     def __attrs_post_init__(self) -> None:
         if self.tick_size <= 0 or self.lot_size <= 0:
             raise ValueError(f"{self.name}: tick and lot sizes must be positive")
+        derived: dict[str, object] = {
+            "_tick_f": float(self.tick_size),
+            "_lot_f": float(self.lot_size),
+            "_max_value_f": float(self.max_limit_order_value),
+            "_min_lots": self._compute_min_lots(),
+            "_prices": {},
+            "_qtys": {},
+        }
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
 
     # -- prices -------------------------------------------------------------------
     def price_to_ticks(self, price: Decimal, rounding: Rounding = Rounding.EXACT) -> int:
         return _to_units(price, self.tick_size, rounding, f"{self.name} price")
 
     def ticks_to_price(self, ticks: int) -> Decimal:
-        return _from_units(ticks, self.tick_size)
+        cache = self._prices
+        try:
+            return cache[ticks]
+        except KeyError:
+            pass
+        price = _from_units(ticks, self.tick_size)
+        if len(cache) >= _FROM_UNITS_LIMIT:
+            cache.clear()
+        cache[ticks] = price
+        return price
 
     def ticks_to_float(self, ticks: int) -> float:
-        return ticks * float(self.tick_size)
+        return ticks * self._tick_f
+
+    @property
+    def tick_float(self) -> float:
+        """`tick_size` as a float (for models)."""
+        return self._tick_f
+
+    @property
+    def max_limit_order_value_float(self) -> float:
+        return self._max_value_f
 
     def float_to_ticks(self, price: float, side: Side) -> int:
         """Side-aware rounding of a model price: bids down, asks up."""
-        units = price / float(self.tick_size)
+        units = price / self._tick_f
         # A float a hair under a whole tick (e.g. 84049.99999999) must not lose a tick.
         nearest = round(units)
         if abs(units - nearest) < 1e-9:
@@ -96,14 +140,28 @@ class MarketSpec:
         return _to_units(qty, self.lot_size, rounding, f"{self.name} qty")
 
     def lots_to_qty(self, lots: int) -> Decimal:
-        return _from_units(lots, self.lot_size)
+        cache = self._qtys
+        try:
+            return cache[lots]
+        except KeyError:
+            pass
+        qty = _from_units(lots, self.lot_size)
+        if len(cache) >= _FROM_UNITS_LIMIT:
+            cache.clear()
+        cache[lots] = qty
+        return qty
 
     def lots_to_float(self, lots: int) -> float:
-        return lots * float(self.lot_size)
+        return lots * self._lot_f
+
+    @property
+    def lot_float(self) -> float:
+        """`lot_size` as a float (for models)."""
+        return self._lot_f
 
     def float_to_lots(self, qty: float) -> int:
         """Sizes always round down (never quote more than the limit allows)."""
-        units = qty / float(self.lot_size)
+        units = qty / self._lot_f
         nearest = round(units)
         if abs(units - nearest) < 1e-9:
             return max(int(nearest), 0)
@@ -111,7 +169,16 @@ class MarketSpec:
 
     @property
     def min_order_lots(self) -> int:
-        return self.qty_to_lots(self.min_order_size, Rounding.UP)
+        """`min_order_size` in lots, rounded up (computed once)."""
+        if self._min_lots is None:  # unusable minimum: raise where it is read, as before
+            return self.qty_to_lots(self.min_order_size, Rounding.UP)
+        return self._min_lots
+
+    def _compute_min_lots(self) -> int | None:
+        try:
+            return self.qty_to_lots(self.min_order_size, Rounding.UP)
+        except (ArithmeticError, ValueError, TypeError):
+            return None
 
     def notional(self, ticks: int, lots: int) -> Decimal:
         return self.ticks_to_price(ticks) * self.lots_to_qty(lots)

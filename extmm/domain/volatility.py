@@ -53,6 +53,7 @@ class EwmaVolatility:
         self._ewma_sq = 0.0  # EWMA of r², not yet divided by the weight
         self._weight = 0.0  # total EWMA weight (bias correction for the zero start)
         self.samples = 0
+        self._sigma: float | None = None  # `sigma` once warm, until the next sample
 
     def update(self, now_s: float, mid: float) -> None:
         if not (mid > 0 and math.isfinite(mid)):
@@ -94,19 +95,24 @@ class EwmaVolatility:
         self._ewma_sq = lam * self._ewma_sq + (1.0 - lam) * r * r
         self._weight = lam * self._weight + (1.0 - lam)
         self.samples += 1
+        self._sigma = None
 
     def _add_zero_returns(self, count: int) -> None:
         kept = self._decay**count
         self._ewma_sq *= kept
         self._weight = kept * self._weight + (1.0 - kept)
         self.samples += count
+        self._sigma = None
 
     @property
     def sigma(self) -> float | None:
         """σ of log price per √second, or the prior (None by default) while warming up."""
+        if self._sigma is not None:
+            return self._sigma  # read on every book update, changes once an interval
         if self.samples < self.min_samples or self._weight <= 0.0:
             return self.prior_sigma
-        return math.sqrt(self._ewma_sq / self._weight / self.interval_s)
+        self._sigma = math.sqrt(self._ewma_sq / self._weight / self.interval_s)
+        return self._sigma
 
     @property
     def warm(self) -> bool:

@@ -73,3 +73,34 @@ async def test_unchanged_quotes_are_not_proposed_again_until_the_resend_interval
         await trio.sleep(0.3)
         assert len(await proposals()) >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_quiet_book_is_requoted_every_quote_loop_and_a_blocked_proposal_is_not_dropped(autojump_clock) -> None:
+    """The Quoter's one long-lived timer: only the wait for the inbox is timed — a quiet
+    inbox re-quotes every `quote_loop_s` after the last message, and a proposal waiting for
+    room in a full Risk inbox is not cut short by it (it goes out as it was)."""
+    market = MarketConfig(name="BTC-USD", quote_notional_cap_usd=100.0)
+    q_send, q_recv = trio.open_memory_channel[object](64)
+    out_send, out_recv = trio.open_memory_channel[Proposal](0)  # Risk takes one at a time
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: quoter_actor(
+            spec=SPEC, market=market, inbox=q_recv, out=out_send, quote_loop_s=0.25, resend_after_s=0.1,
+            maker_fee_rate=0.0, telemetry=Telemetry(TelemetryView())))
+        await q_send.send(_inventory(0))
+        await q_send.send(_top(99_990, 100_010))
+        t0 = trio.current_time()
+        await trio.sleep(1.0)  # nobody reads: the first proposal waits for room for 4 quote loops
+        first = await out_recv.receive()
+        assert first.proposed_at == t0 and first.book_updated_at == t0
+        # From then on a quiet inbox gives one re-quote per quote loop, each `quote_loop_s`
+        # after the wait began.
+        times = [(await out_recv.receive()).proposed_at for _ in range(4)]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert all(abs(g - 0.25) < 1e-9 for g in gaps), gaps
+        # A message restarts the wait: the next quiet re-quote comes a full loop after it.
+        await trio.sleep(0.1)
+        await q_send.send(_inventory(1))  # a position change: proposed at once
+        changed = await out_recv.receive()
+        quiet = await out_recv.receive()
+        assert abs(quiet.proposed_at - changed.proposed_at - 0.25) < 1e-9
+        nursery.cancel_scope.cancel()
