@@ -199,12 +199,19 @@ class MarketLedger:
         raise TypeError(f"not a PnL event: {event!r}")
 
     def with_mark(self, mid: Decimal | int) -> MarketLedger:
-        mid = _decimal(mid, f"{self.market} mid", positive=True)
+        if type(mid) is not Decimal or not mid.is_finite() or mid <= 0:  # the common case is quick
+            mid = _decimal(mid, f"{self.market} mid", positive=True)
         with localcontext(_EXACT):
             inventory = self.inventory
             if self.mark is not None:
                 inventory += self.position * (mid - self.mark)
-            return attrs.evolve(self, mark=mid, inventory=inventory)
+        # Every field by hand: `attrs.evolve` looks the fields up on each call, and the
+        # Account marks on every book top.
+        return MarketLedger(
+            market=self.market, position=self.position, mark=mid, cost_basis=self.cost_basis, cash=self.cash,
+            spread=self.spread, inventory=inventory, fees=self.fees, funding=self.funding, fills=self.fills,
+            volume=self.volume,
+        )
 
     def with_fill(
         self,

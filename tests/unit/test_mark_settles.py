@@ -35,3 +35,20 @@ def test_a_ledger_marked_twice_at_one_mid_is_a_fixed_point_of_marking_there() ->
         again = settled.with_mark(mid)
         assert again == settled
         assert repr(again) == repr(settled)  # the Decimal form too (e.g. 1.5 vs 1.500)
+
+
+def test_marking_keeps_every_other_field_of_the_ledger():
+    """`with_mark` lists the ledger's fields by hand (speed): a field added later must be kept too."""
+    import attrs
+
+
+
+    values = {
+        f.name: ("X-USD" if f.name == "market" else 7 if f.name == "fills" else Decimal(i + 1))
+        for i, f in enumerate(attrs.fields(MarketLedger))
+    }
+    ledger = MarketLedger(**values)
+    marked = ledger.with_mark(Decimal(100))
+    changed = {k for k, v in attrs.asdict(marked).items() if v != values[k]}
+    assert changed == {"mark", "inventory"}
+    assert marked.inventory == ledger.inventory + ledger.position * (Decimal(100) - ledger.mark)
