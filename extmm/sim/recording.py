@@ -190,9 +190,12 @@ class RecordingReader:
                 # a readline per line costs more than decoding it. read1 returns what one read
                 # of the file gives, so a truncated part still yields every whole line before
                 # the cut (then EOFError, as with readline).
+                # A blank line fails to decode like a bad one: it is told apart only then.
                 rest = b""
+                loads, decode_error = orjson.loads, orjson.JSONDecodeError
+                read1 = fh.read1
                 while True:
-                    block = fh.read1(1 << 16)
+                    block = read1(1 << 16)
                     if not block:
                         lines = [rest] if rest else []
                     else:
@@ -200,12 +203,11 @@ class RecordingReader:
                         rest = lines.pop()
                     for line in lines:
                         number += 1
-                        if not line.strip():
-                            continue
                         try:
-                            record = orjson.loads(line)
-                        except orjson.JSONDecodeError as exc:
-                            self._bad(path, number, str(exc))
+                            record = loads(line)
+                        except decode_error as exc:
+                            if line.strip():
+                                self._bad(path, number, str(exc))
                             continue
                         if type(record) is not dict:
                             self._bad(path, number, "not an object")
