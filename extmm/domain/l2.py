@@ -14,7 +14,6 @@ from typing import Any
 
 from extmm.domain.units import MarketSpec
 
-
 # Plain decimal text read without Decimal (`_Units`): ≤ 18 digits either side, so exact.
 _PLAIN = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?").fullmatch
 
