@@ -20,6 +20,7 @@ simulator replays one (`extmm.sim.replay`).
 from __future__ import annotations
 
 import gzip
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -178,8 +179,8 @@ class RecordingReader:
         return header
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for path in self.paths:
-            yield from self._lines(path)
+        # (a chain, not a generator around the parts': one generator resumed per line)
+        return itertools.chain.from_iterable(map(self._lines, self.paths))
 
     def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
         number = 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
@@ -53,77 +52,22 @@ class _Window:
         self.end = end  # delivery ms: the window closes then
         self.ts = ts  # the last merged frame's "ts"
         self.frames = 0
-        # price text → the merged level (a recorded level as it is, or a `_Sum`)
-        self.b: dict[Any, dict[str, Any] | _Sum] = {}
-        self.a: dict[Any, dict[str, Any] | _Sum] = {}
+        # price text → the merged level
+        self.b: dict[Any, dict[str, Any]] = {}
+        self.a: dict[Any, dict[str, Any]] = {}
 
 
-class _Sum:
-    """A merged level whose "q" is the sum of `sizes`, added when delivered (`level`)."""
-
-    __slots__ = ("shape", "sizes")
-
-    def __init__(self, shape: dict[str, Any], sizes: list[Decimal]) -> None:
-        self.shape = shape  # the level whose keys (and values but "q") the merged one has
-        self.sizes = sizes
-
-    def level(self) -> dict[str, Any]:
-        sizes = self.sizes
-        total = sizes[0]
-        for size in sizes[1:]:
-            total = total + size
-        return {**self.shape, "q": str(total)}
-
-
-# Sizes summed late (`_Sum`): plain decimals whose sums are exact and cannot trap
-# (finite, ≤ 20 digits: far below the context's 28), parsed once per distinct text.
-_PLAIN = re.compile(r"-?[0-9]{1,10}(?:\.[0-9]{1,10})?").fullmatch
-_sizes: dict[str, Decimal] = {}
-
-
-def _plain_size(text: Any) -> Decimal | None:
-    """`Decimal(text)` if `text` is a plain decimal string (see `_PLAIN`), else None."""
-    if type(text) is not str:
-        return None
-    size = _sizes.get(text)
-    if size is None and _PLAIN(text):
-        if len(_sizes) > 1 << 16:
-            _sizes.clear()
-        size = _sizes[text] = Decimal(text)
-    return size
-
-
-def _merge_levels(levels: dict[Any, dict[str, Any] | _Sum], news: Any) -> None:
-    """Merge a DELTA side's recorded levels into a window's (see `ReplayDriver._conflate`)."""
+def _merge_levels(levels: dict[Any, dict[str, Any]], news: Any) -> None:
+    """Merge a DELTA side's recorded levels into a window's: a level's size changes ("q")
+    add up, on the later level if it has an absolute size ("c"), else on the earlier one."""
     for level in news:
         price = level["p"]
         before = levels.get(price)
-        if before is None or "q" not in level:
+        if before is None or "q" not in level or "q" not in before:
             levels[price] = level
-            continue
-        if type(before) is _Sum:
-            size = _plain_size(level["q"])
-            if size is not None:
-                before.sizes.append(size)
-                if "c" in level:
-                    before.shape = level
-                continue
-            before = before.level()
-        elif "q" not in before:
-            levels[price] = level
-            continue
-        else:
-            first, size = _plain_size(before["q"]), _plain_size(level["q"])
-            if first is not None and size is not None:
-                levels[price] = _Sum(level if "c" in level else before, [first, size])
-                continue
-        # (recorded levels are not modified anywhere: a merged one is a new dict)
-        total = str(Decimal(before["q"]) + Decimal(level["q"]))
-        levels[price] = {**level, "q": total} if "c" in level else {**before, "q": total}
-
-
-def _merged(levels: dict[Any, dict[str, Any] | _Sum]) -> list[dict[str, Any]]:
-    return [lv.level() if type(lv) is _Sum else lv for lv in levels.values()]
+        else:  # (recorded levels are not modified anywhere: a merged one is a new dict)
+            total = str(Decimal(before["q"]) + Decimal(level["q"]))
+            levels[price] = {**level, "q": total} if "c" in level else {**before, "q": total}
 
 
 def _jump_to(clock: Any, when: float) -> None:
@@ -366,20 +310,42 @@ class ReplayDriver:
     def _apply_due(self, due: _Due, now_ms: int | None = None) -> None:
         """Apply a frame from `_next_record` (`now_ms`: the runner's `now_ms()`, if known)."""
         _, kind, market, frame, world, deliver = due
-        at = self._t0 + (deliver - self.start_ms) / 1000.0
         stats = self.stats
         if kind == "orderbook":  # `_apply`'s book branch, inline (most frames)
+            if now_ms is None:
+                now_ms = self.runner.now_ms()
+            data = frame.get("data")
             try:
-                self._apply_book(
-                    market, frame, frame.get("data"), self.runner.now_ms() if now_ms is None else now_ms,
-                    at, deliver,
-                )
+                seq = frame.get("seq")
+                last = self._last_seq.get(market)
+                engine = self.engine
+                book = engine.books[market]
+                if (
+                    type(seq) is int
+                    and (last is None or seq == last + 1)
+                    and type(data) is dict
+                    and book.valid
+                    and self.book_interval_ms > 0
+                    and (frame.get("type") or data.get("t")) == "DELTA"
+                ):
+                    # `_apply_book` of the common frame, inline: a DELTA in sequence on a
+                    # valid book, merged into its window.
+                    self._last_seq[market] = seq
+                    if engine.on_book(market, "DELTA", data, now_ms):
+                        self._conflate(market, frame, data, deliver)
+                        if market not in self._has_mark and book.mid is not None:
+                            engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))
+                    elif market in self._pending:
+                        self._flush_market(market)
+                else:
+                    at = self._t0 + (deliver - self.start_ms) / 1000.0
+                    self._apply_book(market, frame, data, now_ms, at, deliver)
             except (BadFrame, KeyError, TypeError, ValueError, InvalidOperation) as exc:
                 stats.bad_frames += 1
                 logger.warning("replay {}/{}: frame skipped: {}", kind, market, exc)
             stats.market_frames[market] += 1
         else:
-            self._apply(kind, market, frame, world, at, deliver)
+            self._apply(kind, market, frame, world, self._t0 + (deliver - self.start_ms) / 1000.0, deliver)
         stats.frames[kind] += 1
         stats.last_ms = world
 
@@ -481,13 +447,7 @@ class ReplayDriver:
 
     # -- conflation ------------------------------------------------------------------------------
     def _conflate(self, market: str, frame: dict[str, Any], data: dict[str, Any], deliver_ms: int) -> None:
-        """Merge a DELTA into its market's open window (a level's last absolute size wins).
-
-        A level's size changes ("q") add up: `{**later, "q": str(Decimal(q1) + Decimal(q2))}`
-        ("c": the later level, else the earlier one, with the summed "q"). Plain decimal
-        strings are summed only when the window is delivered (`_Sum`): the same additions in
-        the same order, so the same text; anything else is added at once, as it comes.
-        """
+        """Merge a DELTA into its market's open window (a level's last absolute size wins)."""
         step = self.book_interval_ms
         end = (deliver_ms // step + 1) * step
         window = self._pending.get(market)
@@ -508,7 +468,7 @@ class ReplayDriver:
 
     def _flush_market(self, market: str) -> None:
         window = self._pending.pop(market)
-        data = {"t": "DELTA", "m": market, "b": _merged(window.b), "a": _merged(window.a)}
+        data = {"t": "DELTA", "m": market, "b": list(window.b.values()), "a": list(window.a.values())}
         self.stats.conflated_frames += window.frames - 1
         self._deliver("orderbook", market, {"type": "DELTA", "data": data, "ts": window.ts},
                       self._trio_time(window.end), snapshot=False)
