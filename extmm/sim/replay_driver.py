@@ -57,19 +57,6 @@ class _Window:
         self.a: dict[Any, dict[str, Any]] = {}
 
 
-def _merge_levels(levels: dict[Any, dict[str, Any]], news: Any) -> None:
-    """Merge a DELTA side's recorded levels into a window's: a level's size changes ("q")
-    add up, on the later level if it has an absolute size ("c"), else on the earlier one."""
-    for level in news:
-        price = level["p"]
-        before = levels.get(price)
-        if before is None or "q" not in level or "q" not in before:
-            levels[price] = level
-        else:  # (recorded levels are not modified anywhere: a merged one is a new dict)
-            total = str(Decimal(before["q"]) + Decimal(level["q"]))
-            levels[price] = {**level, "q": total} if "c" in level else {**before, "q": total}
-
-
 def _jump_to(clock: Any, when: float) -> None:
     """Move an autojumping clock to exactly `when` (no float drift: frames due then are due)."""
     if isinstance(clock, VirtualClock):
@@ -300,9 +287,11 @@ class ReplayDriver:
                 deliver = self._last_deliver_ms
             self._last_world_ms = world
             self._last_deliver_ms = deliver
-            pending = self._pending
-            if pending and (len(pending) > 1 or next(iter(pending.values())).end <= world):
-                self._flush_pending(before_ms=world)
+            if self._pending:
+                for window in self._pending.values():
+                    if window.end <= world:  # (one market's window open: a loop of one)
+                        self._flush_pending(before_ms=world)
+                        break
             when = self._t0 + (world - self.start_ms) / 1000.0
             return when, kind, market, frame, world, deliver
         return None
@@ -459,12 +448,19 @@ class ReplayDriver:
         else:
             window.ts = frame.get("ts")
         window.frames += 1
-        news = data.get("b")
-        if news:
-            _merge_levels(window.b, news)
-        news = data.get("a")
-        if news:
-            _merge_levels(window.a, news)
+        for levels, news in ((window.b, data.get("b")), (window.a, data.get("a"))):
+            if not news:
+                continue
+            # A level's size changes ("q") add up, on the later level if it has an
+            # absolute size ("c"), else on the earlier one.
+            for level in news:
+                price = level["p"]
+                before = levels.get(price)
+                if before is None or "q" not in level or "q" not in before:
+                    levels[price] = level
+                else:  # (recorded levels are not modified anywhere: a merged one is a new dict)
+                    total = str(Decimal(before["q"]) + Decimal(level["q"]))
+                    levels[price] = {**level, "q": total} if "c" in level else {**before, "q": total}
 
     def _flush_market(self, market: str) -> None:
         window = self._pending.pop(market)
