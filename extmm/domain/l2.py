@@ -42,11 +42,11 @@ class _Units(dict[str, int]):
         if decimals >= 0 and type(text) is str and _PLAIN(text):
             whole, _, fraction = text.partition(".")
             if len(fraction) <= decimals:
-                units = int(whole + fraction.ljust(decimals, "0"))
+                count = int(whole + fraction.ljust(decimals, "0"))
                 if len(self) > 1 << 16:
                     self.clear()
-                self[text] = units
-                return units
+                self[text] = count
+                return count
         try:
             units = Decimal(text) / self._step
         except (InvalidOperation, TypeError, ValueError):
