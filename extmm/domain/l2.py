@@ -7,11 +7,15 @@ queue model and the calibration need; sequence numbers are the caller's business
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from extmm.domain.units import MarketSpec
+
+# Plain decimal text read without Decimal (`_Units`): ≤ 18 digits either side, so exact.
+_PLAIN = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?").fullmatch
 
 
 class BadFrame(ValueError):
@@ -21,14 +25,28 @@ class BadFrame(ValueError):
 class _Units(dict[str, int]):
     """Decimal string → integer units of `step`, cached (the same strings recur in every frame)."""
 
-    __slots__ = ("_step", "_what")
+    __slots__ = ("_decimals", "_step", "_what")
 
     def __init__(self, step: Decimal, what: str) -> None:
         super().__init__()
         self._step = step
         self._what = what
+        # A step of 10**-n (n ≥ 0): a plain decimal text with at most n decimals is read
+        # as an integer, the same value as the Decimal division below, without it.
+        sign, digits, exponent = step.normalize().as_tuple()
+        plain = not sign and digits == (1,) and isinstance(exponent, int) and exponent <= 0
+        self._decimals = -exponent if plain else -1  # type: ignore[operator]
 
     def __missing__(self, text: Any) -> int:
+        decimals = self._decimals
+        if decimals >= 0 and type(text) is str and _PLAIN(text):
+            whole, _, fraction = text.partition(".")
+            if len(fraction) <= decimals:
+                count = int(whole + fraction.ljust(decimals, "0"))
+                if len(self) > 1 << 16:
+                    self.clear()
+                self[text] = count
+                return count
         try:
             units = Decimal(text) / self._step
         except (InvalidOperation, TypeError, ValueError):

@@ -20,6 +20,7 @@ simulator replays one (`extmm.sim.replay`).
 from __future__ import annotations
 
 import gzip
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -178,8 +179,8 @@ class RecordingReader:
         return header
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for path in self.paths:
-            yield from self._lines(path)
+        # (a chain, not a generator around the parts': one generator resumed per line)
+        return itertools.chain.from_iterable(map(self._lines, self.paths))
 
     def _lines(self, path: Path) -> Iterator[dict[str, Any]]:
         number = 0
@@ -190,9 +191,12 @@ class RecordingReader:
                 # a readline per line costs more than decoding it. read1 returns what one read
                 # of the file gives, so a truncated part still yields every whole line before
                 # the cut (then EOFError, as with readline).
+                # A blank line fails to decode like a bad one: it is told apart only then.
                 rest = b""
+                loads, decode_error = orjson.loads, orjson.JSONDecodeError
+                read1 = fh.read1
                 while True:
-                    block = fh.read1(1 << 16)
+                    block = read1(1 << 16)
                     if not block:
                         lines = [rest] if rest else []
                     else:
@@ -200,12 +204,11 @@ class RecordingReader:
                         rest = lines.pop()
                     for line in lines:
                         number += 1
-                        if not line.strip():
-                            continue
                         try:
-                            record = orjson.loads(line)
-                        except orjson.JSONDecodeError as exc:
-                            self._bad(path, number, str(exc))
+                            record = loads(line)
+                        except decode_error as exc:
+                            if line.strip():
+                                self._bad(path, number, str(exc))
                             continue
                         if type(record) is not dict:
                             self._bad(path, number, "not an object")

@@ -43,6 +43,20 @@ _REPLAYED = frozenset(("orderbook", "trades", "funding", "mark"))
 _Due = tuple[float, str, str, dict[str, Any], int, int]
 
 
+class _Window:
+    """A market's book deltas of one delivery window, merged by price (`ReplayDriver._conflate`)."""
+
+    __slots__ = ("a", "b", "end", "frames", "ts")
+
+    def __init__(self, end: int, ts: Any) -> None:
+        self.end = end  # delivery ms: the window closes then
+        self.ts = ts  # the last merged frame's "ts"
+        self.frames = 0
+        # price text → the merged level
+        self.b: dict[Any, dict[str, Any]] = {}
+        self.a: dict[Any, dict[str, Any]] = {}
+
+
 def _jump_to(clock: Any, when: float) -> None:
     """Move an autojumping clock to exactly `when` (no float drift: frames due then are due)."""
     if isinstance(clock, VirtualClock):
@@ -98,7 +112,7 @@ class ReplayDriver:
         # window (Extended: every 100 ms, SPEC §5.3); 0 delivers every recorded frame. The
         # matching engine still applies every frame at its own time.
         self.book_interval_ms = book_interval_ms
-        self._pending: dict[str, dict[str, Any]] = {}  # market → the merged delta of the open window
+        self._pending: dict[str, _Window] = {}  # market → the merged delta of the open window
         self._others_blocked = False  # see _advance_to
         self._next_deadline = 0.0  # trio time of the earliest timer while _others_blocked
         # Frames waiting for their delivery time (see _push): (due, n, subscription, frame).
@@ -193,28 +207,6 @@ class ReplayDriver:
             self._push(sub, frame, due)
 
     # -- time --------------------------------------------------------------------------------
-    def _times(self, record: dict[str, Any], frame: dict[str, Any]) -> tuple[int, int]:
-        """(world ms, delivery ms) of a recorded frame, both monotone."""
-        received = int(record.get("t") or self._last_deliver_ms)
-        ts = frame.get("ts")
-        exchange = ts if type(ts) is int and ts > 0 and -60_000 < ts - received < 60_000 else received
-        latency = self._latency_ms
-        if latency is None:
-            world = exchange if exchange < received else received
-            deliver = received
-        else:
-            world = exchange
-            deliver = world + latency
-        if world < self._last_world_ms:
-            world = self._last_world_ms
-        if deliver < world:
-            deliver = world
-        if deliver < self._last_deliver_ms:
-            deliver = self._last_deliver_ms
-        self._last_world_ms = world
-        self._last_deliver_ms = deliver
-        return world, deliver
-
     def _trio_time(self, epoch_ms: int) -> float:
         return self._t0 + (epoch_ms - self.start_ms) / 1000.0
 
@@ -262,34 +254,88 @@ class ReplayDriver:
     def _next_record(self) -> _Due | None:
         """The next frame to apply, read and timed (None: the data ended). Merged book
         windows that close before it are handed to delivery first."""
-        stats = self.stats
+        markets = self.markets
         for record in self._records:
             kind = record.get("k")
             market = record.get("m")
             if kind == "open":
-                if record.get("s") == "orderbook" and market in self.markets:
+                if record.get("s") == "orderbook" and market in markets:
                     self._last_seq[market] = None
                 continue
-            if kind not in _REPLAYED or market not in self.markets:
+            if kind not in _REPLAYED or market not in markets:
                 continue
             frame = record.get("f")
             if not isinstance(frame, dict):
-                stats.bad_frames += 1
+                self.stats.bad_frames += 1
                 continue
-            world, deliver = self._times(record, frame)
-            if self._pending and (len(self._pending) > 1 or next(iter(self._pending.values()))["end"] <= world):
-                self._flush_pending(before_ms=world)
+            # The frame's (world ms, delivery ms), both monotone.
+            received = int(record.get("t") or self._last_deliver_ms)
+            ts = frame.get("ts")
+            exchange = ts if type(ts) is int and ts > 0 and -60_000 < ts - received < 60_000 else received
+            latency = self._latency_ms
+            if latency is None:
+                world = exchange if exchange < received else received
+                deliver = received
+            else:
+                world = exchange
+                deliver = world + latency
+            if world < self._last_world_ms:
+                world = self._last_world_ms
+            if deliver < world:
+                deliver = world
+            if deliver < self._last_deliver_ms:
+                deliver = self._last_deliver_ms
+            self._last_world_ms = world
+            self._last_deliver_ms = deliver
+            if self._pending:
+                for window in self._pending.values():
+                    if window.end <= world:  # (one market's window open: a loop of one)
+                        self._flush_pending(before_ms=world)
+                        break
             when = self._t0 + (world - self.start_ms) / 1000.0
             return when, kind, market, frame, world, deliver
         return None
 
-    def _apply_due(self, due: _Due) -> None:
+    def _apply_due(self, due: _Due, now_ms: int | None = None) -> None:
+        """Apply a frame from `_next_record` (`now_ms`: the runner's `now_ms()`, if known)."""
         _, kind, market, frame, world, deliver = due
-        self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
         stats = self.stats
-        stats.frames[kind] += 1
-        if kind == "orderbook":
+        if kind == "orderbook":  # `_apply`'s book branch, inline (most frames)
+            if now_ms is None:
+                now_ms = self.runner.now_ms()
+            data = frame.get("data")
+            try:
+                seq = frame.get("seq")
+                last = self._last_seq.get(market)
+                engine = self.engine
+                book = engine.books[market]
+                if (
+                    type(seq) is int
+                    and (last is None or seq == last + 1)
+                    and type(data) is dict
+                    and book.valid
+                    and self.book_interval_ms > 0
+                    and (frame.get("type") or data.get("t")) == "DELTA"
+                ):
+                    # `_apply_book` of the common frame, inline: a DELTA in sequence on a
+                    # valid book, merged into its window.
+                    self._last_seq[market] = seq
+                    if engine.on_book(market, "DELTA", data, now_ms):
+                        self._conflate(market, frame, data, deliver)
+                        if market not in self._has_mark and book.mid is not None:
+                            engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))
+                    elif market in self._pending:
+                        self._flush_market(market)
+                else:
+                    at = self._t0 + (deliver - self.start_ms) / 1000.0
+                    self._apply_book(market, frame, data, now_ms, at, deliver)
+            except (BadFrame, KeyError, TypeError, ValueError, InvalidOperation) as exc:
+                stats.bad_frames += 1
+                logger.warning("replay {}/{}: frame skipped: {}", kind, market, exc)
             stats.market_frames[market] += 1
+        else:
+            self._apply(kind, market, frame, world, self._t0 + (deliver - self.start_ms) / 1000.0, deliver)
+        stats.frames[kind] += 1
         stats.last_ms = world
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -354,29 +400,35 @@ class ReplayDriver:
         clock = self._clock
         assert clock is not None
         q = self._outq
+        apply_due, next_record = self._apply_due, self._next_record
+        # `runner.now_ms()` without the look-up of trio's clock: it is `clock`.
+        epoch0, t0 = self.runner.epoch_at_t0, self.runner.t0
         try:
             while not runq:
                 due = self._due
                 when = math.inf if due is None else due[0]
-                held = q[0][0] if q else math.inf
-                if held < when:
-                    if held > deadline:
-                        return
-                    if held > clock.current_time():
-                        clock.jump_to(held)
-                    while q and q[0][0] <= held:
-                        self._pop_held()
-                    continue
+                if q:
+                    held = q[0][0]
+                    if held < when:
+                        if held > deadline:
+                            return
+                        if held > clock.current_time():
+                            clock.jump_to(held)
+                        while q and q[0][0] <= held:
+                            self._pop_held()
+                        continue
                 if due is None:
                     clock.idle_hook = None  # the rest (flush, the end of data) is the task's
                     self._walked.set()
                     return
                 if when > deadline:
                     return
-                if when > clock.current_time():
+                now = clock.current_time()
+                if when > now:
                     clock.jump_to(when)
-                self._apply_due(due)
-                self._due = self._next_record()
+                    now = when
+                apply_due(due, epoch0 + int((now - t0) * 1000))
+                self._due = next_record()
         except Exception as exc:  # surfaces in the driver's task, not inside trio's run loop
             clock.idle_hook = None
             self._step_error = exc
@@ -387,41 +439,39 @@ class ReplayDriver:
         """Merge a DELTA into its market's open window (a level's last absolute size wins)."""
         step = self.book_interval_ms
         end = (deliver_ms // step + 1) * step
-        pending = self._pending.get(market)
-        if pending is not None and pending["end"] != end:
+        window = self._pending.get(market)
+        if window is not None and window.end != end:
             self._flush_market(market)
-            pending = None
-        if pending is None:
-            pending = self._pending[market] = {"end": end, "b": {}, "a": {}, "ts": frame.get("ts"), "frames": 0}
+            window = None
+        if window is None:
+            window = self._pending[market] = _Window(end, frame.get("ts"))
         else:
-            pending["ts"] = frame.get("ts")
-        pending["frames"] += 1
-        for key in ("b", "a"):
-            news = data.get(key)
+            window.ts = frame.get("ts")
+        window.frames += 1
+        for levels, news in ((window.b, data.get("b")), (window.a, data.get("a"))):
             if not news:
                 continue
-            levels = pending[key]
+            # A level's size changes ("q") add up, on the later level if it has an
+            # absolute size ("c"), else on the earlier one.
             for level in news:
                 price = level["p"]
                 before = levels.get(price)
-                if before is None or "c" in level or "q" not in level or "q" not in before:
-                    # (recorded levels are not modified anywhere: kept as they are)
-                    if before is not None and "q" in before and "q" in level:
-                        level = {**level, "q": str(Decimal(before["q"]) + Decimal(level["q"]))}
+                if before is None or "q" not in level or "q" not in before:
                     levels[price] = level
-                else:  # changes without absolute sizes add up
-                    levels[price] = {**before, "q": str(Decimal(before["q"]) + Decimal(level["q"]))}
+                else:  # (recorded levels are not modified anywhere: a merged one is a new dict)
+                    total = str(Decimal(before["q"]) + Decimal(level["q"]))
+                    levels[price] = {**level, "q": total} if "c" in level else {**before, "q": total}
 
     def _flush_market(self, market: str) -> None:
-        pending = self._pending.pop(market)
-        data = {"t": "DELTA", "m": market, "b": list(pending["b"].values()), "a": list(pending["a"].values())}
-        self.stats.conflated_frames += pending["frames"] - 1
-        self._deliver("orderbook", market, {"type": "DELTA", "data": data, "ts": pending["ts"]},
-                      self._trio_time(pending["end"]), snapshot=False)
+        window = self._pending.pop(market)
+        data = {"t": "DELTA", "m": market, "b": list(window.b.values()), "a": list(window.a.values())}
+        self.stats.conflated_frames += window.frames - 1
+        self._deliver("orderbook", market, {"type": "DELTA", "data": data, "ts": window.ts},
+                      self._trio_time(window.end), snapshot=False)
 
     def _flush_pending(self, *, before_ms: int | None) -> None:
         """Deliver the windows that close at or before `before_ms` (None: all)."""
-        due = [m for m, p in self._pending.items() if before_ms is None or p["end"] <= before_ms]
+        due = [m for m, w in self._pending.items() if before_ms is None or w.end <= before_ms]
         for market in due:
             self._flush_market(market)
 
@@ -457,31 +507,32 @@ class ReplayDriver:
     def _apply_book(
         self, market: str, frame: dict[str, Any], data: Any, now_ms: int, due: float, deliver_ms: int = 0
     ) -> None:
-        frame_type = frame.get("type") or (data.get("t") if isinstance(data, dict) else None)
+        is_dict = isinstance(data, dict)
+        frame_type = frame.get("type") or (data.get("t") if is_dict else None)
         seq = frame.get("seq")
-        last = self._last_seq.get(market)
-        book = self.engine.books[market]
-        if (
-            frame_type == "DELTA"
-            and last is not None
-            and isinstance(seq, int)
-            and seq != last + 1
-            and book.valid
-        ):
-            # Frames were lost while recording: the recorded book is unknown until a snapshot.
-            self.stats.book_gaps += 1
-            book.invalidate()
-        self._last_seq[market] = seq if isinstance(seq, int) else None
-        if not isinstance(data, dict):
+        last_seq = self._last_seq
+        last = last_seq.get(market)
+        engine = self.engine
+        book = engine.books[market]
+        if isinstance(seq, int):
+            if frame_type == "DELTA" and last is not None and seq != last + 1 and book.valid:
+                # Frames were lost while recording: the recorded book is unknown until a snapshot.
+                self.stats.book_gaps += 1
+                book.invalidate()
+            last_seq[market] = seq
+        else:
+            last_seq[market] = None
+        if not is_dict:
             raise BadFrame(f"{market} book frame without data")
         was_valid = book.valid
-        valid = self.engine.on_book(market, frame_type, data, now_ms)
-        if market in self._pending and (not valid or frame_type != "DELTA"):
+        valid = engine.on_book(market, frame_type, data, now_ms)
+        delta = frame_type == "DELTA"
+        if (not valid or not delta) and market in self._pending:
             self._flush_market(market)  # the window's deltas go before a snapshot
         if valid:
-            if self.book_interval_ms > 0 and frame_type == "DELTA" and was_valid:
+            if delta and was_valid and self.book_interval_ms > 0:
                 self._conflate(market, frame, data, deliver_ms)
             else:
                 self._deliver("orderbook", market, frame, due, snapshot=frame_type == "SNAPSHOT")
             if market not in self._has_mark and book.mid is not None:
-                self.engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))
+                engine.set_recorded_mark(market, Decimal(f"{book.mid:.10g}"))

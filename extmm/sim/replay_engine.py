@@ -57,6 +57,10 @@ class ReplayEngine(SimEngine):
         super().__init__(config, start_ms=start_ms, markets=markets)
         self.books = {name: L2Book(self.market_spec(name)) for name in self.market_names()}
         self.queues: dict[str, dict[int, QueueSlot]] = {name: {} for name in self.market_names()}
+        # Per market, the levels (is bid, ticks) of the orders in `queues` (None: to be
+        # recomputed): a DELTA that changes none of them cannot shrink a queue (`on_book`).
+        # Reset wherever `queues` changes (here only).
+        self._queued_levels: dict[str, frozenset[tuple[bool, int]] | None] = {}
         self.fills: Counter[str] = Counter()  # by reason: queue | through | taker
         self.bad_book: dict[str, str] = {}  # market → the last book frame that could not be applied
         self._next_crowd_id = 9_000_000_000_000_000_001
@@ -126,6 +130,7 @@ class ReplayEngine(SimEngine):
             book = self.books[order.market]
             ahead = book.lots_at(order.side is Side.BUY, order.price_ticks) if book.valid else 0
             self.queues[order.market][order.id] = QueueSlot(order=order, ahead=ahead)
+            self._queued_levels[order.market] = None
         return ack
 
     def _inject_liquidity(self, market: str, is_buy: bool, limit: int, lots: int) -> list[SimOrder]:
@@ -149,6 +154,7 @@ class ReplayEngine(SimEngine):
         slots = self.queues[market]
         for order_id in [i for i, s in slots.items() if not s.order.resting or not s.order.is_open]:
             del slots[order_id]
+            self._queued_levels[market] = None
         return slots
 
     def _fill_ours(self, market: str, order: SimOrder, lots: int, reason: str) -> None:
@@ -162,17 +168,34 @@ class ReplayEngine(SimEngine):
     # -- the recorded world ----------------------------------------------------------------
     def on_book(self, market: str, frame_type: str | None, data: Mapping[str, Any], now_ms: int) -> bool:
         """Apply a recorded book frame; returns whether the book is valid after it."""
-        if now_ms > self._now:
-            self.advance(now_ms)
+        world = self.world
+        if now_ms > world.now:  # `advance`, inline (once per recorded frame)
+            self.timers.run(now_ms)
+            world.now = now_ms
         book = self.books[market]
         try:
-            book.apply(frame_type, data)
+            changed = book.apply(frame_type, data)
         except BadFrame as exc:
             logger.warning("replay {}: bad book frame, book invalid until the next snapshot: {}", market, exc)
             self.bad_book[market] = str(exc)
             return False
         slots = self.queues[market]
         if book.valid and slots:
+            # Every queue is at most its level's size after each frame (it starts equal,
+            # and only shrinks), so a DELTA shrinks none unless it changed one of their
+            # levels; a snapshot may have changed any level. (Slots of orders gone are
+            # dropped here or in `_live_slots`, whichever comes first: no one else sees them.)
+            if (frame_type or data.get("t")) == "DELTA":
+                watched = self._queued_levels.get(market)
+                if watched is None:
+                    watched = self._queued_levels[market] = frozenset(
+                        (s.order.side is Side.BUY, s.order.price_ticks) for s in slots.values()
+                    )
+                for is_bid, ticks, _ in changed:
+                    if (is_bid, ticks) in watched:
+                        break
+                else:
+                    return True
             dead = []
             for order_id, slot in slots.items():
                 order = slot.order
@@ -184,6 +207,7 @@ class ReplayEngine(SimEngine):
                     slot.ahead = level
             for order_id in dead:
                 del slots[order_id]
+                self._queued_levels[market] = None
         return book.valid
 
     def on_prints(self, market: str, prints: Sequence[tuple[bool, int, int, int]], now_ms: int) -> int:

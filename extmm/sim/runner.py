@@ -108,6 +108,16 @@ class SimRunner:
         """Epoch ms of the simulation: engine start + trio time elapsed since we started."""
         return self._epoch_at_t0 + int((trio.current_time() - self._t0) * 1000)
 
+    @property
+    def t0(self) -> float:
+        """The trio time `now_ms` counts from (for callers that know the clock's time)."""
+        return self._t0
+
+    @property
+    def epoch_at_t0(self) -> int:
+        """`now_ms()` at trio time `t0`."""
+        return self._epoch_at_t0
+
     def step(self) -> None:
         """Advance the engine to now (unless frozen) and publish what happened (no book deltas)."""
         if not self.frozen:

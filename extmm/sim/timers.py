@@ -24,6 +24,8 @@ from extmm.sim.model import (
 )
 from extmm.sim.world import World
 
+_UNKNOWN = object()
+
 
 class Timers:
     """Expiry, the dead man's switch and funding over a `World`; see the module docstring."""
@@ -31,9 +33,26 @@ class Timers:
     def __init__(self, world: World, matcher: Matcher) -> None:
         self.world = world
         self.matcher = matcher
+        # The earliest armed switch (None: none), or _UNKNOWN: to be looked up. Switches are
+        # armed only here (`set_switch`, `fire_switch`), which forget it; a value earlier
+        # than the real one only costs a look-up, so disarming needs no care.
+        self._next_switch_ms: int | None | object = _UNKNOWN
 
     def run(self, until_ms: int) -> None:
         """Fire everything due at or before `until_ms`, in time order."""
+        world = self.world
+        switch = self._next_switch_ms
+        if (
+            world.next_funding_ms > until_ms
+            and (switch is None or (switch is not _UNKNOWN and switch > until_ms))  # type: ignore[operator]
+            and (not world.expiries or world.expiries[0][0] > until_ms)
+        ):
+            return  # nothing due (the common case: a replay calls this per recorded frame)
+        self._fire_until(until_ms)
+        armed = [a.dms_deadline_ms for a in world.accounts.values() if a.dms_deadline_ms is not None]
+        self._next_switch_ms = min(armed) if armed else None
+
+    def _fire_until(self, until_ms: int) -> None:
         world = self.world
         while True:
             due = until_ms + 1
@@ -65,6 +84,7 @@ class Timers:
         if countdown_s < 0:
             raise SimReject(400, "countdownTime must be a non-negative number of seconds", 400)
         account.dms_deadline_ms = None if countdown_s == 0 else self.world.now + countdown_s * 1000
+        self._next_switch_ms = _UNKNOWN
 
     def switch_deadline(self, account_id: int) -> int | None:
         return self.world.account(account_id).dms_deadline_ms
@@ -75,6 +95,7 @@ class Timers:
         if account.dms_deadline_ms is None:
             return False
         account.dms_deadline_ms = self.world.now
+        self._next_switch_ms = _UNKNOWN
         self.run(self.world.now)
         return True
 

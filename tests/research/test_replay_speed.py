@@ -172,12 +172,12 @@ def test_a_failure_inside_the_idle_walk_surfaces_in_the_driver_task(recording, m
     applied = 0
     original = ReplayDriver._apply_due
 
-    def failing(self, due):
+    def failing(self, due, *rest):
         nonlocal applied
         applied += 1
         if applied == 50:
             raise RuntimeError("boom in frame 50")
-        original(self, due)
+        original(self, due, *rest)
 
     monkeypatch.setattr(ReplayDriver, "_apply_due", failing)
     logger.disable("")
