@@ -54,6 +54,15 @@ def _from_units(units: int, step: Decimal) -> Decimal:
     return (step * units).quantize(step)
 
 
+def _remember(cache: dict[int, Decimal], units: int, size: Decimal) -> Decimal:
+    """`_from_units`, kept in a bounded cache (emptied when full)."""
+    value = _from_units(units, size)
+    if len(cache) >= _FROM_UNITS_LIMIT:
+        cache.clear()
+    cache[units] = value
+    return value
+
+
 # The same prices and sizes come back all the time (the touch moves by a few ticks), so
 # ticks/lots → Decimal is cached per (step, units). Bounded: cleared when full. Decimals are
 # immutable, so handing out the same object is safe.
@@ -103,16 +112,10 @@ class MarketSpec:
         return _to_units(price, self.tick_size, rounding, f"{self.name} price")
 
     def ticks_to_price(self, ticks: int) -> Decimal:
-        cache = self._prices
         try:
-            return cache[ticks]
+            return self._prices[ticks]
         except KeyError:
-            pass
-        price = _from_units(ticks, self.tick_size)
-        if len(cache) >= _FROM_UNITS_LIMIT:
-            cache.clear()
-        cache[ticks] = price
-        return price
+            return _remember(self._prices, ticks, self.tick_size)
 
     def ticks_to_float(self, ticks: int) -> float:
         return ticks * self._tick_f
@@ -140,16 +143,10 @@ class MarketSpec:
         return _to_units(qty, self.lot_size, rounding, f"{self.name} qty")
 
     def lots_to_qty(self, lots: int) -> Decimal:
-        cache = self._qtys
         try:
-            return cache[lots]
+            return self._qtys[lots]
         except KeyError:
-            pass
-        qty = _from_units(lots, self.lot_size)
-        if len(cache) >= _FROM_UNITS_LIMIT:
-            cache.clear()
-        cache[lots] = qty
-        return qty
+            return _remember(self._qtys, lots, self.lot_size)
 
     def lots_to_float(self, lots: int) -> float:
         return lots * self._lot_f
