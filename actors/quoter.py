@@ -65,6 +65,7 @@ async def quoter_actor(
     guards = QuoteGuards(market.guards, spec) if market.guards.any_on else None
     last_intent: QuoteIntent | None = None
     sent_at = -math.inf
+    published = 0
     task_status.started()
     # One long-lived cancel scope times the waits for the inbox (a new `move_on_after` per
     # message cost a quarter of the Quoter's CPU): its deadline is set to now + quote_loop_s
@@ -144,6 +145,7 @@ async def quoter_actor(
                 if unchanged and batch and not urgent and now - sent_at < resend_s:
                     continue
                 sent_at = now
+                published += 1
                 proposal = Proposal(intent=intent, mid=top.mid, book_updated_at=top.updated_at, proposed_at=now)
                 try:  # `actors.channels.send`, with the timer lifted only if Risk is behind
                     out.send_nowait(proposal)
@@ -161,6 +163,7 @@ async def quoter_actor(
                         reasons=notes,
                         at=now,
                         estimate=recal.estimate if recal is not None else None,
+                        published=published,
                     )
                 )
 

@@ -26,7 +26,7 @@ Metrics (all prefixed `extmm_`; per-market series carry the `market` label):
 | `extmm_rest_latency_seconds`          | gauge   | quantile            | REST latency p50 / p99 (recent window)        |
 | `extmm_balance_usd`, `extmm_equity_usd` | gauge |                     | account balance and equity, when known        |
 | `extmm_market_state`                  | gauge   | market, state       | 1 for the market's current state, else 0      |
-| `extmm_quotes_published_total`        | counter | market              | quotes computed by the Quoter                 |
+| `extmm_quotes_published_total`        | counter | market              | quotes the Quoter proposed to Risk            |
 | `extmm_orders_sent_total`             | counter | market              | orders placed (replaces included)             |
 | `extmm_orders_rejected_total`         | counter | market, reason      | orders the venue rejected                     |
 | `extmm_orders_cancelled_total`        | counter | market              | cancels sent                                  |
@@ -193,7 +193,7 @@ def status_families(status: AppStatus) -> list[Metric]:
                 market=market,
                 state=state,
             )
-        f.counter("extmm_quotes_published_total", "Quotes computed.", m.quotes_published, market=market)
+        f.counter("extmm_quotes_published_total", "Quotes proposed to Risk.", m.quotes_published, market=market)
         f.counter("extmm_orders_sent_total", "Orders placed.", m.orders_sent, market=market)
         for reason, count in _reject_reasons(m.rejects, m.reject_reasons):
             f.counter("extmm_orders_rejected_total", "Orders rejected.", count, market=market, reason=reason)

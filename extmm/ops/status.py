@@ -195,7 +195,7 @@ class MarketStatus:
             name=name,
             state=state,
             actors=tuple(_as_actor(a) for a in actors),
-            quotes_published=quotes_published,
+            quotes_published=quotes_published or (quote.published if quote is not None else 0),
             **fields,
         )
 

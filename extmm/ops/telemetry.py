@@ -56,6 +56,7 @@ class QuoteStats:
     reasons: tuple[str, ...]
     at: float
     estimate: ModelEstimate | None = None  # set while the model recalibrates online
+    published: int = 0  # quotes this Quoter incarnation has proposed to Risk, this one included
 
 
 @attrs.frozen(kw_only=True)

@@ -62,6 +62,7 @@ async def test_unchanged_quotes_are_not_proposed_again_until_the_resend_interval
         (moved,) = await proposals()
         assert moved.intent.bid_ticks == first.intent.bid_ticks + 100
         assert view.get("BTC-USD", QuoteStats).bid == Decimal(moved.intent.bid_ticks)
+        assert view.get("BTC-USD", QuoteStats).published == 3  # first, again, moved: what Risk got
         # Inventory and funding changes go out at once, even with the orders unchanged.
         await q_send.send(_inventory(0))  # the same position: nothing to say
         assert await proposals() == []

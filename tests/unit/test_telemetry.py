@@ -51,3 +51,15 @@ def test_over_a_full_channel_reports_are_dropped_and_counted() -> None:
     assert telemetry.dropped == 3
     assert [receive.receive_nowait().at for _ in range(2)] == [0.0, 1.0]
     Telemetry.disabled().publish(_stats("BTC-USD", 0.0))  # a no-op
+
+
+def test_the_panel_and_metrics_count_the_quoters_proposals() -> None:
+    """`extmm_quotes_published_total` read 0 for ever: nothing passed the count along."""
+    from extmm.ops.status import MarketStatus
+    from extmm.ops.telemetry import QuoteStats
+
+    view = TelemetryView()
+    assert MarketStatus.from_telemetry("BTC-USD", view, state="ACTIVE", now=0.0).quotes_published == 0
+    Telemetry(view).publish(QuoteStats(market="BTC-USD", bid=None, bid_qty=None, ask=None, ask_qty=None,
+                                       model="simple", reasons=(), at=1.0, published=42))
+    assert MarketStatus.from_telemetry("BTC-USD", view, state="ACTIVE", now=2.0).quotes_published == 42
