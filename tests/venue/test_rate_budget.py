@@ -150,7 +150,9 @@ async def test_two_bot_processes_with_the_readme_division_stay_under_the_default
             env.update(EXTENDED_API_KEY=creds.api_key, EXTENDED_STARK_PRIVATE_KEY=creds.stark_private_key,
                        EXTENDED_STARK_PUBLIC_KEY=creds.stark_public_key, EXTENDED_VAULT_ID=str(creds.vault))
             cmd = [sys.executable, "-m", "extmm", "--config", str(config), "--endpoint", sim.rest_url,
-                   sim.stream_url, "--duration", "75", "--no-dashboard", "--metrics-port", "0"]
+                   sim.stream_url, "--duration", "75", "--no-dashboard", "--metrics-port", "0",
+                   # two instances must not share one journal (the second would refuse to start)
+                   "--journal", str(tmp_path / f"journal-{len(procs)}.db")]
             procs.append(await nursery.start(partial(trio.run_process, cmd, env=env, cwd=tmp_path,
                                                      capture_stdout=True, capture_stderr=True, check=False)))
         while any(p.returncode is None for p in procs):
