@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from extmm.domain.book import Book
+from extmm.domain.units import MarketSpec
 from extmm.research.chaos.leaks import count_tasks, retained_bytes
 from extmm.research.chaos.runner import ChaosRun, run_scenario_async
 from extmm.research.chaos.scenarios import ChaosContext, Scenario, mixed
@@ -27,9 +28,13 @@ AT_REST_S = 65.0  # the Executor forgets settled orders after 60 s (then three s
 
 
 def capped(obj: object) -> tuple[object, ...]:
-    """The Account's dedup window of trade ids: capped at 10 000, it fills with every fill."""
+    """Structures capped by design whose size wanders: the Account's dedup window of trade
+    ids (10 000, it fills with every fill) and a market's caches of tick and lot
+    conversions (`extmm.domain.units._FROM_UNITS_LIMIT` each, emptied when full)."""
     if type(obj).__name__ == "_AccountState":
         return (obj.seen_trades, obj.seen_trade_order)  # type: ignore[attr-defined]
+    if isinstance(obj, MarketSpec):
+        return (obj._prices, obj._qtys)  # type: ignore[attr-defined]
     return ()
 
 

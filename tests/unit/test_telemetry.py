@@ -63,3 +63,4 @@ def test_the_panel_and_metrics_count_the_quoters_proposals() -> None:
     Telemetry(view).publish(QuoteStats(market="BTC-USD", bid=None, bid_qty=None, ask=None, ask_qty=None,
                                        model="simple", reasons=(), at=1.0, published=42))
     assert MarketStatus.from_telemetry("BTC-USD", view, state="ACTIVE", now=2.0).quotes_published == 42
+
