@@ -39,24 +39,23 @@ class _Units(dict[str, int]):
 
     def __missing__(self, text: Any) -> int:
         decimals = self._decimals
+        count: int | None = None
         if decimals >= 0 and type(text) is str and _PLAIN(text):
             whole, _, fraction = text.partition(".")
             if len(fraction) <= decimals:
                 count = int(whole + fraction.ljust(decimals, "0"))
-                if len(self) > 1 << 16:
-                    self.clear()
-                self[text] = count
-                return count
-        try:
-            units = Decimal(text) / self._step
-        except (InvalidOperation, TypeError, ValueError):
-            raise BadFrame(f"{self._what}: not a number: {text!r}") from None
-        if units != units.to_integral_value():
-            raise BadFrame(f"{self._what} {text} is not a multiple of {self._step}")
+        if count is None:
+            try:
+                units = Decimal(text) / self._step
+            except (InvalidOperation, TypeError, ValueError):
+                raise BadFrame(f"{self._what}: not a number: {text!r}") from None
+            if units != units.to_integral_value():
+                raise BadFrame(f"{self._what} {text} is not a multiple of {self._step}")
+            count = int(units)
         if len(self) > 1 << 16:
             self.clear()
-        self[text] = int(units)
-        return int(units)
+        self[text] = count
+        return count
 
 
 class L2Book:

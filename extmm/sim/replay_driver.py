@@ -327,14 +327,13 @@ class ReplayDriver:
                     elif market in self._pending:
                         self._flush_market(market)
                 else:
-                    at = self._t0 + (deliver - self.start_ms) / 1000.0
-                    self._apply_book(market, frame, data, now_ms, at, deliver)
+                    self._apply_book(market, frame, data, now_ms, self._trio_time(deliver), deliver)
             except (BadFrame, KeyError, TypeError, ValueError, InvalidOperation) as exc:
                 stats.bad_frames += 1
                 logger.warning("replay {}/{}: frame skipped: {}", kind, market, exc)
             stats.market_frames[market] += 1
         else:
-            self._apply(kind, market, frame, world, self._t0 + (deliver - self.start_ms) / 1000.0, deliver)
+            self._apply(kind, market, frame, world, self._trio_time(deliver), deliver)
         stats.frames[kind] += 1
         stats.last_ms = world
 

@@ -66,10 +66,12 @@ class ReplayEngine(SimEngine):
         self._next_crowd_id = 9_000_000_000_000_000_001
 
     def advance(self, now_ms: int) -> None:
-        """`SimEngine.advance` without synthetic flow (never here): only the timers."""
-        if now_ms > self._now:
-            self._run_timers(now_ms)
-            self._now = now_ms
+        """`SimEngine.advance` without synthetic flow (never here): only the timers. (Once
+        per recorded frame: the world directly, not through `_now`.)"""
+        world = self.world
+        if now_ms > world.now:
+            self.timers.run(now_ms)
+            world.now = now_ms
 
     def _crowd_order(self, market: str, side: Side, ticks: int, lots: int, tif: str) -> SimOrder:
         self._next_crowd_id += 1
@@ -168,10 +170,7 @@ class ReplayEngine(SimEngine):
     # -- the recorded world ----------------------------------------------------------------
     def on_book(self, market: str, frame_type: str | None, data: Mapping[str, Any], now_ms: int) -> bool:
         """Apply a recorded book frame; returns whether the book is valid after it."""
-        world = self.world
-        if now_ms > world.now:  # `advance`, inline (once per recorded frame)
-            self.timers.run(now_ms)
-            world.now = now_ms
+        self.advance(now_ms)
         book = self.books[market]
         try:
             changed = book.apply(frame_type, data)
