@@ -235,16 +235,22 @@ class _Executor:
         if slot not in self.settled:
             return False
         now = trio.current_time()
+        target, live, _ = self.side_view(slot, now)
+        if live != self.settled[slot]:
+            return False
+        action = decide(target=target, live=live, now=now,
+                        replace_threshold_bps=self.params.replace_threshold_bps, coalesce_s=self.params.coalesce_s)
+        return action == NOTHING
+
+    def side_view(self, slot: OrderSlot, now: float) -> tuple[SideTarget | None, LiveOrder | None, float]:
+        """What a side's decision reads: its target (None once stale), its live order, and
+        when the targets go stale."""
+        stale_at = self.stale_at()
+        target = None if now > stale_at else slot.target  # Risk/Quoter quiet, or their book stale
         live = self.orders.live_order(slot, refresh_after_s=self.refresh_after_s)
         if live is not None and live.lots <= 0:
             live = None
-        settled = self.settled[slot]
-        if live is not settled and live != settled:  # the tracker hands out one LiveOrder per record
-            return False
-        target = None if now > self.stale_at() else slot.target
-        action = decide(target=target, live=live, now=now,
-                        replace_threshold_bps=self.params.replace_threshold_bps, coalesce_s=self.params.coalesce_s)
-        return action is NOTHING or action == NOTHING
+        return target, live, stale_at
 
     def stale_at(self) -> float:
         """When the current targets stop counting: no approval for `stale_target_s`, or
@@ -260,16 +266,9 @@ class _Executor:
         return max(self.params.order_expiry_s - self.params.refresh_margin_s, 1.0)
 
     async def side_worker(self, slot: OrderSlot) -> None:
-        refresh_after_s = self.refresh_after_s
         while True:
             now = trio.current_time()
-            target = slot.target
-            stale_at = self.stale_at()
-            if now > stale_at:
-                target = None  # Risk/Quoter went quiet, or their book went stale: quotes down
-            live = self.orders.live_order(slot, refresh_after_s=refresh_after_s)
-            if live is not None and live.lots <= 0:
-                live = None
+            target, live, stale_at = self.side_view(slot, now)
             action = decide(
                 target=target,
                 live=live,

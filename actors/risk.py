@@ -94,7 +94,7 @@ async def risk_actor(
             min_order_lots=min_lots,
         )
         intent = decision.intent
-        reasons = tuple([r.value for r in decision.reasons]) if decision.reasons else ()
+        reasons = tuple(r.value for r in decision.reasons)
         if telemetry is not None:
             reducing = RiskReason.REDUCING in decision.reasons
             # On change only (or once a second): Risk judges every proposal, ~10 a second.
@@ -111,14 +111,14 @@ async def risk_actor(
                 decided_at=now,
                 kill=decision.kill,
                 book_updated_at=proposal.book_updated_at,
-                more_bids=_targets(intent.more_bids) if intent.more_bids else (),
-                more_asks=_targets(intent.more_asks) if intent.more_asks else (),
+                more_bids=_targets(intent.more_bids),
+                more_asks=_targets(intent.more_asks),
             )
         )
 
 
 def _targets(levels: tuple[tuple[int, int], ...]) -> tuple[SideTarget | None, ...]:
-    return tuple([SideTarget(ticks=t, lots=lots) if lots else None for t, lots in levels])
+    return tuple(SideTarget(ticks=t, lots=lots) if lots else None for t, lots in levels)
 
 
 def _scaled(intent: QuoteIntent, fraction: float, min_lots: int) -> QuoteIntent:

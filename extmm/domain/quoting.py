@@ -416,7 +416,7 @@ def compute_quote(
             inventory_lots = inventory_lots - target_lots(spec, market.inventory_target_usd, mid)
         inventory = spec.lots_to_float(inventory_lots) / base_qty
         carry = funding_carry(funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
-        reference = mid + -carry * mid  # + funding_shift(...), whose carry this is
+        reference = mid + funding_shift(mid=mid, funding_rate=funding_rate, funding_horizon_s=model.funding_horizon_s)
         raw = _model_quote(
             model=model, market=market, spec=spec, reference=reference, mid=mid,
             inventory=inventory, sigma_rel=sigma, carry=carry,
@@ -442,19 +442,8 @@ def compute_quote(
     base_lots = spec.float_to_lots(base_qty)
     bid_lots, ask_lots = skewed_sizes(base_lots=base_lots, inventory_lots=inventory_lots)
     min_lots = min_quote_lots(spec, market.min_order_size)
-    if market.levels > 1:
-        more_bids = tuple(
-            (t, _venue_size(spec, t, lots, min_lots))
-            for t, lots in ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid,
-                                         side=Side.BUY)
-        )
-        more_asks = tuple(
-            (t, _venue_size(spec, t, lots, min_lots))
-            for t, lots in ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid,
-                                         side=Side.SELL)
-        )
-    else:
-        more_bids = more_asks = ()  # what ladder_levels gives for one level
+    more_bids = ladder_levels(spec, market, first_ticks=bid_ticks, first_lots=bid_lots, mid=mid, side=Side.BUY)
+    more_asks = ladder_levels(spec, market, first_ticks=ask_ticks, first_lots=ask_lots, mid=mid, side=Side.SELL)
     bid_lots = _venue_size(spec, bid_ticks, bid_lots, min_lots)
     ask_lots = _venue_size(spec, ask_ticks, ask_lots, min_lots)
     return QuoteIntent(
@@ -466,8 +455,8 @@ def compute_quote(
         reservation=raw.reservation,
         half_spread=raw.half_spread + fee_distance,
         model=model.type,
-        more_bids=more_bids,
-        more_asks=more_asks,
+        more_bids=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_bids),
+        more_asks=tuple((t, _venue_size(spec, t, lots, min_lots)) for t, lots in more_asks),
     )
 
 

@@ -189,13 +189,7 @@ def clamp_intent(
             level[1] = 0
 
     def any_lots() -> bool:
-        for level in bids:
-            if level[1]:
-                return True
-        for level in asks:
-            if level[1]:
-                return True
-        return False
+        return any(level[1] for level in bids) or any(level[1] for level in asks)
 
     if any_lots():
         # Net position, at each order's own price (and never less strict than at the mid):
@@ -242,15 +236,10 @@ def clamp_intent(
         for level in ladder:
             if level[1] < min_lots:
                 level[1] = 0
-    # Only sizes change here (never prices): a new intent only when one did.
-    if (
-        bids[0][1] != intent.bid_lots or asks[0][1] != intent.ask_lots
-        or (intent.more_bids and any(level[1] != lots for level, (_, lots) in zip(bids[1:], intent.more_bids,
-                                                                                   strict=True)))
-        or (intent.more_asks and any(level[1] != lots for level, (_, lots) in zip(asks[1:], intent.more_asks,
-                                                                                   strict=True)))
-    ):
-        intent = intent.with_ladders(tuple((t, lots) for t, lots in bids), tuple((t, lots) for t, lots in asks))
+    new_bids = tuple((t, lots) for t, lots in bids)
+    new_asks = tuple((t, lots) for t, lots in asks)
+    if (new_bids, new_asks) != (intent.bid_ladder, intent.ask_ladder):
+        intent = intent.with_ladders(new_bids, new_asks)
     return RiskDecision(intent=intent, reasons=tuple(reasons), kill=kill)
 
 

@@ -119,7 +119,7 @@ class Telemetry:
 
     def publish(self, msg: TelemetryMsg) -> None:
         if self._view is not None:
-            self._view.latest[(msg.market, type(msg))] = msg
+            self._view.update(msg)
             return
         if self._send is None:
             return
