@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     events = counts["level_updates"] + counts["prints"]
     ours = run_ours(path, args.market, args.book_interval_ms, args.profile)
     ours["events_per_s"] = round(events / ours["wall_seconds"], 1)
-    line: dict[str, Any] = {"data": source, "events": events, **counts, "ours": ours}
+    line: dict[str, Any] = {"data": source, "data_file": str(path), "events": events, **counts, "ours": ours}
     if args.no_hftbacktest:
         line["hftbacktest"] = {"skipped": "--no-hftbacktest"}
     else:
